@@ -1,0 +1,247 @@
+"""ABI version 1: type codes, the column descriptor, and the manifest schema.
+
+Pure Python: nothing here touches wasmtime. ``docs/abi.md`` is the prose version.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ManifestError
+
+ABI_VERSION = 1
+MANIFEST_SECTION = "wasmudf"
+
+#: Capabilities a manifest may ask for and ``grant=`` may allow (ABI §6).
+HOST_IMPORTS = ("log", "config_get", "secret_get")
+CAPABILITIES = (*HOST_IMPORTS, "wasi")
+
+MAX_PARAMS = 32
+MAX_NAME_LEN = 64
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+@dataclass(frozen=True)
+class AbiType:
+    """One ABI v1 column type."""
+
+    name: str
+    code: int
+    width: int  # bytes per row of the values buffer; 0 for variable-length types
+
+    @property
+    def is_varlen(self) -> bool:
+        return self.width == 0
+
+
+TYPES: dict[str, AbiType] = {
+    t.name: t
+    for t in (
+        AbiType("bool", 1, 1),
+        AbiType("int32", 2, 4),
+        AbiType("int64", 3, 8),
+        AbiType("float32", 4, 4),
+        AbiType("float64", 5, 8),
+        AbiType("utf8", 6, 0),
+        AbiType("binary", 7, 0),
+    )
+}
+TYPES_BY_CODE = {t.code: t for t in TYPES.values()}
+
+# The 32-byte column descriptor (ABI §3): eight little-endian u32 fields.
+DESCRIPTOR = struct.Struct("<8I")
+DESCRIPTOR_SIZE = DESCRIPTOR.size
+DESCRIPTOR_ALIGN = 8
+F_TYPE, F_LENGTH, F_NULL_COUNT, F_VALIDITY, F_OFFSETS, F_VALUES, F_VALUES_LEN, F_RESERVED = range(8)
+
+# Wasm signatures of the exports, as (params, results) in wasmtime's type names.
+SIG_SCALAR = (("i32", "i32", "i32"), ("i32",))
+SIG_ABI_VERSION = ((), ("i32",))
+SIG_ALLOC = (("i32", "i32"), ("i32",))
+SIG_RESET = ((), ())
+SIG_ERROR = ((), ("i32",))
+SIG_INITIALIZE = ((), ())
+AGGREGATE_EXPORTS = {
+    "init": ((), ("i32",)),
+    "update": (("i32", "i32", "i32"), ("i32",)),
+    "finalize": (("i32", "i32"), ("i32",)),
+    "merge": (("i32", "i32"), ("i32",)),
+    "inverse": (("i32", "i32", "i32"), ("i32",)),
+    "value": (("i32", "i32"), ("i32",)),
+}
+HOST_IMPORT_SIGNATURES = {
+    "log": (("i32", "i32", "i32"), ()),
+    "config_get": (("i32", "i32", "i32", "i32"), ("i32",)),
+    "secret_get": (("i32", "i32", "i32", "i32"), ("i32",)),
+}
+
+
+def format_signature(sig: tuple[tuple[str, ...], tuple[str, ...]]) -> str:
+    params, results = sig
+    return f"({', '.join(params)}) -> ({', '.join(results)})"
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One entry of the manifest's ``functions`` list."""
+
+    name: str
+    kind: str  # "scalar" | "aggregate"
+    params: tuple[AbiType, ...]
+    returns: AbiType
+    export: str
+    deterministic: bool = True
+    nulls: str = "strict"  # "strict" | "called"
+    window: bool = False
+    doc: str = ""
+
+    @property
+    def strict(self) -> bool:
+        return self.nulls == "strict"
+
+    def signature(self) -> str:
+        """``name(int64, int64) -> int64``, for messages and listings."""
+        args = ", ".join(t.name for t in self.params)
+        return f"{self.name}({args}) -> {self.returns.name}"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    abi: int
+    functions: tuple[FunctionSpec, ...]
+    capabilities: tuple[str, ...] = ()
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+_FUNCTION_FIELDS = {
+    "name", "kind", "params", "returns", "export", "deterministic", "nulls", "window", "doc",
+}
+_TOP_FIELDS = {"abi", "functions", "capabilities"}
+
+
+def parse_manifest(data: bytes) -> Manifest:
+    """Parse and check the bytes of the ``wasmudf`` custom section (ABI §2, §8).
+
+    Raises:
+        ManifestError: naming the field, the function and what is wrong with it.
+    """
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"the wasmudf manifest is not valid UTF-8: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"the wasmudf manifest is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ManifestError("the wasmudf manifest must be a JSON object")
+    _reject_unknown(doc, _TOP_FIELDS, "the manifest")
+    abi = doc.get("abi")
+    if type(abi) is not int:
+        raise ManifestError("manifest field 'abi' is missing or not an integer")
+    if abi != ABI_VERSION:
+        raise ManifestError(
+            f"manifest asks for ABI version {abi}; this host speaks version {ABI_VERSION} only"
+        )
+    caps = doc.get("capabilities", [])
+    if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
+        raise ManifestError("manifest field 'capabilities' must be a list of strings")
+    for cap in caps:
+        if cap not in CAPABILITIES:
+            raise ManifestError(
+                f"manifest asks for unknown capability {cap!r}; known: {', '.join(CAPABILITIES)}"
+            )
+    funcs = doc.get("functions")
+    if not isinstance(funcs, list) or not funcs:
+        raise ManifestError("manifest field 'functions' must be a non-empty list")
+    specs = [_parse_function(i, f) for i, f in enumerate(funcs)]
+    _check_unique(specs)
+    return Manifest(abi=abi, functions=tuple(specs), capabilities=tuple(dict.fromkeys(caps)), raw=doc)
+
+
+def _reject_unknown(obj: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise ManifestError(f"unknown field {unknown[0]!r} in {where}")
+
+
+def _parse_function(index: int, f: Any) -> FunctionSpec:
+    if not isinstance(f, dict):
+        raise ManifestError(f"manifest functions[{index}] must be an object")
+    name = f.get("name")
+    if not isinstance(name, str) or not _NAME_RE.match(name) or len(name) > MAX_NAME_LEN:
+        raise ManifestError(
+            f"manifest functions[{index}]: 'name' {name!r} must match [A-Za-z_][A-Za-z0-9_]* "
+            f"and be at most {MAX_NAME_LEN} characters"
+        )
+    where = f"function {name!r}"
+    _reject_unknown(f, _FUNCTION_FIELDS, where)
+    kind = f.get("kind")
+    if kind not in ("scalar", "aggregate"):
+        raise ManifestError(f"{where}: 'kind' must be \"scalar\" or \"aggregate\", not {kind!r}")
+    params = f.get("params")
+    if not isinstance(params, list):
+        raise ManifestError(f"{where}: 'params' must be a list of type names")
+    if len(params) > MAX_PARAMS:
+        raise ManifestError(f"{where}: {len(params)} params, at most {MAX_PARAMS} are allowed")
+    ptypes = tuple(_type(where, f"params[{i}]", p) for i, p in enumerate(params))
+    rtype = _type(where, "returns", f.get("returns"))
+    export = f.get("export", name)
+    if not isinstance(export, str) or not export:
+        raise ManifestError(f"{where}: 'export' must be a non-empty string")
+    deterministic = _bool(where, f, "deterministic", True)
+    window = _bool(where, f, "window", False)
+    nulls = f.get("nulls", "strict")
+    if nulls not in ("strict", "called"):
+        raise ManifestError(f"{where}: 'nulls' must be \"strict\" or \"called\", not {nulls!r}")
+    doc = f.get("doc", "")
+    if not isinstance(doc, str):
+        raise ManifestError(f"{where}: 'doc' must be a string")
+    if window and kind != "aggregate":
+        raise ManifestError(f"{where}: 'window' is only allowed on aggregates")
+    return FunctionSpec(name, kind, ptypes, rtype, export, deterministic, nulls, window, doc)
+
+
+def _type(where: str, fieldname: str, value: Any) -> AbiType:
+    if not isinstance(value, str) or value not in TYPES:
+        raise ManifestError(
+            f"{where}: {fieldname} has unknown type {value!r}; known: {', '.join(TYPES)}"
+        )
+    return TYPES[value]
+
+
+def _bool(where: str, f: dict[str, Any], key: str, default: bool) -> bool:
+    value = f.get(key, default)
+    if type(value) is not bool:
+        raise ManifestError(f"{where}: {key!r} must be true or false")
+    return value
+
+
+def _check_unique(specs: list[FunctionSpec]) -> None:
+    names: dict[str, str] = {}
+    exports: dict[str, str] = {}
+    for s in specs:
+        key = s.name.lower()
+        if key in names:
+            raise ManifestError(
+                f"functions {names[key]!r} and {s.name!r} have the same SQL name "
+                "(names are case-insensitive)"
+            )
+        names[key] = s.name
+        if s.export in exports:
+            raise ManifestError(
+                f"functions {exports[s.export]!r} and {s.name!r} share the export {s.export!r}"
+            )
+        exports[s.export] = s.name
+
+
+def required_exports(spec: FunctionSpec) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """The exports (name → Wasm signature) that must exist for one function."""
+    if spec.kind == "scalar":
+        return {spec.export: SIG_SCALAR}
+    parts = ["init", "update", "finalize"]
+    if spec.window:
+        parts += ["inverse", "value"]
+    return {f"{spec.export}__{p}": AGGREGATE_EXPORTS[p] for p in parts}

@@ -1,0 +1,264 @@
+"""Engine-neutral function objects: a scalar is callable on pyarrow arrays.
+
+The adapters hand these to DuckDB and SQLite; nothing here knows about either engine.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from .abi import AbiType, FunctionSpec
+from .columns import (
+    ARROW_TYPES,
+    EMPTY,
+    HostBuffer,
+    InputColumn,
+    input_column,
+    read_output,
+    write_frame,
+)
+from .errors import ArgumentTypeError, GuestError
+
+if TYPE_CHECKING:
+    from .instance import Instance
+    from .module import Module
+
+#: Rows handed to the guest per call, and the most variable-length input bytes per call.
+BATCH_ROWS = 65_536
+BATCH_VARLEN_BYTES = 16 * 1024 * 1024
+
+_ROW_FORMATS = {"bool": "<B", "int32": "<i", "int64": "<q", "float32": "<f", "float64": "<d"}
+_INT_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
+
+
+class ScalarFunction:
+    """A scalar SQL function of a loaded module.
+
+    Call it on pyarrow arrays (or anything ``pyarrow.array`` accepts) with one argument per
+    parameter; it returns a ``pyarrow.Array``, or a ``pyarrow.ChunkedArray`` when an argument
+    was chunked. Rows are sent to the guest export in batches of up to ``BATCH_ROWS``.
+
+    >>> mod.functions["add_i64"](pa.array([1, 2]), pa.array([10, None]))  # doctest: +SKIP
+    <pyarrow.lib.Int64Array object at ...> [11, null]
+
+    Raises:
+        ArgumentTypeError: wrong number of arguments, or a value that cannot be converted
+            to the parameter's type.
+        GuestError: the guest trapped, failed, hit a limit or returned invalid data.
+    """
+
+    kind = "scalar"
+
+    def __init__(self, module: Module, spec: FunctionSpec):
+        self.module = module
+        self.spec = spec
+        self.name = spec.name
+        self._arrow_params = [ARROW_TYPES[t.name] for t in spec.params]
+        self.return_type = ARROW_TYPES[spec.returns.name]
+
+    def __repr__(self) -> str:
+        return f"<ScalarFunction {self.spec.signature()} from {self.module.label}>"
+
+    # -- whole columns ---------------------------------------------------------------------
+
+    def __call__(self, *args: Any, rows: int | None = None) -> pa.Array | pa.ChunkedArray:
+        spec = self.spec
+        if len(args) != len(spec.params):
+            raise ArgumentTypeError(
+                f"{spec.signature()} takes {len(spec.params)} arguments, {len(args)} given"
+            )
+        columns = [self._coerce(i, a) for i, a in enumerate(args)]
+        if columns:
+            n = len(columns[0])
+            for i, c in enumerate(columns[1:], 1):
+                if len(c) != n:
+                    raise ArgumentTypeError(
+                        f"`{self.name}`: argument {i + 1} has {len(c)} rows, argument 1 has {n}"
+                    )
+        elif rows is None:
+            raise ArgumentTypeError(f"`{self.name}` takes no arguments: pass rows=N")
+        else:
+            n = rows
+        chunked = any(isinstance(c, pa.ChunkedArray) for c in columns)
+        pieces = [self._call_arrays(batch, m) for batch, m in _batches(columns, n)]
+        if chunked:
+            return pa.chunked_array(pieces, type=self.return_type)
+        if len(pieces) == 1:
+            return pieces[0]
+        return pa.concat_arrays(pieces) if pieces else pa.array([], type=self.return_type)
+
+    def _coerce(self, index: int, value: Any) -> pa.Array | pa.ChunkedArray:
+        target = self._arrow_params[index]
+        if not isinstance(value, (pa.Array, pa.ChunkedArray)):
+            try:
+                value = pa.array(value, type=target)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
+                raise self._type_error(index, f"a {type(value).__name__} ({exc})") from None
+        if value.type != target:
+            try:
+                value = value.cast(target, safe=True)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+                raise self._type_error(index, f"{value.type} ({exc})") from None
+        return value
+
+    def _type_error(self, index: int, found: str) -> ArgumentTypeError:
+        return ArgumentTypeError(
+            f"`{self.name}` argument {index + 1} must be {self.spec.params[index].name}, got {found}"
+        )
+
+    def _call_arrays(self, arrays: list[pa.Array], n: int) -> pa.Array:
+        """Call on one batch of plain arrays, applying the function's NULL handling."""
+        if self.spec.strict and any(a.null_count for a in arrays):
+            mask = np.ones(n, dtype=bool)
+            for a in arrays:
+                if a.null_count:
+                    mask &= a.is_valid().to_numpy(zero_copy_only=False)
+            kept = pa.array(mask)
+            result = self._call_dense([a.filter(kept) for a in arrays], int(mask.sum()))
+            # Put the results back in place, NULL where a row was skipped.
+            positions = pa.array(np.cumsum(mask) - 1, mask=~mask)
+            return result.take(positions)
+        return self._call_dense(arrays, n)
+
+    def _call_dense(self, arrays: list[pa.Array], n: int) -> pa.Array:
+        pieces = []
+        for start, stop in _row_ranges(arrays, n):
+            part = [a.slice(start, stop - start) for a in arrays]
+            cols = [input_column(a, t) for a, t in zip(part, self.spec.params)]
+            pieces.append(self._invoke(cols, stop - start))
+        if len(pieces) == 1:
+            return pieces[0]
+        return pa.concat_arrays(pieces) if pieces else pa.array([], type=self.return_type)
+
+    def _invoke(self, cols: list[InputColumn], rows: int) -> pa.Array:
+        inst = self.module._pool.get()
+        try:
+            inst.reset()
+            frame = write_frame(inst, cols, self.spec.returns, rows, self.name)
+            inst.status_call(self.spec.export, (frame.args, len(cols), frame.out), what=self.name)
+            return read_output(inst, frame, self.name, self.module.limits.output_bytes)
+        except GuestError:
+            self.module._pool.discard()
+            raise
+
+    # -- one row (SQLite) ------------------------------------------------------------------
+
+    def call_row(self, *values: Any) -> Any:
+        """Call on one row of Python values (SQLite's per-row interface); returns a Python value.
+
+        ``None`` is NULL. Integers are range-checked against int32/int64 parameters.
+        """
+        spec = self.spec
+        if spec.strict and None in values:
+            return None
+        cols = [self._row_column(i, t, v) for i, (t, v) in enumerate(zip(spec.params, values))]
+        inst = self.module._pool.get()
+        try:
+            return self._invoke_row(inst, cols)
+        except GuestError:
+            self.module._pool.discard()
+            raise
+
+    def _row_column(self, index: int, t: AbiType, v: Any) -> InputColumn:
+        if v is None:
+            width = t.width or 0
+            values = HostBuffer.of(bytes(width)) if width else EMPTY
+            offsets = HostBuffer.of(bytes(8)) if t.is_varlen else EMPTY
+            return InputColumn(t, 1, 1, HostBuffer.of(b"\0"), offsets, values)
+        name = t.name
+        if name in ("int32", "int64"):
+            if type(v) is not int and not isinstance(v, (int, np.integer)):
+                raise self._type_error(index, f"{_sql_type(v)} {v!r}")
+            lo, hi = _INT_RANGES[name]
+            if not lo <= v <= hi:
+                raise ArgumentTypeError(
+                    f"`{self.name}` argument {index + 1} ({name}) is out of range: {v}"
+                )
+            data = struct.pack(_ROW_FORMATS[name], v)
+        elif name in ("float32", "float64"):
+            if not isinstance(v, (int, float)):
+                raise self._type_error(index, f"{_sql_type(v)} {v!r}")
+            data = struct.pack(_ROW_FORMATS[name], float(v))
+        elif name == "bool":
+            if not isinstance(v, int):
+                raise self._type_error(index, f"{_sql_type(v)} {v!r}")
+            data = b"\1" if v else b"\0"
+        elif name == "utf8":
+            if not isinstance(v, str):
+                raise self._type_error(index, f"{_sql_type(v)} {v!r}")
+            data = v.encode("utf-8", errors="surrogatepass")
+        else:
+            if not isinstance(v, (bytes, bytearray, memoryview)):
+                raise self._type_error(index, f"{_sql_type(v)} {v!r}")
+            data = bytes(v)
+        if t.is_varlen:
+            offsets = HostBuffer.of(struct.pack("<II", 0, len(data)))
+            return InputColumn(t, 1, 0, EMPTY, offsets, HostBuffer.of(data) if data else EMPTY)
+        return InputColumn(t, 1, 0, EMPTY, EMPTY, HostBuffer.of(data))
+
+    def _invoke_row(self, inst: Instance, cols: list[InputColumn]) -> Any:
+        arr = self._invoke_on(inst, cols)
+        return arr[0].as_py()
+
+    def _invoke_on(self, inst: Instance, cols: list[InputColumn]) -> pa.Array:
+        inst.reset()
+        frame = write_frame(inst, cols, self.spec.returns, 1, self.name)
+        inst.status_call(self.spec.export, (frame.args, len(cols), frame.out), what=self.name)
+        return read_output(inst, frame, self.name, self.module.limits.output_bytes)
+
+
+def _sql_type(v: Any) -> str:
+    if v is None:
+        return "NULL"
+    if isinstance(v, bool) or isinstance(v, int):
+        return "INTEGER"
+    if isinstance(v, float):
+        return "REAL"
+    if isinstance(v, str):
+        return "TEXT"
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return "BLOB"
+    return type(v).__name__
+
+
+def _batches(columns: Sequence[pa.Array | pa.ChunkedArray], n: int) -> Iterator[tuple[list[pa.Array], int]]:
+    """Plain-array batches of at most BATCH_ROWS rows, aligned across the columns."""
+    if not columns:
+        for start in range(0, n, BATCH_ROWS):
+            yield [], min(BATCH_ROWS, n - start)
+        return
+    if n == 0:
+        yield [c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in columns], 0
+        return
+    for start in range(0, n, BATCH_ROWS):
+        m = min(BATCH_ROWS, n - start)
+        part = []
+        for c in columns:
+            s = c.slice(start, m)
+            part.append(s.combine_chunks() if isinstance(s, pa.ChunkedArray) else s)
+        yield part, m
+
+
+def _row_ranges(arrays: list[pa.Array], n: int) -> Iterator[tuple[int, int]]:
+    """Split [0, n) so no call carries more than BATCH_VARLEN_BYTES of variable-length input."""
+    varlen = [a for a in arrays if pa.types.is_string(a.type) or pa.types.is_binary(a.type)]
+    if not varlen or n == 0:
+        yield 0, n
+        return
+    sizes = np.zeros(n + 1, dtype=np.int64)
+    for a in varlen:
+        offs = np.frombuffer(a.buffers()[1], np.int32, count=n + 1, offset=a.offset * 4)
+        sizes += offs.astype(np.int64) - int(offs[0])
+    start = 0
+    while start < n:
+        limit = sizes[start] + BATCH_VARLEN_BYTES
+        stop = int(np.searchsorted(sizes, limit, side="right")) - 1
+        stop = min(max(stop, start + 1), n)
+        yield start, stop
+        start = stop
+

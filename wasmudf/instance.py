@@ -1,0 +1,330 @@
+"""One instantiated module in its own wasmtime Store: fast calls and checked memory access.
+
+An :class:`Instance` belongs to one thread (ABI §7); :class:`InstancePool` hands each thread
+its own and replaces an instance that failed. Calls go through ``wasmtime_func_call_unchecked``
+via ctypes with preallocated argument slots: wasmtime-py's ``Func.__call__`` costs ~50 µs.
+Export signatures were checked at load time, which is what makes the unchecked call sound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import wasmtime
+from wasmtime import _ffi as ffi
+
+from .capabilities import CapabilityContext, host_imports
+from .errors import (
+    FuelExhausted,
+    GuestError,
+    GuestFailure,
+    GuestTrap,
+    InvalidGuestOutput,
+    MemoryLimitExceeded,
+    StackLimitExceeded,
+    TimeLimitExceeded,
+)
+from .limits import Limits
+
+U32 = 0xFFFFFFFF
+ERROR_MESSAGE_MAX = 4096
+_NO_DEADLINE = 1 << 62
+
+
+def _symbol(name: str) -> int:
+    return ctypes.cast(getattr(ffi.dll, name), ctypes.c_void_p).value  # type: ignore[return-value]
+
+
+c_void_p, c_size_t, c_uint64 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint64
+# Our own prototypes over wasmtime-py's library, taking plain ints: much cheaper than the
+# wrappers in wasmtime._bindings. The call itself releases the GIL (CFUNCTYPE) so DuckDB's
+# threads run Wasm in parallel; the tiny accessors keep it (PYFUNCTYPE).
+_call_unchecked = ctypes.CFUNCTYPE(c_void_p, c_void_p, c_void_p, c_void_p, c_size_t, c_void_p)(
+    _symbol("wasmtime_func_call_unchecked")
+)
+_memory_data = ctypes.PYFUNCTYPE(c_void_p, c_void_p, c_void_p)(_symbol("wasmtime_memory_data"))
+_memory_size = ctypes.PYFUNCTYPE(c_size_t, c_void_p, c_void_p)(_symbol("wasmtime_memory_data_size"))
+_set_deadline = ctypes.PYFUNCTYPE(None, c_void_p, c_uint64)(
+    _symbol("wasmtime_context_set_epoch_deadline")
+)
+
+
+@dataclass
+class InstanceSpec:
+    """Everything needed to make a fresh instance of one loaded module on any thread."""
+
+    label: str
+    compiled: wasmtime.Module
+    engine: wasmtime.Engine
+    ticker: Any
+    limits: Limits
+    capabilities: CapabilityContext
+    granted_imports: set[str] = field(default_factory=set)
+    wasi: bool = False
+    has_initialize: bool = False
+    has_error_export: bool = False
+    tick_ms: float = 5.0
+
+
+class Instance:
+    """A store, an instance of the module in it, and fast calls into its exports."""
+
+    MAX_SLOTS = 4
+
+    def __init__(self, spec: InstanceSpec):
+        self.spec = spec
+        self.label = spec.label
+        self.broken = False
+        limits = spec.limits
+        store = wasmtime.Store(spec.engine)
+        store.set_limits(
+            memory_size=-1 if limits.memory_bytes is None else limits.memory_bytes,
+            table_elements=-1 if limits.table_elements is None else limits.table_elements,
+            instances=1,
+            tables=1,
+            memories=1,
+        )
+        self._store = store
+        self._ctx = ctypes.cast(store._context(), c_void_p).value
+        self._ticks = (
+            None if limits.timeout_ms is None else int(limits.timeout_ms // spec.tick_ms) + 2
+        )
+        self._armed_epoch = -1
+        self._fuel = limits.fuel
+        self._slots = (ctypes.c_uint64 * (2 * self.MAX_SLOTS))()
+        self._slots_addr = ctypes.addressof(self._slots)
+        self._trap = ctypes.c_void_p()
+        self._trap_addr = ctypes.addressof(self._trap)
+
+        linker = wasmtime.Linker(spec.engine)
+        for name, (ty, fn) in host_imports(spec.capabilities, spec.granted_imports).items():
+            linker.define_func("wasmudf", name, ty, fn, access_caller=True)
+        if spec.wasi:
+            linker.define_wasi()
+            store.set_wasi(_sandboxed_wasi())
+        self.arm_deadline(force=True)
+        with translate_errors(self, "instantiation"):
+            if self._fuel is not None:
+                store.set_fuel(self._fuel)
+            instance = linker.instantiate(store, spec.compiled)
+        self._exports = instance.exports(store)
+        memory = self._exports["memory"]
+        assert isinstance(memory, wasmtime.Memory)  # checked at load time
+        self._memory = memory
+        self._mem_addr = ctypes.addressof(memory._memory)
+        self._func_addrs: dict[str, int] = {}
+        self._keep: list[Any] = []
+        if spec.has_initialize:
+            self.call("_initialize", (), what="_initialize")
+        version = self.call("wasmudf_abi_version", (), what="wasmudf_abi_version")
+        if version != 1:
+            self.broken = True
+            raise InvalidGuestOutput(
+                f"{self.label}: wasmudf_abi_version() returned {version}; this host speaks ABI 1",
+                module=self.label,
+            )
+
+    # -- calls ---------------------------------------------------------------------------
+
+    def func_addr(self, export: str) -> int:
+        addr = self._func_addrs.get(export)
+        if addr is None:
+            func = self._exports[export]
+            assert isinstance(func, wasmtime.Func)
+            self._keep.append(func)
+            addr = self._func_addrs[export] = ctypes.addressof(func._func)
+        return addr
+
+    def arm_deadline(self, force: bool = False) -> None:
+        """Set the epoch deadline for the next call.
+
+        A deadline is absolute (epoch now + ticks); while the ticker has not advanced since we
+        last set it, that absolute deadline is the same as a new one would be, so setting it
+        again is skipped.
+        """
+        epoch = self.spec.ticker.epoch
+        if force or epoch != self._armed_epoch:
+            _set_deadline(self._ctx, _NO_DEADLINE if self._ticks is None else self._ticks)
+            self._armed_epoch = epoch
+
+    def call(self, export: str, args: tuple[int, ...], *, what: str) -> int | None:
+        """Call an export taking and returning i32s; the result as an unsigned u32, or None.
+
+        Raises:
+            GuestError: a trap or a limit, translated; the instance is then marked broken.
+        """
+        slots = self._slots
+        for i, value in enumerate(args):
+            slots[2 * i] = value & U32
+        self.arm_deadline()
+        if self._fuel is not None:
+            self._store.set_fuel(self._fuel)
+        if self.spec.capabilities is not None:
+            self.spec.capabilities.new_call()
+        err = _call_unchecked(self._ctx, self.func_addr(export), self._slots_addr, self.MAX_SLOTS, self._trap_addr)
+        if err or self._trap.value:
+            self._raise_call_failure(err, what)
+        return slots[0] & U32
+
+    def _raise_call_failure(self, err: int | None, what: str) -> None:
+        self.broken = True
+        if self._trap.value:
+            ptr = ctypes.cast(self._trap.value, ctypes.POINTER(ffi.wasm_trap_t))
+            self._trap.value = None
+            exc: Exception = wasmtime.Trap._from_ptr(ptr)
+        else:
+            exc = wasmtime.WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t)))
+        with translate_errors(self, what):
+            raise exc
+
+    def status_call(self, export: str, args: tuple[int, ...], *, what: str) -> None:
+        """Call an export returning a status; a non-zero status raises GuestFailure."""
+        status = self.call(export, args, what=what)
+        if status:
+            self.broken = True
+            message = self.guest_message()
+            detail = f": {message}" if message else ""
+            raise GuestFailure(
+                f"`{what}` in {self.label} failed (status {status}){detail}",
+                guest_message=message, function=what, module=self.label,
+            )
+
+    # -- the arena -----------------------------------------------------------------------
+
+    def reset(self) -> None:
+        self.call("wasmudf_reset", (), what="wasmudf_reset")
+
+    def alloc(self, size: int, align: int, *, what: str) -> int:
+        """A block from ``wasmudf_alloc``, checked to be non-zero, aligned and in memory."""
+        addr = self.call("wasmudf_alloc", (size, align), what=what)
+        assert addr is not None
+        if addr == 0:
+            self.broken = True
+            message = self.guest_message()
+            raise GuestFailure(
+                f"`{what}` in {self.label}: wasmudf_alloc could not allocate {size} bytes"
+                + (f": {message}" if message else "; raise Limits.memory_bytes if the data is large"),
+                guest_message=message, function=what, module=self.label,
+            )
+        _, mem_size = self.memory()
+        if addr % align or addr + size > mem_size:
+            self.broken = True
+            raise InvalidGuestOutput(
+                f"`{what}` in {self.label}: wasmudf_alloc({size}, {align}) returned 0x{addr:x}, "
+                f"{'misaligned' if addr % align else 'outside linear memory'} "
+                f"(memory is {mem_size} bytes)",
+                function=what, module=self.label,
+            )
+        return addr
+
+    # -- memory --------------------------------------------------------------------------
+
+    def memory(self) -> tuple[int, int]:
+        """(base address, size in bytes) of linear memory, read afresh: any call may grow it."""
+        return _memory_data(self._ctx, self._mem_addr), _memory_size(self._ctx, self._mem_addr)
+
+    def guest_message(self) -> str | None:
+        """The guest's ``wasmudf_error`` text, bounded and decoded leniently, if it has one."""
+        if not self.spec.has_error_export:
+            return None
+        try:
+            self.arm_deadline(force=True)
+            addr = self.call("wasmudf_error", (), what="wasmudf_error")
+        except GuestError:
+            return None
+        base, size = self.memory()
+        if not addr or addr >= size:
+            return None
+        raw = ctypes.string_at(base + addr, min(ERROR_MESSAGE_MAX, size - addr))
+        return raw.split(b"\0", 1)[0].decode("utf-8", errors="replace") or None
+
+
+# Trap codes that mean "a limit was hit" rather than "the guest is wrong".
+_LIMIT_TRAPS: dict[Any, tuple[type[GuestError], str]] = {
+    wasmtime.TrapCode.INTERRUPT: (
+        TimeLimitExceeded,
+        "ran past its {timeout} time limit (Limits.timeout_ms); raise the limit or check for "
+        "an endless loop",
+    ),
+    wasmtime.TrapCode.OUT_OF_FUEL: (
+        FuelExhausted,
+        "ran out of fuel ({fuel} units, Limits.fuel); raise the limit or check for an "
+        "endless loop",
+    ),
+    wasmtime.TrapCode.STACK_OVERFLOW: (
+        StackLimitExceeded,
+        "overflowed its {stack} KiB Wasm stack (Limits.stack_bytes); check for unbounded "
+        "recursion",
+    ),
+}
+
+
+@contextlib.contextmanager
+def translate_errors(instance: Instance, what: str) -> Iterator[None]:
+    """Map wasmtime's Trap/WasmtimeError to our tree, most specific first, with context."""
+    try:
+        yield
+    except wasmtime.Trap as exc:
+        instance.broken = True
+        limits = instance.spec.limits
+        kind = _LIMIT_TRAPS.get(exc.trap_code)
+        if kind is not None:
+            cls, text = kind
+            message = text.format(
+                timeout=f"{limits.timeout_ms:g} ms" if limits.timeout_ms else "(unset)",
+                fuel=limits.fuel, stack=limits.stack_bytes // 1024,
+            )
+            raise cls(
+                f"`{what}` in {instance.label} {message}", function=what, module=instance.label
+            ) from exc
+        code = exc.trap_code.name.lower() if exc.trap_code is not None else None
+        first_line = str(exc.message).strip().splitlines()[0] if exc.message else "trap"
+        guest = instance.guest_message() if what not in ("wasmudf_error", "instantiation") else None
+        raise GuestTrap(
+            f"`{what}` in {instance.label} trapped: {first_line}"
+            + (f" (guest says: {guest})" if guest else ""),
+            trap_code=code, function=what, module=instance.label,
+        ) from exc
+    except wasmtime.WasmtimeError as exc:
+        instance.broken = True
+        text = str(exc).strip()
+        if "memory" in text and ("limit" in text or "exceeds" in text):
+            raise MemoryLimitExceeded(
+                f"`{what}` in {instance.label}: the module's memory does not fit in "
+                f"Limits.memory_bytes = {instance.spec.limits.memory_bytes} ({text.splitlines()[0]})",
+                function=what, module=instance.label,
+            ) from exc
+        raise GuestTrap(
+            f"`{what}` in {instance.label} failed: {text.splitlines()[0] if text else 'error'}",
+            function=what, module=instance.label,
+        ) from exc
+
+
+def _sandboxed_wasi() -> wasmtime.WasiConfig:
+    # No preopened directories, no environment, no arguments; output is discarded.
+    config = wasmtime.WasiConfig()
+    config.stdout_custom(lambda _data: None)
+    config.stderr_custom(lambda _data: None)
+    return config
+
+
+class InstancePool:
+    """One live instance per thread, created on first use and replaced after a failure."""
+
+    def __init__(self, factory: Callable[[], Instance]):
+        self._factory = factory
+        self._local = threading.local()
+
+    def get(self) -> Instance:
+        inst = getattr(self._local, "instance", None)
+        if inst is None or inst.broken:
+            inst = self._local.instance = self._factory()
+        return inst
+
+    def discard(self) -> None:
+        self._local.instance = None

@@ -1,0 +1,236 @@
+"""``load``: from bytes to a checked, compiled :class:`Module` with callable functions."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import wasmtime
+
+from . import abi, wasmbin
+from .abi import Manifest, format_signature
+from .capabilities import CapabilityContext, SecretStore
+from .engine import ENGINES, EPOCH_TICK_MS, EngineKey
+from .errors import ExportError, ManifestError, ModuleError, PolicyError
+from .functions import ScalarFunction
+from .instance import Instance, InstancePool, InstanceSpec
+from .limits import Limits
+
+Source = str | os.PathLike[str] | bytes | bytearray | memoryview
+
+
+class Module:
+    """A loaded module: its manifest, its functions, and a pool of per-thread instances.
+
+    Attributes:
+        functions: a read-only mapping from SQL name to a function object.
+        manifest: the parsed :class:`wasmudf.abi.Manifest`.
+        sha256: hex digest of the module's bytes.
+        label: a short name for messages: the file name, or ``sha256:<first 12 digits>``.
+    """
+
+    def __init__(self, wasm: bytes, *, label: str, limits: Limits, manifest: Manifest,
+                 compiled: wasmtime.Module, granted: set[str], capabilities: CapabilityContext):
+        self.wasm = wasm
+        self.sha256 = hashlib.sha256(wasm).hexdigest()
+        self.label = label
+        self.limits = limits
+        self.manifest = manifest
+        self.granted = frozenset(granted)
+        self._compiled = compiled
+        export_names = {e.name for e in compiled.exports}
+        engine, ticker = ENGINES.engine(EngineKey.for_limits(limits))
+        self._spec = InstanceSpec(
+            label=label, compiled=compiled, engine=engine, ticker=ticker, limits=limits,
+            capabilities=capabilities,
+            granted_imports={i.name for i in compiled.imports if i.module == "wasmudf"},
+            wasi=any(i.module == "wasi_snapshot_preview1" for i in compiled.imports),
+            has_initialize="_initialize" in export_names,
+            has_error_export="wasmudf_error" in export_names,
+            tick_ms=EPOCH_TICK_MS,
+        )
+        self._pool = InstancePool(lambda: Instance(self._spec))
+        funcs: dict[str, Any] = {}
+        for spec in manifest.functions:
+            if spec.kind == "scalar":
+                funcs[spec.name] = ScalarFunction(self, spec)
+        self.functions: Mapping[str, Any] = MappingProxyType(funcs)
+
+    def __repr__(self) -> str:
+        return f"<wasmudf.Module {self.label} functions={list(self.functions)}>"
+
+    def instantiate(self) -> Instance:
+        """This thread's instance (created now if needed): runs the start function and
+        ``_initialize``, so a module that fails there fails here."""
+        return self._pool.get()
+
+
+def load(
+    source: Source,
+    *,
+    limits: Limits | None = None,
+    grant: Iterable[str] = (),
+    config: Mapping[str, Any] | None = None,
+    tenant: str | None = None,
+    secrets: SecretStore | None = None,
+) -> Module:
+    """Load, check and compile a module (ABI §1–§2); instances are made lazily per thread.
+
+    Args:
+        source: a path to a ``.wasm`` file, or its bytes.
+        limits: resource limits; ``Limits()`` (the defaults) when None.
+        grant: capabilities the host allows (``log``, ``config_get``, ``secret_get``, ``wasi``).
+        config: values the guest may read with ``config_get``.
+        tenant: the tenant whose secrets ``secret_get`` may read; bound here, never by the guest.
+        secrets: the secret store ``secret_get`` reads from.
+
+    Raises:
+        ModuleError: malformed bytes, a disallowed Wasm feature, a missing memory.
+        ManifestError: a missing, invalid or inconsistent manifest.
+        ExportError: a missing export or one with the wrong signature, naming both signatures.
+        PolicyError: an import that is unknown or was not granted, naming it.
+    """
+    limits = limits or Limits()
+    wasm, label = _read_source(source)
+    grant_set = set(grant)
+    unknown = sorted(grant_set - set(abi.CAPABILITIES))
+    if unknown:
+        raise PolicyError(f"grant names unknown capability {unknown[0]!r}; known: {', '.join(abi.CAPABILITIES)}")
+    if "secret_get" in grant_set and tenant is None:
+        raise PolicyError("secret_get was granted without a tenant: pass tenant= to say whose secrets")
+    if limits.module_bytes is not None and len(wasm) > limits.module_bytes:
+        raise ModuleError(
+            f"{label} is {len(wasm)} bytes, over Limits.module_bytes = {limits.module_bytes}"
+        )
+    manifest = read_manifest(wasm, label)
+    if limits.max_functions is not None:
+        count = wasmbin.defined_function_count(wasm)
+        if count > limits.max_functions:
+            raise ModuleError(
+                f"{label} defines {count} functions, over Limits.max_functions = {limits.max_functions}"
+            )
+    sha = hashlib.sha256(wasm).hexdigest()
+    try:
+        compiled = ENGINES.compile(EngineKey.for_limits(limits), sha, wasm)
+    except wasmtime.WasmtimeError as exc:
+        raise ModuleError(f"{label} is not a module wasmudf can run: {_first_line(exc)}") from exc
+    _check_imports(compiled, manifest, grant_set, label)
+    _check_exports(compiled, manifest, label)
+    caps = CapabilityContext(label=label, config=dict(config or {}), tenant=tenant, secrets=secrets)
+    return Module(wasm, label=label, limits=limits, manifest=manifest, compiled=compiled,
+                  granted=grant_set, capabilities=caps)
+
+
+def _read_source(source: Source) -> tuple[bytes, str]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        wasm = bytes(source)
+        return wasm, f"sha256:{hashlib.sha256(wasm).hexdigest()[:12]}"
+    path = Path(source)
+    try:
+        return path.read_bytes(), path.name
+    except OSError as exc:
+        raise ModuleError(f"cannot read module {str(path)!r}: {exc.strerror}") from exc
+
+
+def read_manifest(wasm: bytes, label: str = "module") -> Manifest:
+    """The parsed ``wasmudf`` section of a module's bytes."""
+    found = wasmbin.custom_sections(wasm, abi.MANIFEST_SECTION)
+    if not found:
+        raise ManifestError(
+            f"{label} has no 'wasmudf' custom section: it is not a wasmudf module "
+            "(build it with `wasmudf build`, or add the manifest section)"
+        )
+    if len(found) > 1:
+        raise ManifestError(f"{label} has {len(found)} 'wasmudf' sections; exactly one is allowed")
+    try:
+        return abi.parse_manifest(found[0])
+    except ManifestError as exc:
+        raise ManifestError(f"{label}: {exc}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    # wasmtime puts the cause ("... support is not enabled") on a later line.
+    return "; ".join(lines[:3]) if lines else type(exc).__name__
+
+
+def _sig(ty: wasmtime.FuncType) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    return tuple(str(p) for p in ty.params), tuple(str(r) for r in ty.results)
+
+
+def _check_imports(compiled: wasmtime.Module, manifest: Manifest, granted: set[str], label: str) -> None:
+    asked = set(manifest.capabilities)
+    for imp in compiled.imports:
+        where = f"{imp.module}.{imp.name}"
+        if imp.module == "wasmudf" and imp.name in abi.HOST_IMPORTS:
+            cap = imp.name
+        elif imp.module == "wasi_snapshot_preview1":
+            cap = "wasi"
+        else:
+            raise PolicyError(
+                f"{label} imports {where}, which wasmudf does not provide; a module may import "
+                "only wasmudf.log, wasmudf.config_get, wasmudf.secret_get (and WASI when granted)"
+            )
+        if cap not in asked:
+            raise PolicyError(f"{label} imports {where} but its manifest does not list the "
+                              f"capability {cap!r}")
+        if cap not in granted:
+            raise PolicyError(f"{label} needs the capability {cap!r} (import {where}); "
+                              f"pass grant=[{cap!r}] to allow it")
+        if cap != "wasi":
+            ty = imp.type
+            want = abi.HOST_IMPORT_SIGNATURES[cap]
+            if not isinstance(ty, wasmtime.FuncType) or _sig(ty) != want:
+                found = format_signature(_sig(ty)) if isinstance(ty, wasmtime.FuncType) else "not a function"
+                raise PolicyError(f"{label} imports {where} as {found}; expected {format_signature(want)}")
+    ungranted = sorted(asked - granted)
+    if ungranted:
+        raise PolicyError(f"{label} asks for the capability {ungranted[0]!r}, which was not "
+                          f"granted; pass grant=[{ungranted[0]!r}] to allow it")
+
+
+def _check_exports(compiled: wasmtime.Module, manifest: Manifest, label: str) -> None:
+    exports = {e.name: e.type for e in compiled.exports}
+    memory = exports.get("memory")
+    if not isinstance(memory, wasmtime.MemoryType):
+        raise ExportError(f"{label} does not export its linear memory as 'memory' (ABI §1)")
+    if memory.is_64:
+        raise ModuleError(f"{label}: a 64-bit memory is not allowed (ABI §1)")
+    memories = [n for n, t in exports.items() if isinstance(t, wasmtime.MemoryType)]
+    if len(memories) > 1:
+        raise ModuleError(f"{label} exports {len(memories)} memories; exactly one is allowed")
+    required = {
+        "wasmudf_abi_version": abi.SIG_ABI_VERSION,
+        "wasmudf_alloc": abi.SIG_ALLOC,
+        "wasmudf_reset": abi.SIG_RESET,
+    }
+    optional = {"_initialize": abi.SIG_INITIALIZE, "wasmudf_error": abi.SIG_ERROR}
+    for spec in manifest.functions:
+        for name, sig in abi.required_exports(spec).items():
+            _check_export(exports, name, sig, label, f"function {spec.name!r} needs")
+        merge = f"{spec.export}__merge"
+        if spec.kind == "aggregate" and merge in exports:
+            optional[merge] = abi.AGGREGATE_EXPORTS["merge"]
+    for name, sig in required.items():
+        _check_export(exports, name, sig, label, "the ABI requires")
+    for name, sig in optional.items():
+        if name in exports:
+            _check_export(exports, name, sig, label, "the ABI defines")
+
+
+def _check_export(exports: dict[str, Any], name: str, sig: Any, label: str, why: str) -> None:
+    ty = exports.get(name)
+    if ty is None:
+        raise ExportError(f"{label}: {why} the export {name!r} {format_signature(sig)}, "
+                          "which is missing")
+    if not isinstance(ty, wasmtime.FuncType):
+        raise ExportError(f"{label}: export {name!r} must be a function {format_signature(sig)}")
+    found = _sig(ty)
+    if found != sig:
+        raise ExportError(f"{label}: export {name!r} has signature {format_signature(found)}; "
+                          f"expected {format_signature(sig)}")
