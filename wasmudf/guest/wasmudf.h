@@ -1,0 +1,377 @@
+/*
+ * wasmudf.h — write SQL functions for wasmudf in C (ABI version 1).
+ *
+ * A UDF is a plain per-row C function, declared once next to its code:
+ *
+ *     #include "wasmudf.h"
+ *
+ *     static int64_t add_i64(int64_t a, int64_t b) { return a + b; }
+ *     WASMUDF_SCALAR(add_i64, int64, "a + b, wrapping on overflow", int64, int64)
+ *
+ * Build with `wasmudf build add.c -o add.wasm`. The SDK supplies the ABI exports
+ * (wasmudf_abi_version, wasmudf_alloc, wasmudf_reset, wasmudf_error), the batch loop over
+ * Arrow-style columns, NULL handling and the manifest entry.
+ *
+ * Types (SQL name → C type of a parameter or result):
+ *     bool → bool, int32 → int32_t, int64 → int64_t, float32 → float, float64 → double,
+ *     utf8 → wasmudf_str, binary → wasmudf_bytes   (pointer + length, not NUL-terminated)
+ *
+ * Declarations:
+ *     WASMUDF_SCALAR(name, ret, doc, types...)         NULL in → NULL out, never called
+ *     WASMUDF_SCALAR_CALLED(name, ret, doc, types...)  called for every row; parameters
+ *                                                      are wasmudf_nullable_<type>
+ *     WASMUDF_SCALAR0(name, ret, doc)                  no parameters
+ * Inside a UDF:
+ *     wasmudf_set_null();          this row's result is NULL (the returned value is ignored)
+ *     wasmudf_fail("message");     fail the whole call with an error message
+ *     wasmudf_str_alloc(len)       a writable buffer for a utf8/binary result, freed by the
+ *                                  host after the call; return wasmudf_str_of(buf, len)
+ * `doc` is a plain string literal without quotes or backslashes.
+ */
+#ifndef WASMUDF_H
+#define WASMUDF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define WASMUDF_ABI_VERSION 1
+#define WASMUDF_EXPORT(name) __attribute__((export_name(name)))
+#define WASMUDF_WEAK __attribute__((weak))
+
+typedef struct { const char *ptr; uint32_t len; } wasmudf_str;
+typedef struct { const uint8_t *ptr; uint32_t len; } wasmudf_bytes;
+
+/* A column descriptor (ABI §3): eight little-endian u32 fields. */
+typedef struct {
+    uint32_t type, length, null_count, validity, offsets, values, values_len, reserved;
+} wasmudf_column;
+
+#define WASMUDF__NULLABLE(T, CT) typedef struct { bool is_null; CT value; } wasmudf_nullable_##T;
+WASMUDF__NULLABLE(bool, bool)
+WASMUDF__NULLABLE(int32, int32_t)
+WASMUDF__NULLABLE(int64, int64_t)
+WASMUDF__NULLABLE(float32, float)
+WASMUDF__NULLABLE(float64, double)
+WASMUDF__NULLABLE(utf8, wasmudf_str)
+WASMUDF__NULLABLE(binary, wasmudf_bytes)
+
+#define wasmudf__ctype_bool bool
+#define wasmudf__ctype_int32 int32_t
+#define wasmudf__ctype_int64 int64_t
+#define wasmudf__ctype_float32 float
+#define wasmudf__ctype_float64 double
+#define wasmudf__ctype_utf8 wasmudf_str
+#define wasmudf__ctype_binary wasmudf_bytes
+#define WASMUDF_CTYPE(T) wasmudf__ctype_##T
+
+/* ---------------------------------------------------------------- the arena ------------ */
+/* Blocks live until wasmudf_reset. Memory comes in chunks from memory.grow; reset rewinds to
+ * the first chunk and keeps the others for reuse, so steady state grows nothing. */
+
+extern unsigned char __heap_base;
+
+#define WASMUDF__MAX_CHUNKS 64
+#define WASMUDF__PAGE 65536u
+
+typedef struct { uint32_t start, end; } wasmudf__chunk;
+
+WASMUDF_WEAK wasmudf__chunk wasmudf__chunks[WASMUDF__MAX_CHUNKS];
+WASMUDF_WEAK uint32_t wasmudf__nchunks;
+WASMUDF_WEAK uint32_t wasmudf__current;
+WASMUDF_WEAK uint32_t wasmudf__cursor;
+WASMUDF_WEAK char wasmudf__message[512];
+WASMUDF_WEAK bool wasmudf__failed;
+WASMUDF_WEAK bool wasmudf__row_null;
+
+/* Fresh pages from memory.grow for at least `size` bytes, or {0,0}. */
+WASMUDF_WEAK wasmudf__chunk wasmudf__grow(uint32_t size) {
+    uint32_t pages = (size + WASMUDF__PAGE - 1) / WASMUDF__PAGE;
+    if (pages < 16) pages = 16;
+    size_t old = __builtin_wasm_memory_grow(0, pages);
+    if (old == (size_t)-1) {
+        pages = (size + WASMUDF__PAGE - 1) / WASMUDF__PAGE; /* retry with just enough */
+        old = __builtin_wasm_memory_grow(0, pages);
+        if (old == (size_t)-1) return (wasmudf__chunk){0, 0};
+    }
+    return (wasmudf__chunk){(uint32_t)old * WASMUDF__PAGE, (uint32_t)(old + pages) * WASMUDF__PAGE};
+}
+
+WASMUDF_WEAK void wasmudf__set_message(const char *msg) {
+    uint32_t i = 0;
+    for (; msg[i] && i < sizeof wasmudf__message - 1; i++) wasmudf__message[i] = msg[i];
+    wasmudf__message[i] = 0;
+}
+
+WASMUDF_WEAK WASMUDF_EXPORT("wasmudf_alloc") uint32_t wasmudf_alloc(uint32_t size, uint32_t align) {
+    if (align == 0 || (align & (align - 1)) || align > 16) {
+        wasmudf__set_message("wasmudf_alloc: align must be a power of two, at most 16");
+        return 0;
+    }
+    if (wasmudf__nchunks == 0) {
+        uint32_t start = (uint32_t)(uintptr_t)&__heap_base;
+        uint32_t end = (uint32_t)__builtin_wasm_memory_size(0) * WASMUDF__PAGE;
+        wasmudf__chunks[0] = (wasmudf__chunk){start, end};
+        wasmudf__nchunks = 1;
+        wasmudf__current = 0;
+        wasmudf__cursor = start;
+    }
+    for (;;) {
+        wasmudf__chunk c = wasmudf__chunks[wasmudf__current];
+        uint32_t p = (wasmudf__cursor + align - 1) & ~(align - 1);
+        if (p >= wasmudf__cursor && p <= c.end && size <= c.end - p) {
+            wasmudf__cursor = p + size;
+            return p ? p : 16; /* address 0 is never handed out (size 0 at the very start) */
+        }
+        if (wasmudf__current + 1 < wasmudf__nchunks) {
+            wasmudf__current++;
+            wasmudf__cursor = wasmudf__chunks[wasmudf__current].start;
+            continue;
+        }
+        if (wasmudf__nchunks == WASMUDF__MAX_CHUNKS || size > 0xFFFFFFFFu - 16) {
+            wasmudf__set_message("wasmudf_alloc: arena exhausted");
+            return 0;
+        }
+        wasmudf__chunk fresh = wasmudf__grow(size + align);
+        if (fresh.end == 0) {
+            wasmudf__set_message("wasmudf_alloc: out of memory (memory.grow refused)");
+            return 0;
+        }
+        /* Pages right after the current chunk extend it rather than starting a new one. */
+        if (fresh.start == c.end && wasmudf__current == wasmudf__nchunks - 1) {
+            wasmudf__chunks[wasmudf__current].end = fresh.end;
+        } else {
+            wasmudf__chunks[wasmudf__nchunks++] = fresh;
+            wasmudf__current = wasmudf__nchunks - 1;
+            wasmudf__cursor = fresh.start;
+        }
+    }
+}
+
+WASMUDF_WEAK WASMUDF_EXPORT("wasmudf_reset") void wasmudf_reset(void) {
+    wasmudf__current = 0;
+    wasmudf__cursor = wasmudf__nchunks ? wasmudf__chunks[0].start : 0;
+}
+
+WASMUDF_WEAK WASMUDF_EXPORT("wasmudf_abi_version") uint32_t wasmudf_abi_version(void) {
+    return WASMUDF_ABI_VERSION;
+}
+
+WASMUDF_WEAK WASMUDF_EXPORT("wasmudf_error") uint32_t wasmudf_error(void) {
+    return (uint32_t)(uintptr_t)wasmudf__message;
+}
+
+/* --------------------------------------------------------------- for UDF authors ------- */
+
+static inline void wasmudf_set_null(void) { wasmudf__row_null = true; }
+
+static inline void wasmudf_fail(const char *message) {
+    wasmudf__set_message(message);
+    wasmudf__failed = true;
+}
+
+/* A writable buffer in the arena, or NULL (and the call fails) when memory runs out. */
+static inline char *wasmudf_str_alloc(uint32_t len) {
+    uint32_t p = wasmudf_alloc(len, 1);
+    if (!p) wasmudf__failed = true;
+    return (char *)(uintptr_t)p;
+}
+
+static inline wasmudf_str wasmudf_str_of(const char *ptr, uint32_t len) {
+    return (wasmudf_str){ptr, len};
+}
+
+static inline wasmudf_bytes wasmudf_bytes_of(const uint8_t *ptr, uint32_t len) {
+    return (wasmudf_bytes){ptr, len};
+}
+
+/* ------------------------------------------------------------ reading columns ---------- */
+
+#define WASMUDF__PTR(T, addr) ((T *)(uintptr_t)(addr))
+
+static inline bool wasmudf__valid(const wasmudf_column *c, uint32_t i) {
+    return !c->validity || ((WASMUDF__PTR(const uint8_t, c->validity)[i >> 3] >> (i & 7)) & 1);
+}
+static inline bool wasmudf__get_bool(const wasmudf_column *c, uint32_t i) {
+    return WASMUDF__PTR(const uint8_t, c->values)[i] != 0;
+}
+static inline int32_t wasmudf__get_int32(const wasmudf_column *c, uint32_t i) {
+    return WASMUDF__PTR(const int32_t, c->values)[i];
+}
+static inline int64_t wasmudf__get_int64(const wasmudf_column *c, uint32_t i) {
+    return WASMUDF__PTR(const int64_t, c->values)[i];
+}
+static inline float wasmudf__get_float32(const wasmudf_column *c, uint32_t i) {
+    return WASMUDF__PTR(const float, c->values)[i];
+}
+static inline double wasmudf__get_float64(const wasmudf_column *c, uint32_t i) {
+    return WASMUDF__PTR(const double, c->values)[i];
+}
+static inline wasmudf_str wasmudf__get_utf8(const wasmudf_column *c, uint32_t i) {
+    const uint32_t *o = WASMUDF__PTR(const uint32_t, c->offsets);
+    return (wasmudf_str){WASMUDF__PTR(const char, c->values) + o[i], o[i + 1] - o[i]};
+}
+static inline wasmudf_bytes wasmudf__get_binary(const wasmudf_column *c, uint32_t i) {
+    const uint32_t *o = WASMUDF__PTR(const uint32_t, c->offsets);
+    return (wasmudf_bytes){WASMUDF__PTR(const uint8_t, c->values) + o[i], o[i + 1] - o[i]};
+}
+#define WASMUDF__GET_NULLABLE(T)                                                              \
+    static inline wasmudf_nullable_##T wasmudf__getn_##T(const wasmudf_column *c, uint32_t i) { \
+        wasmudf_nullable_##T v = {0};                                                         \
+        v.is_null = !wasmudf__valid(c, i);                                                    \
+        if (!v.is_null) v.value = wasmudf__get_##T(c, i);                                     \
+        return v;                                                                             \
+    }
+WASMUDF__GET_NULLABLE(bool)
+WASMUDF__GET_NULLABLE(int32)
+WASMUDF__GET_NULLABLE(int64)
+WASMUDF__GET_NULLABLE(float32)
+WASMUDF__GET_NULLABLE(float64)
+WASMUDF__GET_NULLABLE(utf8)
+WASMUDF__GET_NULLABLE(binary)
+
+/* ------------------------------------------------------------ writing results ---------- */
+/* Fixed-width results go straight into the host's buffer; variable-length ones are gathered
+ * first and packed into one values block at the end of the batch. */
+
+typedef struct { const void *ptr; uint32_t len; } wasmudf__span;
+
+#define WASMUDF__FIXED_SETTER(T)                                                           \
+    static inline void wasmudf__set_##T(wasmudf_column *o, wasmudf__span *s, uint32_t i,   \
+                                        WASMUDF_CTYPE(T) v) {                               \
+        (void)s;                                                                           \
+        WASMUDF__PTR(WASMUDF_CTYPE(T), o->values)[i] = v;                                  \
+    }
+WASMUDF__FIXED_SETTER(int32)
+WASMUDF__FIXED_SETTER(int64)
+WASMUDF__FIXED_SETTER(float32)
+WASMUDF__FIXED_SETTER(float64)
+static inline void wasmudf__set_bool(wasmudf_column *o, wasmudf__span *s, uint32_t i, bool v) {
+    (void)s;
+    WASMUDF__PTR(uint8_t, o->values)[i] = v ? 1 : 0;
+}
+static inline void wasmudf__set_utf8(wasmudf_column *o, wasmudf__span *s, uint32_t i, wasmudf_str v) {
+    (void)o;
+    s[i] = (wasmudf__span){v.ptr, v.len};
+}
+static inline void wasmudf__set_binary(wasmudf_column *o, wasmudf__span *s, uint32_t i, wasmudf_bytes v) {
+    (void)o;
+    s[i] = (wasmudf__span){v.ptr, v.len};
+}
+
+#define wasmudf__varlen_bool 0
+#define wasmudf__varlen_int32 0
+#define wasmudf__varlen_int64 0
+#define wasmudf__varlen_float32 0
+#define wasmudf__varlen_float64 0
+#define wasmudf__varlen_utf8 1
+#define wasmudf__varlen_binary 1
+#define WASMUDF__VARLEN(T) wasmudf__varlen_##T
+
+static inline void wasmudf__set_null_at(wasmudf_column *o, wasmudf__span *s, uint32_t i) {
+    WASMUDF__PTR(uint8_t, o->validity)[i >> 3] &= (uint8_t)~(1u << (i & 7));
+    o->null_count++;
+    if (s) s[i] = (wasmudf__span){0, 0};
+}
+
+/* Pack gathered spans into one block and fill the host's offsets buffer. */
+WASMUDF_WEAK int32_t wasmudf__pack(wasmudf_column *o, wasmudf__span *s) {
+    uint32_t n = o->length, total = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (s[i].len > 0xFFFFFFFFu - total) { wasmudf__set_message("result over 4 GiB"); return 1; }
+        total += s[i].len;
+    }
+    uint8_t *dst = WASMUDF__PTR(uint8_t, wasmudf_alloc(total, 1));
+    if (!dst) return 1;
+    uint32_t *off = WASMUDF__PTR(uint32_t, o->offsets);
+    uint32_t pos = 0;
+    off[0] = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        __builtin_memcpy(dst + pos, s[i].ptr, s[i].len);
+        pos += s[i].len;
+        off[i + 1] = pos;
+    }
+    o->values = (uint32_t)(uintptr_t)dst;
+    o->values_len = total;
+    return 0;
+}
+
+/* ------------------------------------------------------------ the declarations --------- */
+
+#define WASMUDF__CAT(a, b) WASMUDF__CAT2(a, b)
+#define WASMUDF__CAT2(a, b) a##b
+#define WASMUDF__NARGS(...) WASMUDF__NARGS_(__VA_ARGS__, 8, 7, 6, 5, 4, 3, 2, 1, 0)
+#define WASMUDF__NARGS_(a1, a2, a3, a4, a5, a6, a7, a8, n, ...) n
+
+/* Apply M(index, type) to each type, separated by SEP. */
+#define WASMUDF__MAP(M, SEP, ...) WASMUDF__CAT(WASMUDF__MAP, WASMUDF__NARGS(__VA_ARGS__))(M, SEP, __VA_ARGS__)
+#define WASMUDF__MAP1(M, S, a) M(0, a)
+#define WASMUDF__MAP2(M, S, a, b) M(0, a) S() M(1, b)
+#define WASMUDF__MAP3(M, S, a, b, c) WASMUDF__MAP2(M, S, a, b) S() M(2, c)
+#define WASMUDF__MAP4(M, S, a, b, c, d) WASMUDF__MAP3(M, S, a, b, c) S() M(3, d)
+#define WASMUDF__MAP5(M, S, a, b, c, d, e) WASMUDF__MAP4(M, S, a, b, c, d) S() M(4, e)
+#define WASMUDF__MAP6(M, S, a, b, c, d, e, f) WASMUDF__MAP5(M, S, a, b, c, d, e) S() M(5, f)
+#define WASMUDF__MAP7(M, S, a, b, c, d, e, f, g) WASMUDF__MAP6(M, S, a, b, c, d, e, f) S() M(6, g)
+#define WASMUDF__MAP8(M, S, a, b, c, d, e, f, g, h) WASMUDF__MAP7(M, S, a, b, c, d, e, f, g) S() M(7, h)
+#define WASMUDF__COMMA() ,
+#define WASMUDF__NOTHING()
+#define WASMUDF__JSON_COMMA() ","
+
+#define WASMUDF__ARG_STRICT(i, T) wasmudf__get_##T(&a[i], r)
+#define WASMUDF__ARG_CALLED(i, T) wasmudf__getn_##T(&a[i], r)
+#define WASMUDF__TYPE_JSON(i, T) "\"" #T "\""
+
+/* The manifest fragment: `wasmudf build` collects these from the data segment. */
+#define WASMUDF__FRAGMENT(NAME, JSON)                                                         \
+    __attribute__((used)) static const char wasmudf__fragment_##NAME[] =                      \
+        "WASMUDF-MANIFEST-FRAGMENT:" JSON;
+
+#define WASMUDF__SCALAR_IMPL(NAME, RET, DOC, NULLS, NARGS, CALL, PARAMS_JSON)                 \
+    WASMUDF__FRAGMENT(NAME, "{\"name\":\"" #NAME "\",\"kind\":\"scalar\",\"params\":["     \
+                            PARAMS_JSON "],\"returns\":\"" #RET "\",\"nulls\":\"" NULLS      \
+                            "\",\"doc\":\"" DOC "\"}")                                        \
+    WASMUDF_EXPORT(#NAME) int32_t wasmudf__scalar_##NAME(uint32_t args, uint32_t nargs,      \
+                                                          uint32_t out) {                     \
+        const wasmudf_column *a = WASMUDF__PTR(const wasmudf_column, args);                   \
+        wasmudf_column *o = WASMUDF__PTR(wasmudf_column, out);                                \
+        uint32_t n = o->length;                                                               \
+        (void)a;                                                                              \
+        if (nargs != NARGS) { wasmudf__set_message(#NAME ": wrong number of arguments");     \
+                              return 1; }                                                     \
+        wasmudf__span *spans = 0;                                                             \
+        if (WASMUDF__VARLEN(RET)) {                                                           \
+            spans = WASMUDF__PTR(wasmudf__span, wasmudf_alloc(n * sizeof *spans, 4));         \
+            if (!spans) return 1;                                                             \
+        }                                                                                     \
+        wasmudf__failed = false;                                                              \
+        o->null_count = 0;                                                                    \
+        for (uint32_t r = 0; r < n; r++) {                                                    \
+            wasmudf__row_null = false;                                                        \
+            WASMUDF_CTYPE(RET) v = CALL;                                                      \
+            if (wasmudf__failed) return 1;                                                    \
+            if (wasmudf__row_null) wasmudf__set_null_at(o, spans, r);                         \
+            else wasmudf__set_##RET(o, spans, r, v);                                          \
+        }                                                                                     \
+        return WASMUDF__VARLEN(RET) ? wasmudf__pack(o, spans) : 0;                            \
+    }
+
+#define WASMUDF_SCALAR(NAME, RET, DOC, ...)                                                   \
+    WASMUDF__SCALAR_IMPL(NAME, RET, DOC, "strict", WASMUDF__NARGS(__VA_ARGS__),               \
+                         NAME(WASMUDF__MAP(WASMUDF__ARG_STRICT, WASMUDF__COMMA, __VA_ARGS__)), \
+                         WASMUDF__MAP(WASMUDF__TYPE_JSON, WASMUDF__JSON_COMMA, __VA_ARGS__))
+
+#define WASMUDF_SCALAR_CALLED(NAME, RET, DOC, ...)                                            \
+    WASMUDF__SCALAR_IMPL(NAME, RET, DOC, "called", WASMUDF__NARGS(__VA_ARGS__),               \
+                         NAME(WASMUDF__MAP(WASMUDF__ARG_CALLED, WASMUDF__COMMA, __VA_ARGS__)), \
+                         WASMUDF__MAP(WASMUDF__TYPE_JSON, WASMUDF__JSON_COMMA, __VA_ARGS__))
+
+#define WASMUDF_SCALAR0(NAME, RET, DOC) WASMUDF__SCALAR_IMPL(NAME, RET, DOC, "strict", 0, NAME(), "")
+
+/* Ask for a host capability ("log", "config_get", "secret_get"). */
+#define WASMUDF_CAPABILITY(CAP)                                                               \
+    __attribute__((used)) static const char WASMUDF__CAT(wasmudf__cap_, __LINE__)[] =         \
+        "WASMUDF-MANIFEST-FRAGMENT:{\"capability\":\"" CAP "\"}";
+
+__attribute__((import_module("wasmudf"), import_name("log"))) void wasmudf_log_raw(int32_t level, const char *ptr, uint32_t len);
+
+#endif /* WASMUDF_H */
