@@ -1,0 +1,367 @@
+//! wasmudf.zig — write SQL functions for wasmudf in Zig (ABI version 1).
+//!
+//! A UDF is a plain Zig function; its parameter and result types are its SQL types:
+//!
+//!     const udf = @import("wasmudf");
+//!
+//!     fn add_i64(a: i64, b: i64) i64 { return a +% b; }
+//!
+//!     comptime {
+//!         udf.module(.{
+//!             udf.scalar("add_i64", add_i64, .{ .doc = "a + b, wrapping on overflow" }),
+//!         });
+//!     }
+//!
+//! Build with `wasmudf build add.zig -o add.wasm`. Types: bool, i32 (int32), i64 (int64),
+//! f32 (float32), f64 (float64), []const u8 (utf8), udf.Bytes (binary).
+//! - A `?T` result may return null (a NULL row).
+//! - `?T` parameters (all of them) make the function see NULLs (`nulls: "called"`);
+//!   otherwise a NULL argument gives NULL without calling it.
+//! - An error-union result (`!T`) fails the whole call with the error's name, or with the
+//!   message given to `udf.fail` before returning the error.
+//! - `udf.allocator` hands out arena memory that lives until the host resets it, e.g. for a
+//!   []const u8 result.
+const std = @import("std");
+
+pub const abi_version: u32 = 1;
+
+/// A `binary` value (any bytes); `[]const u8` itself means `utf8`.
+pub const Bytes = struct { data: []const u8 };
+
+/// A column descriptor (ABI §3).
+pub const Column = extern struct {
+    type: u32,
+    length: u32,
+    null_count: u32,
+    validity: u32,
+    offsets: u32,
+    values: u32,
+    values_len: u32,
+    reserved: u32,
+};
+
+// ----------------------------------------------------------------------------- the arena
+// Blocks live until wasmudf_reset. Memory comes in chunks from memory.grow; reset rewinds to
+// the first chunk and keeps the others for reuse.
+
+const page_size: u32 = 65536;
+const max_chunks = 64;
+const Chunk = struct { start: u32, end: u32 };
+
+extern var __heap_base: u8;
+
+var chunks: [max_chunks]Chunk = undefined;
+var nchunks: u32 = 0;
+var current: u32 = 0;
+var cursor: u32 = 0;
+var message_buf: [512]u8 = undefined;
+
+fn setMessage(msg: []const u8) void {
+    const n = @min(msg.len, message_buf.len - 1);
+    @memcpy(message_buf[0..n], msg[0..n]);
+    message_buf[n] = 0;
+}
+
+fn setMessage2(prefix: []const u8, rest: []const u8) void {
+    const n = @min(prefix.len, message_buf.len - 1);
+    @memcpy(message_buf[0..n], prefix[0..n]);
+    const m = @min(rest.len, message_buf.len - 1 - n);
+    @memcpy(message_buf[n .. n + m], rest[0..m]);
+    message_buf[n + m] = 0;
+}
+
+/// Fail the current call with `msg` (return an error afterwards).
+pub fn fail(msg: []const u8) void {
+    setMessage(msg);
+    explicit_message = true;
+}
+var explicit_message = false;
+
+fn grow(size: u32) ?Chunk {
+    var pages: u32 = @max(16, (size +| (page_size - 1)) / page_size);
+    var old = @wasmMemoryGrow(0, pages);
+    if (old < 0) {
+        pages = (size +| (page_size - 1)) / page_size;
+        old = @wasmMemoryGrow(0, pages);
+        if (old < 0) return null;
+    }
+    const start: u32 = @as(u32, @intCast(old)) * page_size;
+    return .{ .start = start, .end = start + pages * page_size };
+}
+
+pub fn alloc(size: u32, alignment: u32) u32 {
+    if (alignment == 0 or (alignment & (alignment - 1)) != 0 or alignment > 16) {
+        setMessage("wasmudf_alloc: align must be a power of two, at most 16");
+        return 0;
+    }
+    if (nchunks == 0) {
+        const start: u32 = @intCast(@intFromPtr(&__heap_base));
+        chunks[0] = .{ .start = start, .end = @as(u32, @intCast(@wasmMemorySize(0))) * page_size };
+        nchunks = 1;
+        current = 0;
+        cursor = start;
+    }
+    while (true) {
+        const c = chunks[current];
+        const p = (cursor +% (alignment - 1)) & ~(alignment - 1);
+        if (p >= cursor and p <= c.end and size <= c.end - p) {
+            cursor = p + size;
+            return if (p == 0) 16 else p;
+        }
+        if (current + 1 < nchunks) {
+            current += 1;
+            cursor = chunks[current].start;
+            continue;
+        }
+        if (nchunks == max_chunks) {
+            setMessage("wasmudf_alloc: arena exhausted");
+            return 0;
+        }
+        const fresh = grow(size +| alignment) orelse {
+            setMessage("wasmudf_alloc: out of memory (memory.grow refused)");
+            return 0;
+        };
+        if (fresh.start == c.end and current == nchunks - 1) {
+            chunks[current].end = fresh.end;
+        } else {
+            chunks[nchunks] = fresh;
+            nchunks += 1;
+            current = nchunks - 1;
+            cursor = fresh.start;
+        }
+    }
+}
+
+fn reset() void {
+    current = 0;
+    cursor = if (nchunks > 0) chunks[0].start else 0;
+}
+
+fn arenaAlloc(_: *anyopaque, len: usize, alignment: std.mem.Alignment, _: usize) ?[*]u8 {
+    const a: u32 = @intCast(@min(alignment.toByteUnits(), 16));
+    const p = alloc(@intCast(len), a);
+    return if (p == 0) null else @ptrFromInt(p);
+}
+fn arenaResize(_: *anyopaque, _: []u8, _: std.mem.Alignment, _: usize, _: usize) bool {
+    return false;
+}
+fn arenaRemap(_: *anyopaque, _: []u8, _: std.mem.Alignment, _: usize, _: usize) ?[*]u8 {
+    return null;
+}
+fn arenaFree(_: *anyopaque, _: []u8, _: std.mem.Alignment, _: usize) void {}
+
+/// Arena memory, freed by the host after each call: use it for results and scratch.
+pub const allocator: std.mem.Allocator = .{
+    .ptr = undefined,
+    .vtable = &.{ .alloc = arenaAlloc, .resize = arenaResize, .remap = arenaRemap, .free = arenaFree },
+};
+
+// ------------------------------------------------------------------------------ types
+
+fn sqlType(comptime T: type) []const u8 {
+    return switch (T) {
+        bool => "bool",
+        i32 => "int32",
+        i64 => "int64",
+        f32 => "float32",
+        f64 => "float64",
+        []const u8 => "utf8",
+        Bytes => "binary",
+        else => @compileError("wasmudf: unsupported type " ++ @typeName(T) ++
+            "; use bool, i32, i64, f32, f64, []const u8 or udf.Bytes"),
+    };
+}
+
+fn isVarlen(comptime T: type) bool {
+    return T == []const u8 or T == Bytes;
+}
+
+fn Base(comptime T: type) type {
+    return switch (@typeInfo(T)) {
+        .optional => |o| o.child,
+        else => T,
+    };
+}
+
+fn ptr(comptime T: type, addr: u32) [*]T {
+    return @ptrFromInt(addr);
+}
+
+fn valid(c: *const Column, i: u32) bool {
+    if (c.validity == 0) return true;
+    return (ptr(u8, c.validity)[i >> 3] >> @intCast(i & 7)) & 1 == 1;
+}
+
+fn get(comptime T: type, c: *const Column, i: u32) T {
+    return switch (T) {
+        bool => ptr(u8, c.values)[i] != 0,
+        i32, i64, f32, f64 => ptr(T, c.values)[i],
+        []const u8 => blk: {
+            const o = ptr(u32, c.offsets);
+            break :blk ptr(u8, c.values)[o[i]..o[i + 1]];
+        },
+        Bytes => .{ .data = get([]const u8, c, i) },
+        else => unreachable,
+    };
+}
+
+fn bytesOf(comptime T: type, v: T) []const u8 {
+    return if (T == Bytes) v.data else v;
+}
+
+// ----------------------------------------------------------------------- declarations
+
+pub const Options = struct {
+    doc: []const u8 = "",
+    deterministic: bool = true,
+};
+
+pub const Declaration = struct {
+    name: []const u8,
+    json: []const u8,
+    export_fn: *const fn (u32, u32, u32) callconv(.c) i32,
+};
+
+fn jsonString(comptime s: []const u8) []const u8 {
+    comptime var out: []const u8 = "\"";
+    inline for (s) |ch| {
+        out = out ++ switch (ch) {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\n' => "\\n",
+            else => &[_]u8{ch},
+        };
+    }
+    return out ++ "\"";
+}
+
+/// Declare a scalar function: `name` is its SQL name, `f` the per-row implementation.
+pub fn scalar(comptime name: []const u8, comptime f: anytype, comptime opts: Options) Declaration {
+    const info = @typeInfo(@TypeOf(f)).@"fn";
+    const RetFull = info.return_type.?;
+    const fallible = @typeInfo(RetFull) == .error_union;
+    const RetOpt = if (fallible) @typeInfo(RetFull).error_union.payload else RetFull;
+    const Ret = Base(RetOpt);
+    const nullable_ret = @typeInfo(RetOpt) == .optional;
+    comptime var called = false;
+    comptime var strict = false;
+    comptime var params_json: []const u8 = "";
+    inline for (info.param_types, 0..) |p, i| {
+        const P = p.?;
+        if (@typeInfo(P) == .optional) called = true else strict = true;
+        params_json = params_json ++ (if (i > 0) "," else "") ++ "\"" ++ sqlType(Base(P)) ++ "\"";
+    }
+    if (called and strict) @compileError("wasmudf: " ++ name ++ ": make every parameter optional (?T) or none");
+
+    const Impl = struct {
+        fn call(args_addr: u32, nargs: u32, out_addr: u32) callconv(.c) i32 {
+            const a: [*]const Column = @ptrFromInt(args_addr);
+            const o: *Column = @ptrFromInt(out_addr);
+            const n = o.length;
+            if (nargs != info.param_types.len) {
+                setMessage(name ++ ": wrong number of arguments");
+                return 1;
+            }
+            explicit_message = false;
+            o.null_count = 0;
+            var spans: [][]const u8 = &.{};
+            if (comptime isVarlen(Ret)) {
+                spans = allocator.alloc([]const u8, n) catch return 1;
+            }
+            var r: u32 = 0;
+            while (r < n) : (r += 1) {
+                var args: std.meta.ArgsTuple(@TypeOf(f)) = undefined;
+                inline for (info.param_types, 0..) |p, i| {
+                    const P = p.?;
+                    if (@typeInfo(P) == .optional) {
+                        args[i] = if (valid(&a[i], r)) get(Base(P), &a[i], r) else null;
+                    } else {
+                        args[i] = get(P, &a[i], r);
+                    }
+                }
+                const result = @call(.auto, f, args);
+                const value: RetOpt = if (fallible) (result catch |err| {
+                    if (!explicit_message) setMessage2(name ++ ": ", @errorName(err));
+                    return 1;
+                }) else result;
+                const v: ?Ret = value;
+                if (v) |x| {
+                    if (comptime isVarlen(Ret)) {
+                        spans[r] = bytesOf(Ret, x);
+                    } else if (Ret == bool) {
+                        ptr(u8, o.values)[r] = @intFromBool(x);
+                    } else {
+                        ptr(Ret, o.values)[r] = x;
+                    }
+                } else {
+                    ptr(u8, o.validity)[r >> 3] &= ~(@as(u8, 1) << @intCast(r & 7));
+                    o.null_count += 1;
+                    if (comptime isVarlen(Ret)) spans[r] = "";
+                }
+            }
+            if (comptime isVarlen(Ret)) return pack(o, spans);
+            return 0;
+        }
+    };
+    _ = nullable_ret;
+    const json = "{\"name\":\"" ++ name ++ "\",\"kind\":\"scalar\",\"params\":[" ++ params_json ++
+        "],\"returns\":\"" ++ sqlType(Ret) ++ "\",\"nulls\":\"" ++ (if (called) "called" else "strict") ++
+        "\",\"deterministic\":" ++ (if (opts.deterministic) "true" else "false") ++
+        ",\"doc\":" ++ jsonString(opts.doc) ++ "}";
+    return .{ .name = name, .json = json, .export_fn = &Impl.call };
+}
+
+fn pack(o: *Column, spans: []const []const u8) i32 {
+    var total: u64 = 0;
+    for (spans) |s| total += s.len;
+    if (total > 0xFFFF_0000) {
+        setMessage("result over 4 GiB");
+        return 1;
+    }
+    const dst_addr = alloc(@intCast(total), 1);
+    if (dst_addr == 0) return 1;
+    const dst = ptr(u8, dst_addr);
+    const off = ptr(u32, o.offsets);
+    var pos: u32 = 0;
+    off[0] = 0;
+    for (spans, 0..) |s, i| {
+        @memcpy(dst[pos .. pos + s.len], s);
+        pos += @intCast(s.len);
+        off[i + 1] = pos;
+    }
+    o.values = dst_addr;
+    o.values_len = pos;
+    return 0;
+}
+
+/// Export every declaration, the ABI's own exports, and the manifest fragment.
+pub fn module(comptime decls: anytype) void {
+    comptime var functions: []const u8 = "";
+    inline for (decls, 0..) |d, i| {
+        functions = functions ++ (if (i > 0) "," else "") ++ d.json;
+        @export(d.export_fn, .{ .name = d.name });
+    }
+    const Exports = struct {
+        const manifest = "WASMUDF-MANIFEST-FRAGMENT:{\"manifest\":{\"functions\":[" ++ functions ++ "]}}";
+        const manifest_z: [manifest.len:0]u8 = manifest.*;
+
+        fn abiVersion() callconv(.c) u32 {
+            // Keeps the manifest fragment in the data segment for `wasmudf build`.
+            std.mem.doNotOptimizeAway(&manifest_z);
+            return abi_version;
+        }
+        fn allocExport(size: u32, alignment: u32) callconv(.c) u32 {
+            return alloc(size, alignment);
+        }
+        fn resetExport() callconv(.c) void {
+            reset();
+        }
+        fn errorExport() callconv(.c) u32 {
+            return @intCast(@intFromPtr(&message_buf));
+        }
+    };
+    @export(&Exports.abiVersion, .{ .name = "wasmudf_abi_version" });
+    @export(&Exports.allocExport, .{ .name = "wasmudf_alloc" });
+    @export(&Exports.resetExport, .{ .name = "wasmudf_reset" });
+    @export(&Exports.errorExport, .{ .name = "wasmudf_error" });
+}
