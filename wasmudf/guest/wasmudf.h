@@ -65,6 +65,19 @@ WASMUDF__NULLABLE(binary, wasmudf_bytes)
 #define wasmudf__ctype_binary wasmudf_bytes
 #define WASMUDF_CTYPE(T) wasmudf__ctype_##T
 
+/* <stdbool.h> makes `bool` a macro for `_Bool`, which reaches the token pastes below
+ * expanded: every per-type name has a `_Bool` twin. */
+#define wasmudf__ctype__Bool bool
+#define wasmudf__name_bool "bool"
+#define wasmudf__name__Bool "bool"
+#define wasmudf__name_int32 "int32"
+#define wasmudf__name_int64 "int64"
+#define wasmudf__name_float32 "float32"
+#define wasmudf__name_float64 "float64"
+#define wasmudf__name_utf8 "utf8"
+#define wasmudf__name_binary "binary"
+#define WASMUDF__TYPENAME(T) wasmudf__name_##T
+
 /* ---------------------------------------------------------------- the arena ------------ */
 /* Blocks live until wasmudf_reset. Memory comes in chunks from memory.grow; reset rewinds to
  * the first chunk and keeps the others for reuse, so steady state grows nothing. */
@@ -223,6 +236,8 @@ static inline wasmudf_bytes wasmudf__get_binary(const wasmudf_column *c, uint32_
         return v;                                                                             \
     }
 WASMUDF__GET_NULLABLE(bool)
+#define wasmudf__get__Bool wasmudf__get_bool
+#define wasmudf__getn__Bool wasmudf__getn_bool
 WASMUDF__GET_NULLABLE(int32)
 WASMUDF__GET_NULLABLE(int64)
 WASMUDF__GET_NULLABLE(float32)
@@ -260,6 +275,8 @@ static inline void wasmudf__set_binary(wasmudf_column *o, wasmudf__span *s, uint
 }
 
 #define wasmudf__varlen_bool 0
+#define wasmudf__varlen__Bool 0
+#define wasmudf__set__Bool wasmudf__set_bool
 #define wasmudf__varlen_int32 0
 #define wasmudf__varlen_int64 0
 #define wasmudf__varlen_float32 0
@@ -319,7 +336,7 @@ WASMUDF_WEAK int32_t wasmudf__pack(wasmudf_column *o, wasmudf__span *s) {
 
 #define WASMUDF__ARG_STRICT(i, T) wasmudf__get_##T(&a[i], r)
 #define WASMUDF__ARG_CALLED(i, T) wasmudf__getn_##T(&a[i], r)
-#define WASMUDF__TYPE_JSON(i, T) "\"" #T "\""
+#define WASMUDF__TYPE_JSON(i, T) "\"" WASMUDF__TYPENAME(T) "\""
 
 /* The manifest fragment: `wasmudf build` collects these from the data segment. */
 #define WASMUDF__FRAGMENT(NAME, JSON)                                                         \
@@ -328,7 +345,7 @@ WASMUDF_WEAK int32_t wasmudf__pack(wasmudf_column *o, wasmudf__span *s) {
 
 #define WASMUDF__SCALAR_IMPL(NAME, RET, DOC, NULLS, NARGS, CALL, PARAMS_JSON)                 \
     WASMUDF__FRAGMENT(NAME, "{\"name\":\"" #NAME "\",\"kind\":\"scalar\",\"params\":["     \
-                            PARAMS_JSON "],\"returns\":\"" #RET "\",\"nulls\":\"" NULLS      \
+                            PARAMS_JSON "],\"returns\":\"" WASMUDF__TYPENAME(RET) "\",\"nulls\":\"" NULLS      \
                             "\",\"doc\":\"" DOC "\"}")                                        \
     WASMUDF_EXPORT(#NAME) int32_t wasmudf__scalar_##NAME(uint32_t args, uint32_t nargs,      \
                                                           uint32_t out) {                     \

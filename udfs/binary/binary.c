@@ -1,0 +1,51 @@
+/* Binary UDFs: checksums and hashes of blobs, hex encoding. */
+#include "wasmudf.h"
+
+/* CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320), as zlib.crc32 computes it. */
+static uint32_t crc_table[256];
+static bool crc_ready;
+
+static int64_t crc32(wasmudf_bytes b) {
+    if (!crc_ready) {
+        for (uint32_t i = 0; i < 256; i++) {
+            uint32_t c = i;
+            for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+            crc_table[i] = c;
+        }
+        crc_ready = true;
+    }
+    uint32_t c = 0xFFFFFFFFu;
+    for (uint32_t i = 0; i < b.len; i++) c = crc_table[(c ^ b.ptr[i]) & 0xFF] ^ (c >> 8);
+    return (int64_t)(c ^ 0xFFFFFFFFu);
+}
+WASMUDF_SCALAR(crc32, int64, "CRC-32 of the bytes as zlib computes it (0 to 2^32-1)", binary)
+
+/* 64-bit FNV-1a, returned as the signed integer with the same bits. */
+static int64_t fnv1a64(wasmudf_bytes b) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (uint32_t i = 0; i < b.len; i++) { h ^= b.ptr[i]; h *= 0x100000001b3ull; }
+    return (int64_t)h;
+}
+WASMUDF_SCALAR(fnv1a64, int64, "64-bit FNV-1a hash of the bytes, as a signed integer", binary)
+
+/* Lower-case hexadecimal text of the bytes. */
+static wasmudf_str to_hex(wasmudf_bytes b) {
+    static const char digits[] = "0123456789abcdef";
+    char *out = wasmudf_str_alloc(b.len * 2);
+    if (!out) return wasmudf_str_of(0, 0);
+    for (uint32_t i = 0; i < b.len; i++) {
+        out[2 * i] = digits[b.ptr[i] >> 4];
+        out[2 * i + 1] = digits[b.ptr[i] & 15];
+    }
+    return wasmudf_str_of(out, b.len * 2);
+}
+WASMUDF_SCALAR(to_hex, utf8, "lower-case hexadecimal text of the bytes", binary)
+
+/* The bytes of b XOR-ed with a repeating key (an empty key leaves b unchanged). */
+static wasmudf_bytes xor_bytes(wasmudf_bytes b, wasmudf_bytes key) {
+    uint8_t *out = (uint8_t *)wasmudf_str_alloc(b.len);
+    if (!out) return wasmudf_bytes_of(0, 0);
+    for (uint32_t i = 0; i < b.len; i++) out[i] = b.ptr[i] ^ (key.len ? key.ptr[i % key.len] : 0);
+    return wasmudf_bytes_of(out, b.len);
+}
+WASMUDF_SCALAR(xor_bytes, binary, "b XOR-ed with a repeating key", binary, binary)

@@ -1,0 +1,123 @@
+//! Text UDFs: edit distance, URL slugs, accent folding, card-number checks.
+const std = @import("std");
+const udf = @import("wasmudf");
+const fold = @import("fold_table.zig");
+
+/// Decode one code point at `s[i.*]`, advancing `i`; invalid bytes decode as U+FFFD, one
+/// byte at a time, so the functions are total on any input.
+fn nextCodepoint(s: []const u8, i: *usize) u21 {
+    const b0 = s[i.*];
+    const len: usize = if (b0 < 0x80) 1 else if (b0 & 0xE0 == 0xC0) 2 else if (b0 & 0xF0 == 0xE0) 3 else if (b0 & 0xF8 == 0xF0) 4 else 0;
+    if (len == 0 or i.* + len > s.len) {
+        i.* += 1;
+        return 0xFFFD;
+    }
+    const cp = std.unicode.utf8Decode(s[i.* .. i.* + len]) catch {
+        i.* += 1;
+        return 0xFFFD;
+    };
+    i.* += len;
+    return cp;
+}
+
+fn codepoints(s: []const u8) ![]u21 {
+    var out = try udf.allocator.alloc(u21, s.len);
+    var n: usize = 0;
+    var i: usize = 0;
+    while (i < s.len) : (n += 1) out[n] = nextCodepoint(s, &i);
+    return out[0..n];
+}
+
+/// Levenshtein distance in code points (insertions, deletions, substitutions cost 1).
+fn levenshtein(a_text: []const u8, b_text: []const u8) !i64 {
+    const a = try codepoints(a_text);
+    const b = try codepoints(b_text);
+    if (a.len == 0) return @intCast(b.len);
+    if (b.len == 0) return @intCast(a.len);
+    var row = try udf.allocator.alloc(u32, b.len + 1);
+    for (row, 0..) |*cell, j| cell.* = @intCast(j);
+    for (a, 0..) |ca, i| {
+        var diagonal = row[0];
+        row[0] = @intCast(i + 1);
+        for (b, 0..) |cb, j| {
+            const above = row[j + 1];
+            const cost: u32 = if (ca == cb) 0 else 1;
+            row[j + 1] = @min(@min(above + 1, row[j] + 1), diagonal + cost);
+            diagonal = above;
+        }
+    }
+    return row[b.len];
+}
+
+fn foldInto(out: *std.ArrayList(u8), cp: u21) !void {
+    if (cp >= fold.first and cp - fold.first < fold.table.len and fold.table[cp - fold.first].len > 0) {
+        try out.appendSlice(udf.allocator, fold.table[cp - fold.first]);
+        return;
+    }
+    var buf: [4]u8 = undefined;
+    const n = std.unicode.utf8Encode(cp, &buf) catch std.unicode.utf8Encode(0xFFFD, &buf) catch unreachable;
+    try out.appendSlice(udf.allocator, buf[0..n]);
+}
+
+/// Latin letters with accents replaced by their ASCII base (é → e, ß → ss); the rest kept.
+fn ascii_fold(s: []const u8) ![]const u8 {
+    var out: std.ArrayList(u8) = .empty;
+    try out.ensureTotalCapacity(udf.allocator, s.len);
+    var i: usize = 0;
+    while (i < s.len) try foldInto(&out, nextCodepoint(s, &i));
+    return out.items;
+}
+
+/// A URL slug: folded to ASCII, lower case, runs of anything but letters and digits
+/// become one '-', no leading or trailing '-'.
+fn slugify(s: []const u8) ![]const u8 {
+    const folded = try ascii_fold(s);
+    var out = try udf.allocator.alloc(u8, folded.len);
+    var n: usize = 0;
+    var gap = false;
+    for (folded) |c| {
+        if (std.ascii.isAlphanumeric(c)) {
+            if (gap and n > 0) {
+                out[n] = '-';
+                n += 1;
+            }
+            gap = false;
+            out[n] = std.ascii.toLower(c);
+            n += 1;
+        } else {
+            gap = true;
+        }
+    }
+    return out[0..n];
+}
+
+/// Luhn checksum of a card or account number; spaces are ignored. False when anything else
+/// than digits and spaces appears, or when there are fewer than two digits.
+fn luhn_check(s: []const u8) bool {
+    var sum: u32 = 0;
+    var digits: u32 = 0;
+    var i = s.len;
+    while (i > 0) {
+        i -= 1;
+        const c = s[i];
+        if (c == ' ') continue;
+        if (c < '0' or c > '9') return false;
+        var d: u32 = c - '0';
+        if (digits % 2 == 1) {
+            d *= 2;
+            if (d > 9) d -= 9;
+        }
+        sum += d;
+        digits += 1;
+    }
+    return digits >= 2 and sum % 10 == 0;
+}
+
+comptime {
+    udf.module(.{
+        udf.scalar("levenshtein", levenshtein, .{ .doc = "edit distance between two strings, in code points" }),
+        udf.scalar("ascii_fold", ascii_fold, .{ .doc = "accented Latin letters replaced by ASCII (é to e, ß to ss)" }),
+        udf.scalar("slugify", slugify, .{ .doc = "lower-case ASCII slug with '-' between words" }),
+        udf.scalar("luhn_check", luhn_check, .{ .doc = "true when the digits pass the Luhn checksum (spaces ignored)" }),
+    });
+}

@@ -1,0 +1,68 @@
+"""wasmudf: run sandboxed WebAssembly modules as SQL functions in DuckDB and SQLite.
+
+>>> import duckdb, wasmudf                                          # doctest: +SKIP
+>>> con = duckdb.connect()                                          # doctest: +SKIP
+>>> wasmudf.register(con, "udfs/numeric/numeric.wasm")              # doctest: +SKIP
+['haversine_km', 'clamp', ...]
+>>> con.sql("SELECT clamp(15.0, 0.0, 10.0)").fetchall()             # doctest: +SKIP
+[(10.0,)]
+"""
+
+from .abi import FunctionSpec, Manifest
+from .capabilities import DictSecretStore, SecretStore
+from .errors import (
+    ArgumentTypeError,
+    ExportError,
+    FuelExhausted,
+    GuestError,
+    GuestFailure,
+    GuestTrap,
+    InvalidGuestOutput,
+    LimitExceeded,
+    ManifestError,
+    MemoryLimitExceeded,
+    ModuleError,
+    OutputLimitExceeded,
+    PolicyError,
+    RegistrationError,
+    StackLimitExceeded,
+    TimeLimitExceeded,
+    UsageError,
+    WasmUdfError,
+)
+from .functions import ScalarFunction
+from .limits import Limits
+from .module import Module, load
+from .registration import register
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArgumentTypeError",
+    "DictSecretStore",
+    "ExportError",
+    "FuelExhausted",
+    "FunctionSpec",
+    "GuestError",
+    "GuestFailure",
+    "GuestTrap",
+    "InvalidGuestOutput",
+    "LimitExceeded",
+    "Limits",
+    "Manifest",
+    "ManifestError",
+    "MemoryLimitExceeded",
+    "Module",
+    "ModuleError",
+    "OutputLimitExceeded",
+    "PolicyError",
+    "RegistrationError",
+    "ScalarFunction",
+    "SecretStore",
+    "StackLimitExceeded",
+    "TimeLimitExceeded",
+    "UsageError",
+    "WasmUdfError",
+    "load",
+    "register",
+]

@@ -1,0 +1,80 @@
+"""DuckDB: each scalar becomes an arrow-type Python UDF (``create_function``)."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pyarrow as pa
+
+from ..errors import RegistrationError
+from ..functions import ScalarFunction
+
+SQL_TYPES = {
+    "bool": "BOOLEAN",
+    "int32": "INTEGER",
+    "int64": "BIGINT",
+    "float32": "FLOAT",
+    "float64": "DOUBLE",
+    "utf8": "VARCHAR",
+    "binary": "BLOB",
+}
+
+
+def existing_functions(con: Any, names: list[str]) -> dict[str, bool]:
+    """Which of ``names`` exist on the connection (lower-cased), mapped to "is built in"."""
+    # duckdb_functions() marks Python UDFs as internal too, so "built in" is decided when
+    # removal is refused (see unregister).
+    rows = con.execute(
+        "SELECT DISTINCT lower(function_name) FROM duckdb_functions() "
+        "WHERE lower(function_name) IN (SELECT unnest($1::VARCHAR[]))",
+        [[n.lower() for n in names]],
+    ).fetchall()
+    return {name: False for (name,) in rows}
+
+
+def check_supported(fn: Any) -> None:
+    if not isinstance(fn, ScalarFunction):
+        raise RegistrationError(f"`{fn.name}`: DuckDB registration supports scalar functions only")
+    if not fn.spec.params:
+        raise RegistrationError(
+            f"`{fn.name}` takes no arguments; DuckDB's arrow UDFs cannot tell how many rows "
+            "to produce for it"
+        )
+
+
+def unregister(con: Any, name: str) -> None:
+    try:
+        con.remove_function(name)
+    except Exception as exc:  # duckdb raises InvalidInputException for built-ins
+        raise RegistrationError(
+            f"`{name}` exists on this DuckDB connection and is not a Python UDF that can be "
+            f"replaced ({str(exc).strip().splitlines()[0]})"
+        ) from exc
+
+
+def register_function(con: Any, fn: ScalarFunction) -> None:
+    """Create the DuckDB function (its name must be free)."""
+    spec = fn.spec
+
+    def udf(*arrays: pa.ChunkedArray | pa.Array) -> pa.Array:
+        # DuckDB hands over one vector (≤ 2048 rows) as arrays; our call batches it whole.
+        result = fn(*arrays)
+        return result.combine_chunks() if isinstance(result, pa.ChunkedArray) else result
+
+    # DuckDB counts the callable's parameters, so give it one per SQL argument.
+    udf.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(f"arg{i}", inspect.Parameter.POSITIONAL_ONLY) for i in range(len(spec.params))]
+    )
+    con.create_function(
+        spec.name,
+        udf,
+        [SQL_TYPES[t.name] for t in spec.params],
+        SQL_TYPES[spec.returns.name],
+        type="arrow",
+        # "special" even for strict functions: a strict function may still return NULL
+        # (DuckDB rejects NULL results under "default"), and ScalarFunction skips NULL rows
+        # of strict functions itself.
+        null_handling="special",
+        side_effects=not spec.deterministic,
+    )

@@ -1,0 +1,59 @@
+"""``register``: put a module's functions on a DuckDB or SQLite (apsw) connection."""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from .adapters import engine_of
+from .errors import RegistrationError
+from .module import Module, Source, load
+
+
+def register(con: Any, source: Module | Source, *, replace: bool = False, **load_options: Any) -> list[str]:
+    """Register every function of a module on ``con`` and return their SQL names.
+
+    Args:
+        con: a ``duckdb.DuckDBPyConnection`` or an ``apsw.Connection``.
+        source: a loaded :class:`Module`, or a path / bytes passed to :func:`load`.
+        replace: replace functions of the same name that exist on the connection
+            (built-in functions are never replaced).
+        **load_options: passed to :func:`load` (``limits``, ``grant``, ``config``, ...).
+
+    Engine APIs used: DuckDB ``create_function(type="arrow")``; apsw
+    ``create_scalar_function(deterministic=...)``.
+
+    Raises:
+        RegistrationError: a name exists (and ``replace`` is False, or it is built in), or
+            the engine cannot take a function's types; nothing is registered then.
+        ModuleError, ManifestError, ExportError, PolicyError: from :func:`load`.
+    """
+    engine = engine_of(con)
+    if isinstance(source, Module):
+        if load_options:
+            raise RegistrationError("load options were given with an already loaded Module")
+        module = source
+    else:
+        module = load(source, **load_options)
+    adapter = import_module(f".adapters.{engine}", __package__)
+    functions = list(module.functions.values())
+    for fn in functions:
+        adapter.check_supported(fn)
+    names = [fn.name for fn in functions]
+    existing = adapter.existing_functions(con, names)
+    for name in names:
+        builtin = existing.get(name.lower())
+        if builtin is None:
+            continue
+        if builtin:
+            raise RegistrationError(f"`{name}` is a built-in {engine} function and cannot be replaced")
+        if not replace:
+            raise RegistrationError(
+                f"a function named `{name}` already exists on this {engine} connection; "
+                "pass replace=True to replace it"
+            )
+    for fn in functions:
+        if fn.name.lower() in existing:
+            adapter.unregister(con, fn.name)
+        adapter.register_function(con, fn)
+    return names
