@@ -39,8 +39,14 @@ def custom(name: str, content: str) -> str:
     return f'(@custom "{name}" "{escaped}")'
 
 
-def module(body: str, functions: list[dict[str, Any]] | None = None, *, prelude: bool = True,
-           raw_manifest: str | None = None, **top: Any) -> bytes:
+def module(
+    body: str,
+    functions: list[dict[str, Any]] | None = None,
+    *,
+    prelude: bool = True,
+    raw_manifest: str | None = None,
+    **top: Any,
+) -> bytes:
     """Assemble a module: the prelude, ``body``, and a manifest section."""
     parts = ["(module"]
     if raw_manifest is not None:

@@ -118,7 +118,15 @@ class Manifest:
 
 
 _FUNCTION_FIELDS = {
-    "name", "kind", "params", "returns", "export", "deterministic", "nulls", "window", "doc",
+    "name",
+    "kind",
+    "params",
+    "returns",
+    "export",
+    "deterministic",
+    "nulls",
+    "window",
+    "doc",
 }
 _TOP_FIELDS = {"abi", "functions", "capabilities"}
 
@@ -180,7 +188,7 @@ def _parse_function(index: int, f: Any) -> FunctionSpec:
     _reject_unknown(f, _FUNCTION_FIELDS, where)
     kind = f.get("kind")
     if kind not in ("scalar", "aggregate"):
-        raise ManifestError(f"{where}: 'kind' must be \"scalar\" or \"aggregate\", not {kind!r}")
+        raise ManifestError(f'{where}: \'kind\' must be "scalar" or "aggregate", not {kind!r}')
     params = f.get("params")
     if not isinstance(params, list):
         raise ManifestError(f"{where}: 'params' must be a list of type names")
@@ -195,7 +203,7 @@ def _parse_function(index: int, f: Any) -> FunctionSpec:
     window = _bool(where, f, "window", False)
     nulls = f.get("nulls", "strict")
     if nulls not in ("strict", "called"):
-        raise ManifestError(f"{where}: 'nulls' must be \"strict\" or \"called\", not {nulls!r}")
+        raise ManifestError(f'{where}: \'nulls\' must be "strict" or "called", not {nulls!r}')
     doc = f.get("doc", "")
     if not isinstance(doc, str):
         raise ManifestError(f"{where}: 'doc' must be a string")
@@ -206,9 +214,7 @@ def _parse_function(index: int, f: Any) -> FunctionSpec:
 
 def _type(where: str, fieldname: str, value: Any) -> AbiType:
     if not isinstance(value, str) or value not in TYPES:
-        raise ManifestError(
-            f"{where}: {fieldname} has unknown type {value!r}; known: {', '.join(TYPES)}"
-        )
+        raise ManifestError(f"{where}: {fieldname} has unknown type {value!r}; known: {', '.join(TYPES)}")
     return TYPES[value]
 
 
@@ -226,8 +232,7 @@ def _check_unique(specs: list[FunctionSpec]) -> None:
         key = s.name.lower()
         if key in names:
             raise ManifestError(
-                f"functions {names[key]!r} and {s.name!r} have the same SQL name "
-                "(names are case-insensitive)"
+                f"functions {names[key]!r} and {s.name!r} have the same SQL name (names are case-insensitive)"
             )
         names[key] = s.name
         if s.export in exports:

@@ -44,8 +44,9 @@ def _zig(*args: str, cwd: Path) -> None:
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         if "No module named ziglang" in proc.stderr:
-            raise BuildError("the zig toolchain is missing: pip install 'wasmudf[build]' "
-                             f"(ziglang=={ZIG_VERSION})")
+            raise BuildError(
+                f"the zig toolchain is missing: pip install 'wasmudf[build]' (ziglang=={ZIG_VERSION})"
+            )
         raise BuildError(f"compilation failed:\n{proc.stderr.strip()}")
 
 
@@ -60,12 +61,38 @@ def compile_sources(sources: Sequence[str | os.PathLike[str]], output: Path) -> 
     kinds = {p.suffix for p in paths}
     sdk = guest_dir()
     if kinds <= {".c"}:
-        _zig("cc", "--target=wasm32-freestanding", "-Os", "-s", "-std=c11", "-Wall", "-Werror",
-             "-Wl,--no-entry", f"-I{sdk}", "-o", str(output), *map(str, paths), cwd=paths[0].parent)
+        _zig(
+            "cc",
+            "--target=wasm32-freestanding",
+            "-Os",
+            "-s",
+            "-std=c11",
+            "-Wall",
+            "-Werror",
+            "-Wl,--no-entry",
+            f"-I{sdk}",
+            "-o",
+            str(output),
+            *map(str, paths),
+            cwd=paths[0].parent,
+        )
     elif kinds == {".zig"} and len(paths) == 1:
-        _zig("build-exe", "-target", "wasm32-freestanding", "-fno-entry", "-rdynamic",
-             "-O", "ReleaseSmall", "-fstrip", "--dep", "wasmudf", f"-Mroot={paths[0]}",
-             f"-Mwasmudf={sdk / 'wasmudf.zig'}", f"-femit-bin={output}", cwd=paths[0].parent)
+        _zig(
+            "build-exe",
+            "-target",
+            "wasm32-freestanding",
+            "-fno-entry",
+            "-rdynamic",
+            "-O",
+            "ReleaseSmall",
+            "-fstrip",
+            "--dep",
+            "wasmudf",
+            f"-Mroot={paths[0]}",
+            f"-Mwasmudf={sdk / 'wasmudf.zig'}",
+            f"-femit-bin={output}",
+            cwd=paths[0].parent,
+        )
     else:
         raise BuildError("give C files (.c), or one Zig root file (.zig)")
 
@@ -82,8 +109,10 @@ def manifest_from_fragments(wasm: bytes) -> dict[str, Any]:
             try:
                 fragment = json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise BuildError(f"a declaration produced invalid JSON ({exc}): {raw[:200]!r}; "
-                                 "doc strings must not contain quotes or backslashes") from None
+                raise BuildError(
+                    f"a declaration produced invalid JSON ({exc}): {raw[:200]!r}; "
+                    "doc strings must not contain quotes or backslashes"
+                ) from None
             if "capability" in fragment:
                 capabilities.append(fragment["capability"])
             elif "manifest" in fragment:  # the Zig SDK emits the whole list at once

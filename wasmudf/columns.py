@@ -113,7 +113,10 @@ def input_column(arr: pa.Array, abitype: AbiType) -> InputColumn:
         offsets = offsets - start
     data = bufs[2].slice(start, end - start) if bufs[2] is not None and end > start else EMPTY
     return InputColumn(
-        abitype, n, arr.null_count, validity,
+        abitype,
+        n,
+        arr.null_count,
+        validity,
         HostBuffer.of(offsets.astype(np.uint32, copy=False)),
         data if isinstance(data, HostBuffer) else HostBuffer.of(data),
     )
@@ -159,16 +162,26 @@ def write_frame(inst: Instance, columns: list[InputColumn], rtype: AbiType, rows
             if buf.size:
                 ctypes.memmove(base + block + at, buf.address, buf.size)
         DESCRIPTOR.pack_into(
-            descs, i * DESCRIPTOR_SIZE, col.type.code, col.length, col.null_count,
+            descs,
+            i * DESCRIPTOR_SIZE,
+            col.type.code,
+            col.length,
+            col.null_count,
             block + v if col.validity.size else 0,
             block + o if col.type.is_varlen else 0,
-            block + d, col.values.size, 0,
+            block + d,
+            col.values.size,
+            0,
         )
     out_fields = (
-        rtype.code, rows, 0, block + out_validity,
+        rtype.code,
+        rows,
+        0,
+        block + out_validity,
         block + out_values if rtype.is_varlen else 0,
         0 if rtype.is_varlen else block + out_values,
-        0 if rtype.is_varlen else out_size, 0,
+        0 if rtype.is_varlen else out_size,
+        0,
     )
     DESCRIPTOR.pack_into(descs, nargs * DESCRIPTOR_SIZE, *out_fields)
     ctypes.memmove(base + block, bytes(descs), len(descs))
@@ -180,7 +193,8 @@ def _fail(inst: Instance, what: str, message: str) -> InvalidGuestOutput:
     inst.broken = True
     return InvalidGuestOutput(
         f"`{what}` in {inst.label} returned invalid data: {message}",
-        function=what, module=inst.label,
+        function=what,
+        module=inst.label,
     )
 
 
@@ -191,11 +205,19 @@ def read_output(inst: Instance, frame: Frame, what: str, output_limit: int | Non
     want = frame.out_fields
     rtype, n = frame.rtype, frame.rows
     # The guest may write only null_count, and values/values_len of a varlen result (ABI §4).
-    for idx, name in ((F_TYPE, "type"), (F_LENGTH, "length"), (F_VALIDITY, "validity"),
-                      (F_OFFSETS, "offsets"), (F_RESERVED, "reserved")):
+    for idx, name in (
+        (F_TYPE, "type"),
+        (F_LENGTH, "length"),
+        (F_VALIDITY, "validity"),
+        (F_OFFSETS, "offsets"),
+        (F_RESERVED, "reserved"),
+    ):
         if got[idx] != want[idx]:
-            raise _fail(inst, what, f"it changed the output descriptor's '{name}' field "
-                        f"from {want[idx]} to {got[idx]}")
+            raise _fail(
+                inst,
+                what,
+                f"it changed the output descriptor's '{name}' field from {want[idx]} to {got[idx]}",
+            )
     if not rtype.is_varlen and (got[F_VALUES], got[F_VALUES_LEN]) != (want[F_VALUES], want[F_VALUES_LEN]):
         raise _fail(inst, what, "it changed 'values' or 'values_len' of a fixed-width result")
     validity = _copy_out(base, want[F_VALIDITY], bitmap_bytes(n))
@@ -213,7 +235,8 @@ def read_output(inst: Instance, frame: Frame, what: str, output_limit: int | Non
         raise OutputLimitExceeded(
             f"`{what}` in {inst.label} returned {values_len} bytes in one call, over "
             f"Limits.output_bytes = {output_limit}; raise the limit or return less",
-            function=what, module=inst.label,
+            function=what,
+            module=inst.label,
         )
     if values_len > _I32_MAX:
         raise _fail(inst, what, f"values_len {values_len} is over 2 GiB")
@@ -221,13 +244,17 @@ def read_output(inst: Instance, frame: Frame, what: str, output_limit: int | Non
         raise _fail(inst, what, f"offsets[0] is {offsets[0]}, not 0")
     if n and bool(np.any(np.diff(offsets.astype(np.int64)) < 0)):
         first = int(np.argmax(np.diff(offsets.astype(np.int64)) < 0))
-        raise _fail(inst, what, f"offsets decrease at row {first} "
-                    f"({offsets[first]} then {offsets[first + 1]})")
+        raise _fail(
+            inst, what, f"offsets decrease at row {first} ({offsets[first]} then {offsets[first + 1]})"
+        )
     if offsets[n] != values_len:
         raise _fail(inst, what, f"offsets[{n}] is {offsets[n]} but values_len is {values_len}")
     if values_len and (values_addr == 0 or values_addr + values_len > mem_size):
-        raise _fail(inst, what, f"values [0x{values_addr:x}, +{values_len}) is outside the "
-                    f"{mem_size}-byte linear memory")
+        raise _fail(
+            inst,
+            what,
+            f"values [0x{values_addr:x}, +{values_len}) is outside the {mem_size}-byte linear memory",
+        )
     data = _copy_out(base, values_addr, values_len)
     arr = pa.Array.from_buffers(
         ARROW_TYPES[rtype.name], n, [validity, pa.py_buffer(offsets.view(np.int32)), data]

@@ -176,9 +176,7 @@ class ScalarFunction:
                 raise self._type_error(index, f"{_sql_type(v)} {v!r}")
             lo, hi = _INT_RANGES[name]
             if not lo <= v <= hi:
-                raise ArgumentTypeError(
-                    f"`{self.name}` argument {index + 1} ({name}) is out of range: {v}"
-                )
+                raise ArgumentTypeError(f"`{self.name}` argument {index + 1} ({name}) is out of range: {v}")
             data = struct.pack(_ROW_FORMATS[name], v)
         elif name in ("float32", "float64"):
             if not isinstance(v, (int, float)):
@@ -261,4 +259,3 @@ def _row_ranges(arrays: list[pa.Array], n: int) -> Iterator[tuple[int, int]]:
         stop = min(max(stop, start + 1), n)
         yield start, stop
         start = stop
-

@@ -49,9 +49,7 @@ _call_unchecked = ctypes.CFUNCTYPE(c_void_p, c_void_p, c_void_p, c_void_p, c_siz
 )
 _memory_data = ctypes.PYFUNCTYPE(c_void_p, c_void_p, c_void_p)(_symbol("wasmtime_memory_data"))
 _memory_size = ctypes.PYFUNCTYPE(c_size_t, c_void_p, c_void_p)(_symbol("wasmtime_memory_data_size"))
-_set_deadline = ctypes.PYFUNCTYPE(None, c_void_p, c_uint64)(
-    _symbol("wasmtime_context_set_epoch_deadline")
-)
+_set_deadline = ctypes.PYFUNCTYPE(None, c_void_p, c_uint64)(_symbol("wasmtime_context_set_epoch_deadline"))
 
 
 @dataclass
@@ -91,9 +89,7 @@ class Instance:
         )
         self._store = store
         self._ctx = ctypes.cast(store._context(), c_void_p).value
-        self._ticks = (
-            None if limits.timeout_ms is None else int(limits.timeout_ms // spec.tick_ms) + 2
-        )
+        self._ticks = None if limits.timeout_ms is None else int(limits.timeout_ms // spec.tick_ms) + 2
         self._armed_epoch = -1
         self._fuel = limits.fuel
         self._slots = (ctypes.c_uint64 * (2 * self.MAX_SLOTS))()
@@ -166,7 +162,9 @@ class Instance:
             self._store.set_fuel(self._fuel)
         if self.spec.capabilities is not None:
             self.spec.capabilities.new_call()
-        err = _call_unchecked(self._ctx, self.func_addr(export), self._slots_addr, self.MAX_SLOTS, self._trap_addr)
+        err = _call_unchecked(
+            self._ctx, self.func_addr(export), self._slots_addr, self.MAX_SLOTS, self._trap_addr
+        )
         if err or self._trap.value:
             self._raise_call_failure(err, what)
         return slots[0] & U32
@@ -191,7 +189,9 @@ class Instance:
             detail = f": {message}" if message else ""
             raise GuestFailure(
                 f"`{what}` in {self.label} failed (status {status}){detail}",
-                guest_message=message, function=what, module=self.label,
+                guest_message=message,
+                function=what,
+                module=self.label,
             )
 
     # -- the arena -----------------------------------------------------------------------
@@ -209,7 +209,9 @@ class Instance:
             raise GuestFailure(
                 f"`{what}` in {self.label}: wasmudf_alloc could not allocate {size} bytes"
                 + (f": {message}" if message else "; raise Limits.memory_bytes if the data is large"),
-                guest_message=message, function=what, module=self.label,
+                guest_message=message,
+                function=what,
+                module=self.label,
             )
         _, mem_size = self.memory()
         if addr % align or addr + size > mem_size:
@@ -218,7 +220,8 @@ class Instance:
                 f"`{what}` in {self.label}: wasmudf_alloc({size}, {align}) returned 0x{addr:x}, "
                 f"{'misaligned' if addr % align else 'outside linear memory'} "
                 f"(memory is {mem_size} bytes)",
-                function=what, module=self.label,
+                function=what,
+                module=self.label,
             )
         return addr
 
@@ -248,18 +251,15 @@ class Instance:
 _LIMIT_TRAPS: dict[Any, tuple[type[GuestError], str]] = {
     wasmtime.TrapCode.INTERRUPT: (
         TimeLimitExceeded,
-        "ran past its {timeout} time limit (Limits.timeout_ms); raise the limit or check for "
-        "an endless loop",
+        "ran past its {timeout} time limit (Limits.timeout_ms); raise the limit or check for an endless loop",
     ),
     wasmtime.TrapCode.OUT_OF_FUEL: (
         FuelExhausted,
-        "ran out of fuel ({fuel} units, Limits.fuel); raise the limit or check for an "
-        "endless loop",
+        "ran out of fuel ({fuel} units, Limits.fuel); raise the limit or check for an endless loop",
     ),
     wasmtime.TrapCode.STACK_OVERFLOW: (
         StackLimitExceeded,
-        "overflowed its {stack} KiB Wasm stack (Limits.stack_bytes); check for unbounded "
-        "recursion",
+        "overflowed its {stack} KiB Wasm stack (Limits.stack_bytes); check for unbounded recursion",
     ),
 }
 
@@ -277,7 +277,8 @@ def translate_errors(instance: Instance, what: str) -> Iterator[None]:
             cls, text = kind
             message = text.format(
                 timeout=f"{limits.timeout_ms:g} ms" if limits.timeout_ms else "(unset)",
-                fuel=limits.fuel, stack=limits.stack_bytes // 1024,
+                fuel=limits.fuel,
+                stack=limits.stack_bytes // 1024,
             )
             raise cls(
                 f"`{what}` in {instance.label} {message}", function=what, module=instance.label
@@ -288,7 +289,9 @@ def translate_errors(instance: Instance, what: str) -> Iterator[None]:
         raise GuestTrap(
             f"`{what}` in {instance.label} trapped: {first_line}"
             + (f" (guest says: {guest})" if guest else ""),
-            trap_code=code, function=what, module=instance.label,
+            trap_code=code,
+            function=what,
+            module=instance.label,
         ) from exc
     except wasmtime.WasmtimeError as exc:
         instance.broken = True
@@ -297,11 +300,13 @@ def translate_errors(instance: Instance, what: str) -> Iterator[None]:
             raise MemoryLimitExceeded(
                 f"`{what}` in {instance.label}: the module's memory does not fit in "
                 f"Limits.memory_bytes = {instance.spec.limits.memory_bytes} ({text.splitlines()[0]})",
-                function=what, module=instance.label,
+                function=what,
+                module=instance.label,
             ) from exc
         raise GuestTrap(
             f"`{what}` in {instance.label} failed: {text.splitlines()[0] if text else 'error'}",
-            function=what, module=instance.label,
+            function=what,
+            module=instance.label,
         ) from exc
 
 

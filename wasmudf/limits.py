@@ -54,8 +54,12 @@ class Limits:
     def unlimited(cls) -> Limits:
         """No time, memory, output or module limits (the stack keeps its default)."""
         return cls(
-            timeout_ms=None, memory_bytes=None, table_elements=None, output_bytes=None,
-            module_bytes=None, max_functions=None,
+            timeout_ms=None,
+            memory_bytes=None,
+            table_elements=None,
+            output_bytes=None,
+            module_bytes=None,
+            max_functions=None,
         )
 
 

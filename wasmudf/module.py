@@ -33,8 +33,17 @@ class Module:
         label: a short name for messages: the file name, or ``sha256:<first 12 digits>``.
     """
 
-    def __init__(self, wasm: bytes, *, label: str, limits: Limits, manifest: Manifest,
-                 compiled: wasmtime.Module, granted: set[str], capabilities: CapabilityContext):
+    def __init__(
+        self,
+        wasm: bytes,
+        *,
+        label: str,
+        limits: Limits,
+        manifest: Manifest,
+        compiled: wasmtime.Module,
+        granted: set[str],
+        capabilities: CapabilityContext,
+    ):
         self.wasm = wasm
         self.sha256 = hashlib.sha256(wasm).hexdigest()
         self.label = label
@@ -45,7 +54,11 @@ class Module:
         export_names = {e.name for e in compiled.exports}
         engine, ticker = ENGINES.engine(EngineKey.for_limits(limits))
         self._spec = InstanceSpec(
-            label=label, compiled=compiled, engine=engine, ticker=ticker, limits=limits,
+            label=label,
+            compiled=compiled,
+            engine=engine,
+            ticker=ticker,
+            limits=limits,
             capabilities=capabilities,
             granted_imports={i.name for i in compiled.imports if i.module == "wasmudf"},
             wasi=any(i.module == "wasi_snapshot_preview1" for i in compiled.imports),
@@ -99,13 +112,13 @@ def load(
     grant_set = set(grant)
     unknown = sorted(grant_set - set(abi.CAPABILITIES))
     if unknown:
-        raise PolicyError(f"grant names unknown capability {unknown[0]!r}; known: {', '.join(abi.CAPABILITIES)}")
+        raise PolicyError(
+            f"grant names unknown capability {unknown[0]!r}; known: {', '.join(abi.CAPABILITIES)}"
+        )
     if "secret_get" in grant_set and tenant is None:
         raise PolicyError("secret_get was granted without a tenant: pass tenant= to say whose secrets")
     if limits.module_bytes is not None and len(wasm) > limits.module_bytes:
-        raise ModuleError(
-            f"{label} is {len(wasm)} bytes, over Limits.module_bytes = {limits.module_bytes}"
-        )
+        raise ModuleError(f"{label} is {len(wasm)} bytes, over Limits.module_bytes = {limits.module_bytes}")
     manifest = read_manifest(wasm, label)
     if limits.max_functions is not None:
         count = wasmbin.defined_function_count(wasm)
@@ -121,8 +134,15 @@ def load(
     _check_imports(compiled, manifest, grant_set, label)
     _check_exports(compiled, manifest, label)
     caps = CapabilityContext(label=label, config=dict(config or {}), tenant=tenant, secrets=secrets)
-    return Module(wasm, label=label, limits=limits, manifest=manifest, compiled=compiled,
-                  granted=grant_set, capabilities=caps)
+    return Module(
+        wasm,
+        label=label,
+        limits=limits,
+        manifest=manifest,
+        compiled=compiled,
+        granted=grant_set,
+        capabilities=caps,
+    )
 
 
 def _read_source(source: Source) -> tuple[bytes, str]:
@@ -177,11 +197,13 @@ def _check_imports(compiled: wasmtime.Module, manifest: Manifest, granted: set[s
                 "only wasmudf.log, wasmudf.config_get, wasmudf.secret_get (and WASI when granted)"
             )
         if cap not in asked:
-            raise PolicyError(f"{label} imports {where} but its manifest does not list the "
-                              f"capability {cap!r}")
+            raise PolicyError(
+                f"{label} imports {where} but its manifest does not list the capability {cap!r}"
+            )
         if cap not in granted:
-            raise PolicyError(f"{label} needs the capability {cap!r} (import {where}); "
-                              f"pass grant=[{cap!r}] to allow it")
+            raise PolicyError(
+                f"{label} needs the capability {cap!r} (import {where}); pass grant=[{cap!r}] to allow it"
+            )
         if cap != "wasi":
             ty = imp.type
             want = abi.HOST_IMPORT_SIGNATURES[cap]
@@ -190,8 +212,10 @@ def _check_imports(compiled: wasmtime.Module, manifest: Manifest, granted: set[s
                 raise PolicyError(f"{label} imports {where} as {found}; expected {format_signature(want)}")
     ungranted = sorted(asked - granted)
     if ungranted:
-        raise PolicyError(f"{label} asks for the capability {ungranted[0]!r}, which was not "
-                          f"granted; pass grant=[{ungranted[0]!r}] to allow it")
+        raise PolicyError(
+            f"{label} asks for the capability {ungranted[0]!r}, which was not "
+            f"granted; pass grant=[{ungranted[0]!r}] to allow it"
+        )
 
 
 def _check_exports(compiled: wasmtime.Module, manifest: Manifest, label: str) -> None:
@@ -226,11 +250,12 @@ def _check_exports(compiled: wasmtime.Module, manifest: Manifest, label: str) ->
 def _check_export(exports: dict[str, Any], name: str, sig: Any, label: str, why: str) -> None:
     ty = exports.get(name)
     if ty is None:
-        raise ExportError(f"{label}: {why} the export {name!r} {format_signature(sig)}, "
-                          "which is missing")
+        raise ExportError(f"{label}: {why} the export {name!r} {format_signature(sig)}, which is missing")
     if not isinstance(ty, wasmtime.FuncType):
         raise ExportError(f"{label}: export {name!r} must be a function {format_signature(sig)}")
     found = _sig(ty)
     if found != sig:
-        raise ExportError(f"{label}: export {name!r} has signature {format_signature(found)}; "
-                          f"expected {format_signature(sig)}")
+        raise ExportError(
+            f"{label}: export {name!r} has signature {format_signature(found)}; "
+            f"expected {format_signature(sig)}"
+        )

@@ -29,7 +29,7 @@ static int64_t fnv1a64(wasmudf_bytes b) {
 WASMUDF_SCALAR(fnv1a64, int64, "64-bit FNV-1a hash of the bytes, as a signed integer", binary)
 
 /* Lower-case hexadecimal text of the bytes. */
-static wasmudf_str to_hex(wasmudf_bytes b) {
+static wasmudf_str hex_lower(wasmudf_bytes b) {
     static const char digits[] = "0123456789abcdef";
     char *out = wasmudf_str_alloc(b.len * 2);
     if (!out) return wasmudf_str_of(0, 0);
@@ -39,7 +39,7 @@ static wasmudf_str to_hex(wasmudf_bytes b) {
     }
     return wasmudf_str_of(out, b.len * 2);
 }
-WASMUDF_SCALAR(to_hex, utf8, "lower-case hexadecimal text of the bytes", binary)
+WASMUDF_SCALAR(hex_lower, utf8, "lower-case hexadecimal text of the bytes", binary)
 
 /* The bytes of b XOR-ed with a repeating key (an empty key leaves b unchanged). */
 static wasmudf_bytes xor_bytes(wasmudf_bytes b, wasmudf_bytes key) {

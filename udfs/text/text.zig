@@ -115,7 +115,7 @@ fn luhn_check(s: []const u8) bool {
 
 comptime {
     udf.module(.{
-        udf.scalar("levenshtein", levenshtein, .{ .doc = "edit distance between two strings, in code points" }),
+        udf.scalar("edit_distance", levenshtein, .{ .doc = "edit distance between two strings, in code points" }),
         udf.scalar("ascii_fold", ascii_fold, .{ .doc = "accented Latin letters replaced by ASCII (é to e, ß to ss)" }),
         udf.scalar("slugify", slugify, .{ .doc = "lower-case ASCII slug with '-' between words" }),
         udf.scalar("luhn_check", luhn_check, .{ .doc = "true when the digits pass the Luhn checksum (spaces ignored)" }),

@@ -38,8 +38,7 @@ def check_supported(fn: Any) -> None:
         raise RegistrationError(f"`{fn.name}`: DuckDB registration supports scalar functions only")
     if not fn.spec.params:
         raise RegistrationError(
-            f"`{fn.name}` takes no arguments; DuckDB's arrow UDFs cannot tell how many rows "
-            "to produce for it"
+            f"`{fn.name}` takes no arguments; DuckDB's arrow UDFs cannot tell how many rows to produce for it"
         )
 
 
