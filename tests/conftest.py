@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Compiled-module cache for the test session only, so tests never touch ~/.cache.
+os.environ.setdefault("WASMUDF_CACHE_DIR", tempfile.mkdtemp(prefix="wasmudf-test-cache-"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = {name: ROOT / "udfs" / name / f"{name}.wasm" for name in ("numeric", "text", "binary")}
+
+
+@pytest.fixture(scope="session")
+def example_modules():
+    import wasmudf
+
+    return {name: wasmudf.load(path) for name, path in EXAMPLES.items()}
+
+
+@pytest.fixture(params=["duckdb", "sqlite"])
+def engine(request):
+    """An engine name; with `connect` below, one conformance suite runs on both."""
+    return request.param
+
+
+def connect(engine: str):
+    if engine == "duckdb":
+        import duckdb
+
+        return duckdb.connect()
+    import apsw
+
+    return apsw.Connection(":memory:")
+
+
+@pytest.fixture
+def conn(engine):
+    con = connect(engine)
+    yield con
+    con.close()

@@ -1,0 +1,42 @@
+"""Run the same query on DuckDB or SQLite and get plain Python rows back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+
+def is_duckdb(con: Any) -> bool:
+    return type(con).__module__.split(".")[0] in ("duckdb", "_duckdb")
+
+
+def query(con: Any, sql: str, params: tuple = ()) -> list[tuple]:
+    if is_duckdb(con):
+        return con.execute(sql, list(params)).fetchall()
+    return [tuple(r) for r in con.execute(sql, params)]
+
+
+def load_table(con: Any, name: str, table: pa.Table, sql_types: list[str]) -> None:
+    """Create table ``name`` (id plus the columns of ``table``) on either engine."""
+    cols = ", ".join(f"{c} {t}" for c, t in zip(table.column_names, sql_types))
+    query(con, f"DROP TABLE IF EXISTS {name}")
+    query(con, f"CREATE TABLE {name} (id INTEGER, {cols})")
+    rows = [(i, *r.values()) for i, r in enumerate(table.to_pylist())]
+    marks = ", ".join("?" for _ in range(len(table.column_names) + 1))
+    if not rows:
+        return
+    if is_duckdb(con):
+        con.executemany(f"INSERT INTO {name} VALUES ({marks})", rows)
+    else:
+        with con:
+            con.executemany(f"INSERT INTO {name} VALUES ({marks})", rows)
+
+
+def call_over_rows(con: Any, fn: str, table: pa.Table, sql_types: list[str]) -> list[Any]:
+    """``fn(col0, col1, ...)`` for every row of ``table``, in row order."""
+    load_table(con, "t", table, sql_types)
+    args = ", ".join(table.column_names)
+    out = [r[0] for r in query(con, f"SELECT {fn}({args}) FROM t ORDER BY id")]
+    query(con, "DROP TABLE t")
+    return out

@@ -1,0 +1,135 @@
+"""Pure-Python references for the example UDFs in udfs/, written from their definitions."""
+
+from __future__ import annotations
+
+import math
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "udfs" / "text"))
+from gen_fold_table import fold_char  # noqa: E402  (the table's own definition)
+
+I64 = 2**64
+
+
+def wrap_i64(v: int) -> int:
+    v %= I64
+    return v - I64 if v >= 2**63 else v
+
+
+def haversine_km(lat1, lon1, lat2, lon2):
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = math.radians(lat2 - lat1), math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * 6371.0 * math.asin(math.sqrt(min(a, 1.0)))
+
+
+def clamp(x, lo, hi):
+    if any(math.isnan(v) for v in (x, lo, hi)) or lo > hi:
+        return None
+    return min(max(x, lo), hi)
+
+
+def safe_div(a, b):
+    if b == 0 or (a == -(2**63) and b == -1):
+        return None
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b >= 0) else -q
+
+
+def add_i64(a, b):
+    return wrap_i64(a + b)
+
+
+def gcd_i32(a, b):
+    g = math.gcd(a, b)
+    return None if g > 2**31 - 1 else g
+
+
+def lerp_f32(a, b, t):
+    a, b, t = np.float32(a), np.float32(b), np.float32(t)
+    with np.errstate(all="ignore"):
+        return float(a + (b - a) * t)
+
+
+def is_finite(x):
+    return math.isfinite(x)
+
+
+def coalesce_f64(a, b):
+    return a if a is not None else b
+
+
+def _codepoints(s: str) -> list[str]:
+    return list(s)
+
+
+def edit_distance(a, b):
+    a, b = _codepoints(a), _codepoints(b)
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def ascii_fold(s):
+    return "".join((fold_char(c) if 0xC0 <= ord(c) < 0x180 else None) or c for c in s)
+
+
+def slugify(s):
+    words, word = [], []
+    for c in ascii_fold(s):
+        if c.isascii() and c.isalnum():
+            word.append(c.lower())
+        elif word:
+            words.append("".join(word))
+            word = []
+    if word:
+        words.append("".join(word))
+    return "-".join(words)
+
+
+def luhn_check(s):
+    digits = [c for c in s if c != " "]
+    if len(digits) < 2 or not all("0" <= c <= "9" for c in digits):
+        return False
+    total = 0
+    for i, c in enumerate(reversed(digits)):
+        d = int(c) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+def crc32(b):
+    return zlib.crc32(b)
+
+
+def fnv1a64(b):
+    h = 0xCBF29CE484222325
+    for byte in b:
+        h = ((h ^ byte) * 0x100000001B3) % I64
+    return wrap_i64(h)
+
+
+def hex_lower(b):
+    return b.hex()
+
+
+def xor_bytes(b, key):
+    return bytes(x ^ (key[i % len(key)] if key else 0) for i, x in enumerate(b))
+
+
+#: The reference of each example function, by SQL name.
+REFERENCES = {
+    "haversine_km": haversine_km, "clamp": clamp, "safe_div": safe_div, "add_i64": add_i64,
+    "gcd_i32": gcd_i32, "lerp_f32": lerp_f32, "is_finite": is_finite, "coalesce_f64": coalesce_f64,
+    "edit_distance": edit_distance, "ascii_fold": ascii_fold, "slugify": slugify,
+    "luhn_check": luhn_check, "crc32": crc32, "fnv1a64": fnv1a64, "hex_lower": hex_lower,
+    "xor_bytes": xor_bytes,
+}
