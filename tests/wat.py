@@ -45,10 +45,11 @@ def module(
     *,
     prelude: bool = True,
     raw_manifest: str | None = None,
+    imports: str = "",
     **top: Any,
 ) -> bytes:
-    """Assemble a module: the prelude, ``body``, and a manifest section."""
-    parts = ["(module"]
+    """Assemble a module: ``imports``, the prelude, ``body``, and a manifest section."""
+    parts = ["(module", imports]
     if raw_manifest is not None:
         parts.append(custom("wasmudf", raw_manifest))
     elif functions is not None:

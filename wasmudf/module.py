@@ -174,9 +174,9 @@ def read_manifest(wasm: bytes, label: str = "module") -> Manifest:
 
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and ln.strip() != "Caused by:"]
     # wasmtime puts the cause ("... support is not enabled") on a later line.
-    return "; ".join(lines[:3]) if lines else type(exc).__name__
+    return ": ".join(lines[:3]) if lines else type(exc).__name__
 
 
 def _sig(ty: wasmtime.FuncType) -> tuple[tuple[str, ...], tuple[str, ...]]:
