@@ -284,7 +284,7 @@ def translate_errors(instance: Instance, what: str) -> Iterator[None]:
                 f"`{what}` in {instance.label} {message}", function=what, module=instance.label
             ) from exc
         code = exc.trap_code.name.lower() if exc.trap_code is not None else None
-        first_line = str(exc.message).strip().splitlines()[0] if exc.message else "trap"
+        first_line = _trap_reason(str(exc.message or ""))
         guest = instance.guest_message() if what not in ("wasmudf_error", "instantiation") else None
         raise GuestTrap(
             f"`{what}` in {instance.label} trapped: {first_line}"
@@ -308,6 +308,15 @@ def translate_errors(instance: Instance, what: str) -> Iterator[None]:
             function=what,
             module=instance.label,
         ) from exc
+
+
+def _trap_reason(message: str) -> str:
+    """The cause line of a wasmtime trap message ("wasm trap: ..."), without the backtrace."""
+    lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if ln.startswith("wasm trap:"):
+            return ln.removeprefix("wasm trap:").strip()
+    return lines[-1] if lines else "trap"
 
 
 def _sandboxed_wasi() -> wasmtime.WasiConfig:
