@@ -154,7 +154,8 @@ def write_frame(inst: Instance, columns: list[InputColumn], rtype: AbiType, rows
     out_values = pos
     out_size = (rows + 1) * 4 if rtype.is_varlen else rows * rtype.width
     pos = _align(pos + out_size)
-    block = inst.alloc(max(pos, 8), 8, what=what)
+    fresh = rtype.is_varlen or any(c.type.is_varlen for c in columns)
+    block = inst.frame_block(max(pos, 8), what=what, fresh=fresh)
     base, _ = inst.memory()
     descs = bytearray(DESCRIPTOR_SIZE * (nargs + 1))
     for i, (col, (v, o, d)) in enumerate(zip(columns, places)):
@@ -220,7 +221,7 @@ def read_output(inst: Instance, frame: Frame, what: str, output_limit: int | Non
             )
     if not rtype.is_varlen and (got[F_VALUES], got[F_VALUES_LEN]) != (want[F_VALUES], want[F_VALUES_LEN]):
         raise _fail(inst, what, "it changed 'values' or 'values_len' of a fixed-width result")
-    validity = _copy_out(base, want[F_VALIDITY], bitmap_bytes(n))
+    validity = _validity_out(base, want[F_VALIDITY], n)
     if rtype.name == "bool":
         raw = np.frombuffer(_copy_out(base, want[F_VALUES], n), np.uint8)
         values = pa.py_buffer(np.packbits(raw != 0, bitorder="little"))
@@ -265,6 +266,14 @@ def read_output(inst: Instance, frame: Frame, what: str, output_limit: int | Non
         except pa.ArrowInvalid as exc:
             raise _fail(inst, what, f"a utf8 result is not valid UTF-8 ({exc})") from None
     return arr
+
+
+def _validity_out(base: int, addr: int, n: int) -> pa.Buffer | None:
+    """The result's validity bitmap, or None when every row is valid (the common case)."""
+    raw = ctypes.string_at(base + addr, bitmap_bytes(n))
+    if raw.count(b"\xff") == len(raw):
+        return None
+    return pa.py_buffer(raw)
 
 
 def _copy_out(base: int, addr: int, size: int) -> pa.Buffer:

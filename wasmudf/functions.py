@@ -138,7 +138,6 @@ class ScalarFunction:
     def _invoke(self, cols: list[InputColumn], rows: int) -> pa.Array:
         inst = self.module._pool.get()
         try:
-            inst.reset()
             frame = write_frame(inst, cols, self.spec.returns, rows, self.name)
             inst.status_call(self.spec.export, (frame.args, len(cols), frame.out), what=self.name)
             return read_output(inst, frame, self.name, self.module.limits.output_bytes)
@@ -204,7 +203,6 @@ class ScalarFunction:
         return arr[0].as_py()
 
     def _invoke_on(self, inst: Instance, cols: list[InputColumn]) -> pa.Array:
-        inst.reset()
         frame = write_frame(inst, cols, self.spec.returns, 1, self.name)
         inst.status_call(self.spec.export, (frame.args, len(cols), frame.out), what=self.name)
         return read_output(inst, frame, self.name, self.module.limits.output_bytes)
@@ -233,6 +231,9 @@ def _batches(columns: Sequence[pa.Array | pa.ChunkedArray], n: int) -> Iterator[
     if n == 0:
         yield [c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in columns], 0
         return
+    if n <= BATCH_ROWS:  # one batch: DuckDB's vectors, most direct calls
+        yield [_plain(c) for c in columns], n
+        return
     for start in range(0, n, BATCH_ROWS):
         m = min(BATCH_ROWS, n - start)
         part = []
@@ -240,6 +241,12 @@ def _batches(columns: Sequence[pa.Array | pa.ChunkedArray], n: int) -> Iterator[
             s = c.slice(start, m)
             part.append(s.combine_chunks() if isinstance(s, pa.ChunkedArray) else s)
         yield part, m
+
+
+def _plain(c: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(c, pa.Array):
+        return c
+    return c.chunk(0) if c.num_chunks == 1 else c.combine_chunks()
 
 
 def _row_ranges(arrays: list[pa.Array], n: int) -> Iterator[tuple[int, int]]:
