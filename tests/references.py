@@ -127,9 +127,20 @@ def xor_bytes(b, key):
 
 #: The reference of each example function, by SQL name.
 REFERENCES = {
-    "haversine_km": haversine_km, "clamp": clamp, "safe_div": safe_div, "add_i64": add_i64,
-    "gcd_i32": gcd_i32, "lerp_f32": lerp_f32, "is_finite": is_finite, "coalesce_f64": coalesce_f64,
-    "edit_distance": edit_distance, "ascii_fold": ascii_fold, "slugify": slugify,
-    "luhn_check": luhn_check, "crc32": crc32, "fnv1a64": fnv1a64, "hex_lower": hex_lower,
+    "haversine_km": haversine_km,
+    "clamp": clamp,
+    "safe_div": safe_div,
+    "add_i64": add_i64,
+    "gcd_i32": gcd_i32,
+    "lerp_f32": lerp_f32,
+    "is_finite": is_finite,
+    "coalesce_f64": coalesce_f64,
+    "edit_distance": edit_distance,
+    "ascii_fold": ascii_fold,
+    "slugify": slugify,
+    "luhn_check": luhn_check,
+    "crc32": crc32,
+    "fnv1a64": fnv1a64,
+    "hex_lower": hex_lower,
     "xor_bytes": xor_bytes,
 }

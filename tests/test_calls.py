@@ -16,7 +16,8 @@ TYPES = list(ARROW_TYPES)
 
 # id_<type>(x) copies its input column to the output, NULLs included ("called"): what comes
 # back is exactly what the host wrote, so any marshalling error shows up as a difference.
-IDENTITY = """
+IDENTITY = (
+    """
   (func $ident (param $args i32) (param $nargs i32) (param $out i32) (result i32)
     (local $n i32)
     (local.set $n (i32.load offset=4 (local.get $args)))
@@ -34,7 +35,10 @@ IDENTITY = """
         (memory.copy (i32.load offset=20 (local.get $out)) (i32.load offset=20 (local.get $args))
                      (i32.load offset=24 (local.get $args)))))
     (i32.const 0))
-""" + "".join(f'(export "id_{t}" (func $ident))' for t in TYPES) + '(export "strict_id" (func $ident))'
+"""
+    + "".join(f'(export "id_{t}" (func $ident))' for t in TYPES)
+    + '(export "strict_id" (func $ident))'
+)
 
 
 @pytest.fixture(scope="module")

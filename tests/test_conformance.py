@@ -30,8 +30,15 @@ LAT = st.floats(-90, 90)
 LON = st.floats(-180, 180)
 CARD = st.text(alphabet="0123456789 ", max_size=20) | TEXT
 
-SQL = {"int64": "BIGINT", "int32": "INTEGER", "float64": "DOUBLE", "float32": "FLOAT",
-       "utf8": "VARCHAR", "binary": "BLOB", "bool": "BOOLEAN"}
+SQL = {
+    "int64": "BIGINT",
+    "int32": "INTEGER",
+    "float64": "DOUBLE",
+    "float32": "FLOAT",
+    "utf8": "VARCHAR",
+    "binary": "BLOB",
+    "bool": "BOOLEAN",
+}
 
 #: name → (module, strategies per argument)
 CASES: dict[str, tuple[str, list[Any]]] = {
@@ -99,8 +106,7 @@ def test_direct_call_matches_reference(name, example_modules):
     @given(rows_of(strategies))
     def check(rows):
         columns = [
-            pa.array([r[i] for r in rows], type=ARROW_TYPES[t.name])
-            for i, t in enumerate(fn.spec.params)
+            pa.array([r[i] for r in rows], type=ARROW_TYPES[t.name]) for i, t in enumerate(fn.spec.params)
         ]
         got = fn(*columns).to_pylist()
         for row, value in zip(rows, got, strict=True):

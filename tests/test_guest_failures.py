@@ -124,7 +124,9 @@ def test_decreasing_offsets_are_refused():
         mod.functions["bad"]([1, 2, 3])
 
 
-@pytest.mark.parametrize(("offset", "field"), [(0, "type"), (4, "length"), (12, "validity"), (28, "reserved")])
+@pytest.mark.parametrize(
+    ("offset", "field"), [(0, "type"), (4, "length"), (12, "validity"), (28, "reserved")]
+)
 def test_changed_descriptor_fields_are_refused(offset, field):
     body = f"""
       (func (export "bad") (param i32 i32) (param $out i32) (result i32)
@@ -136,23 +138,31 @@ def test_changed_descriptor_fields_are_refused(offset, field):
 
 
 def test_output_limit():
-    mod = one_function("big", utf8_result("big", 0, 100, 512, 100), returns="utf8",
-                       limits=wasmudf.Limits(output_bytes=50))
+    mod = one_function(
+        "big", utf8_result("big", 0, 100, 512, 100), returns="utf8", limits=wasmudf.Limits(output_bytes=50)
+    )
     with pytest.raises(OutputLimitExceeded, match="100 bytes in one call, over Limits.output_bytes = 50"):
         mod.functions["big"]([1])
 
 
-@pytest.mark.parametrize(("returned", "error", "message"), [
-    ("(i32.const 0)", GuestFailure, "could not allocate"),
-    ("(i32.const 0x7FFFFFF0)", InvalidGuestOutput, "outside linear memory"),
-    ("(i32.const -8)", InvalidGuestOutput, "outside linear memory"),
-    ("(i32.const 1025)", InvalidGuestOutput, "misaligned"),
-])
+@pytest.mark.parametrize(
+    ("returned", "error", "message"),
+    [
+        ("(i32.const 0)", GuestFailure, "could not allocate"),
+        ("(i32.const 0x7FFFFFF0)", InvalidGuestOutput, "outside linear memory"),
+        ("(i32.const -8)", InvalidGuestOutput, "outside linear memory"),
+        ("(i32.const 1025)", InvalidGuestOutput, "misaligned"),
+    ],
+)
 def test_bad_allocator_results(returned, error, message):
     prelude = wat.PRELUDE.replace('(export "wasmudf_alloc")', "")
     data = wat.wasmtime.wat2wasm(
-        "(module " + wat.custom("wasmudf", wat.manifest([OK])) + prelude
-        + f'(func (export "wasmudf_alloc") (param i32 i32) (result i32) {returned})' + wat.ADD_I64 + ")"
+        "(module "
+        + wat.custom("wasmudf", wat.manifest([OK]))
+        + prelude
+        + f'(func (export "wasmudf_alloc") (param i32 i32) (result i32) {returned})'
+        + wat.ADD_I64
+        + ")"
     )
     with pytest.raises(error, match=message):
         wasmudf.load(data).functions["add_i64"]([1], [2])
@@ -193,7 +203,9 @@ def test_register_refuses_duplicates_unless_replace(conn, example_modules):
 
 
 def test_register_refuses_other_objects():
-    with pytest.raises(wasmudf.RegistrationError, match="supports duckdb.DuckDBPyConnection and apsw.Connection"):
+    with pytest.raises(
+        wasmudf.RegistrationError, match="supports duckdb.DuckDBPyConnection and apsw.Connection"
+    ):
         wasmudf.register(object(), b"")
 
 

@@ -69,11 +69,20 @@ def test_invalid_manifest_top_level(manifest, message):
         ({"name": "1bad", "kind": "scalar", "params": [], "returns": "int64"}, "must match"),
         ({"name": "f", "kind": "table", "params": [], "returns": "int64"}, "'kind'"),
         ({"name": "f", "kind": "scalar", "params": ["int128"], "returns": "int64"}, "unknown type 'int128'"),
-        ({"name": "f", "kind": "scalar", "params": [], "returns": "int64", "color": 1}, "unknown field 'color'"),
+        (
+            {"name": "f", "kind": "scalar", "params": [], "returns": "int64", "color": 1},
+            "unknown field 'color'",
+        ),
         ({"name": "f", "kind": "scalar", "params": [], "returns": "int64", "nulls": "maybe"}, "'nulls'"),
-        ({"name": "f", "kind": "scalar", "params": [], "returns": "int64", "window": True}, "only allowed on aggregates"),
+        (
+            {"name": "f", "kind": "scalar", "params": [], "returns": "int64", "window": True},
+            "only allowed on aggregates",
+        ),
         ({"name": "f", "kind": "scalar", "params": ["int64"] * 33, "returns": "int64"}, "at most 32"),
-        ({"name": "f", "kind": "scalar", "params": [], "returns": "int64", "deterministic": "yes"}, "true or false"),
+        (
+            {"name": "f", "kind": "scalar", "params": [], "returns": "int64", "deterministic": "yes"},
+            "true or false",
+        ),
     ],
 )
 def test_invalid_function_entry(fn, message):
@@ -82,15 +91,19 @@ def test_invalid_function_entry(fn, message):
 
 
 def test_duplicate_names_ignoring_case():
-    fns = [wat.scalar("add_i64", ["int64", "int64"], "int64"),
-           wat.scalar("ADD_I64", ["int64", "int64"], "int64", export="other")]
+    fns = [
+        wat.scalar("add_i64", ["int64", "int64"], "int64"),
+        wat.scalar("ADD_I64", ["int64", "int64"], "int64", export="other"),
+    ]
     with pytest.raises(ManifestError, match="same SQL name"):
         load_wat(wat.ADD_I64, fns)
 
 
 def test_two_functions_sharing_an_export():
-    fns = [wat.scalar("a", ["int64", "int64"], "int64", export="add_i64"),
-           wat.scalar("b", ["int64", "int64"], "int64", export="add_i64")]
+    fns = [
+        wat.scalar("a", ["int64", "int64"], "int64", export="add_i64"),
+        wat.scalar("b", ["int64", "int64"], "int64", export="add_i64"),
+    ]
     with pytest.raises(ManifestError, match="share the export 'add_i64'"):
         load_wat(wat.ADD_I64, fns)
 
@@ -116,7 +129,11 @@ def test_missing_abi_export():
 def test_missing_memory_export():
     prelude_without_memory_export = wat.PRELUDE.replace('(memory (export "memory") 1)', "(memory 1)")
     data = wat.wasmtime.wat2wasm(
-        "(module " + wat.custom("wasmudf", wat.manifest(ADD)) + prelude_without_memory_export + wat.ADD_I64 + ")"
+        "(module "
+        + wat.custom("wasmudf", wat.manifest(ADD))
+        + prelude_without_memory_export
+        + wat.ADD_I64
+        + ")"
     )
     with pytest.raises(ExportError, match="does not export its linear memory"):
         wasmudf.load(data)
@@ -131,14 +148,20 @@ def test_missing_memory_export():
         ("(tag $e) (func (throw $e))", "exception"),
         ("(type $s (struct (field i32)))  (func (drop (struct.new $s (i32.const 1))))", "gc"),
         ("(func $f) (func (return_call $f))", "tail"),
-        ("(func (param v128) (drop (f32x4.relaxed_madd (local.get 0) (local.get 0) (local.get 0))))", "relaxed"),
+        (
+            "(func (param v128) (drop (f32x4.relaxed_madd (local.get 0) (local.get 0) (local.get 0))))",
+            "relaxed",
+        ),
     ],
 )
 def test_disallowed_features_are_rejected(body, feature):
     if body.startswith("(memory"):
         data = wat.wasmtime.wat2wasm(
-            "(module " + wat.custom("wasmudf", wat.manifest(ADD))
-            + wat.PRELUDE.replace('(memory (export "memory") 1)', body) + wat.ADD_I64 + ")"
+            "(module "
+            + wat.custom("wasmudf", wat.manifest(ADD))
+            + wat.PRELUDE.replace('(memory (export "memory") 1)', body)
+            + wat.ADD_I64
+            + ")"
         )
     else:
         data = wat.module(wat.ADD_I64 + body, ADD)
@@ -163,8 +186,12 @@ def test_capability_import_requires_manifest_entry_and_grant():
 
 def test_capability_import_with_wrong_signature():
     with pytest.raises(PolicyError, match=r"expected \(i32, i32, i32\) -> \(\)"):
-        load_wat(wat.ADD_I64, imports='(import "wasmudf" "log" (func (param i32)))',
-                 capabilities=["log"], grant=["log"])
+        load_wat(
+            wat.ADD_I64,
+            imports='(import "wasmudf" "log" (func (param i32)))',
+            capabilities=["log"],
+            grant=["log"],
+        )
 
 
 def test_grant_names_are_checked():

@@ -58,8 +58,13 @@ def test_cli_sql_prints_a_table(engine):
 
 def test_cli_sql_json_and_db_file(tmp_path):
     db = tmp_path / "x.db"
-    assert run_cli("sql", "--engine", "sqlite", "--db", str(db), "CREATE TABLE t AS SELECT 3 AS v").returncode == 0
-    proc = run_cli("sql", "--engine", "sqlite", "--db", str(db), "--json", "SELECT safe_div(v, 0) AS q, v FROM t")
+    assert (
+        run_cli("sql", "--engine", "sqlite", "--db", str(db), "CREATE TABLE t AS SELECT 3 AS v").returncode
+        == 0
+    )
+    proc = run_cli(
+        "sql", "--engine", "sqlite", "--db", str(db), "--json", "SELECT safe_div(v, 0) AS q, v FROM t"
+    )
     assert json.loads(proc.stdout) == [{"q": None, "v": 3}]
 
 
@@ -72,7 +77,9 @@ def test_cli_inspect():
     proc = run_cli("inspect", "--json", str(EXAMPLES["numeric"]))
     info = json.loads(proc.stdout)
     assert info["sha256"] == wasmudf.load(EXAMPLES["numeric"]).sha256
-    assert "haversine_km(float64, float64, float64, float64) -> float64" in [f["signature"] for f in info["functions"]]
+    assert "haversine_km(float64, float64, float64, float64) -> float64" in [
+        f["signature"] for f in info["functions"]
+    ]
     assert info["imports"] == [] and "wasmudf_alloc" in info["exports"]
     text = run_cli("inspect", str(EXAMPLES["text"])).stdout
     assert "edit_distance(utf8, utf8) -> int64" in text and "sha256" in text
@@ -80,8 +87,10 @@ def test_cli_inspect():
 
 def test_cli_build(tmp_path):
     src = tmp_path / "twice.c"
-    src.write_text('#include "wasmudf.h"\nstatic double twice(double x) { return 2 * x; }\n'
-                   'WASMUDF_SCALAR(twice, float64, "2x", float64)\n')
+    src.write_text(
+        '#include "wasmudf.h"\nstatic double twice(double x) { return 2 * x; }\n'
+        'WASMUDF_SCALAR(twice, float64, "2x", float64)\n'
+    )
     out = tmp_path / "twice.wasm"
     proc = run_cli("build", str(src), "-o", str(out))
     assert proc.returncode == 0, proc.stderr

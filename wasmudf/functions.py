@@ -5,6 +5,7 @@ The adapters hand these to DuckDB and SQLite; nothing here knows about either en
 
 from __future__ import annotations
 
+import ctypes
 import struct
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from .abi import AbiType, FunctionSpec
+from .abi import DESCRIPTOR, DESCRIPTOR_SIZE, AbiType, FunctionSpec
 from .columns import (
     ARROW_TYPES,
     EMPTY,
@@ -22,11 +23,11 @@ from .columns import (
     read_output,
     write_frame,
 )
-from .errors import ArgumentTypeError, GuestError
+from .errors import ArgumentTypeError, GuestError, InvalidGuestOutput
 
 if TYPE_CHECKING:
-    from .instance import Instance
     from .module import Module
+from .instance import Instance
 
 #: Rows handed to the guest per call, and the most variable-length input bytes per call.
 BATCH_ROWS = 65_536
@@ -60,6 +61,8 @@ class ScalarFunction:
         self.name = spec.name
         self._arrow_params = [ARROW_TYPES[t.name] for t in spec.params]
         self.return_type = ARROW_TYPES[spec.returns.name]
+        fixed = not spec.returns.is_varlen and not any(t.is_varlen for t in spec.params)
+        self._row_plan = RowPlan(spec, module.limits.output_bytes) if fixed and spec.params else None
 
     def __repr__(self) -> str:
         return f"<ScalarFunction {self.spec.signature()} from {self.module.label}>"
@@ -155,6 +158,18 @@ class ScalarFunction:
         spec = self.spec
         if spec.strict and None in values:
             return None
+        if self._row_plan is not None and None not in values:
+            try:
+                data = self._row_plan.pack_args(values)
+            except (struct.error, TypeError):
+                pass  # the generic path below explains what is wrong with the value
+            else:
+                inst = self.module._pool.get()
+                try:
+                    return self._row_plan.call(inst, data)
+                except GuestError:
+                    self.module._pool.discard()
+                    raise
         cols = [self._row_column(i, t, v) for i, (t, v) in enumerate(zip(spec.params, values))]
         inst = self.module._pool.get()
         try:
@@ -206,6 +221,82 @@ class ScalarFunction:
         frame = write_frame(inst, cols, self.spec.returns, 1, self.name)
         inst.status_call(self.spec.export, (frame.args, len(cols), frame.out), what=self.name)
         return read_output(inst, frame, self.name, self.module.limits.output_bytes)
+
+
+class RowPlan:
+    """One-row calls of a function whose parameters and result are all fixed-width.
+
+    SQLite calls once per row, so this path avoids pyarrow: the descriptors, the argument
+    values and the output slots are laid out once and written with one memmove per row.
+    Layout: [arg descriptors][out descriptor][one 8-byte slot per argument][out validity
+    (8 bytes)][out value (8 bytes)].
+    """
+
+    _FORMATS = {"bool": "B7x", "int32": "i4x", "int64": "q", "float32": "f4x", "float64": "d"}
+
+    def __init__(self, spec: FunctionSpec, output_limit: int | None):
+        self.spec = spec
+        self.nargs = len(spec.params)
+        self.values_at = DESCRIPTOR_SIZE * (self.nargs + 1)
+        self.out_validity_at = self.values_at + 8 * self.nargs
+        self.out_value_at = self.out_validity_at + 8
+        self.size = self.out_value_at + 8
+        self.args_struct = struct.Struct("<" + "".join(self._FORMATS[t.name] for t in spec.params))
+        self.bools = [i for i, t in enumerate(spec.params) if t.name == "bool"]
+        self.result = struct.Struct("<32sB7x" + _ROW_FORMATS[spec.returns.name][1:])
+        self._headers: dict[int, tuple[bytes, bytes]] = {}
+
+    def pack_args(self, values: tuple[Any, ...]) -> bytes:
+        if len(values) != self.nargs:
+            raise TypeError("wrong number of arguments")
+        if self.bools:
+            values = tuple(bool(v) if i in self.bools else v for i, v in enumerate(values))
+        for v in values:
+            if isinstance(v, float) and any(t.name in ("int32", "int64") for t in self.spec.params):
+                raise TypeError("a REAL for an integer parameter")
+        return self.args_struct.pack(*values)
+
+    def _header(self, block: int) -> tuple[bytes, bytes]:
+        found = self._headers.get(block)
+        if found is None:
+            parts = []
+            for i, t in enumerate(self.spec.params):
+                parts.append(DESCRIPTOR.pack(t.code, 1, 0, 0, 0, block + self.values_at + 8 * i, t.width, 0))
+            r = self.spec.returns
+            out = DESCRIPTOR.pack(
+                r.code, 1, 0, block + self.out_validity_at, 0, block + self.out_value_at, r.width, 0
+            )
+            found = self._headers[block] = (b"".join(parts) + out, out)
+        return found
+
+    def call(self, inst: Instance, args: bytes) -> Any:
+        name = self.spec.name
+        block = inst.frame_block(self.size, what=name, fresh=False)
+        header, out_desc = self._header(block)
+        frame = header + args + b"\xff" + bytes(15)
+        base, _ = inst.memory()
+        ctypes.memmove(base + block, frame, len(frame))
+        out_addr = block + self.nargs * DESCRIPTOR_SIZE
+        inst.status_call(self.spec.export, (block, self.nargs, out_addr), what=name)
+        base, _ = inst.memory()
+        raw = ctypes.string_at(base + out_addr, self.size - self.nargs * DESCRIPTOR_SIZE)
+        desc, valid, value = self.result.unpack_from(raw[:32] + raw[32 + 8 * self.nargs :])
+        if desc[:12] != out_desc[:12] or desc[12:] != out_desc[12:]:
+            got = DESCRIPTOR.unpack(desc)
+            want = DESCRIPTOR.unpack(out_desc)
+            if got[:2] + got[3:] != want[:2] + want[3:]:  # only null_count may change
+                inst.broken = True
+                raise InvalidGuestOutput(
+                    f"`{name}` in {inst.label} returned invalid data: it changed a field of the "
+                    f"output descriptor it must leave alone ({want} became {got})",
+                    function=name,
+                    module=inst.label,
+                )
+        if not valid & 1:
+            return None
+        if self.spec.returns.name == "bool":
+            return value != 0
+        return value
 
 
 def _sql_type(v: Any) -> str:
