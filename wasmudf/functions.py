@@ -251,9 +251,8 @@ class RowPlan:
             raise TypeError("wrong number of arguments")
         if self.bools:
             values = tuple(bool(v) if i in self.bools else v for i, v in enumerate(values))
-        for v in values:
-            if isinstance(v, float) and any(t.name in ("int32", "int64") for t in self.spec.params):
-                raise TypeError("a REAL for an integer parameter")
+        # struct refuses floats and out-of-range ints for 'i'/'q': those fall back to the
+        # generic path, which names the problem.
         return self.args_struct.pack(*values)
 
     def _header(self, block: int) -> tuple[bytes, bytes]:
