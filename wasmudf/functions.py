@@ -250,6 +250,8 @@ class RowPlan:
         if len(values) != self.nargs:
             raise TypeError("wrong number of arguments")
         if self.bools:
+            if not all(isinstance(values[i], int) for i in self.bools):
+                raise TypeError("a bool parameter needs an INTEGER")
             values = tuple(bool(v) if i in self.bools else v for i, v in enumerate(values))
         # struct refuses floats and out-of-range ints for 'i'/'q': those fall back to the
         # generic path, which names the problem.
