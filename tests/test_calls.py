@@ -54,7 +54,7 @@ VALUES = {
     "int64": st.integers(-(2**63), 2**63 - 1),
     "float32": st.floats(width=32, allow_nan=False),
     "float64": st.floats(allow_nan=False),
-    "utf8": st.text(),
+    "utf8": st.text(st.characters(codec="utf-8")),
     "binary": st.binary(),
 }
 
