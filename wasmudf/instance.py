@@ -93,6 +93,8 @@ class Instance:
         self._ticks = None if limits.timeout_ms is None else int(limits.timeout_ms // spec.tick_ms) + 2
         self._armed_epoch = -1
         self._fuel = limits.fuel
+        # Only `log` keeps per-call state (its message budget); skip the reset otherwise.
+        self._counts_logs = "log" in spec.granted_imports
         self._slots = (ctypes.c_uint64 * (2 * self.MAX_SLOTS))()
         self._slots_addr = ctypes.addressof(self._slots)
         self._trap = ctypes.c_void_p()
@@ -163,7 +165,7 @@ class Instance:
         self.arm_deadline()
         if self._fuel is not None:
             self._store.set_fuel(self._fuel)
-        if self.spec.capabilities is not None:
+        if self._counts_logs:
             self.spec.capabilities.new_call()
         err = _call_unchecked(
             self._ctx, self.func_addr(export), self._slots_addr, self.MAX_SLOTS, self._trap_addr
