@@ -27,7 +27,6 @@ from .abi import (
     F_VALUES_LEN,
     AbiType,
 )
-from .errors import InvalidGuestOutput, OutputLimitExceeded
 from .instance import Instance
 
 ARROW_TYPES: dict[str, pa.DataType] = {
@@ -190,15 +189,6 @@ def write_frame(inst: Instance, columns: list[InputColumn], rtype: AbiType, rows
     return Frame(block, block, block + nargs * DESCRIPTOR_SIZE, out_fields, rows, rtype)
 
 
-def _fail(inst: Instance, what: str, message: str) -> InvalidGuestOutput:
-    inst.broken = True
-    return InvalidGuestOutput(
-        f"`{what}` in {inst.label} returned invalid data: {message}",
-        function=what,
-        module=inst.label,
-    )
-
-
 def read_output(inst: Instance, frame: Frame, what: str, output_limit: int | None) -> pa.Array:
     """Read and check the result the guest wrote into ``frame``'s output descriptor."""
     base, mem_size = inst.memory()
@@ -214,13 +204,12 @@ def read_output(inst: Instance, frame: Frame, what: str, output_limit: int | Non
         (F_RESERVED, "reserved"),
     ):
         if got[idx] != want[idx]:
-            raise _fail(
-                inst,
+            raise inst.invalid_output(
                 what,
                 f"it changed the output descriptor's '{name}' field from {want[idx]} to {got[idx]}",
             )
     if not rtype.is_varlen and (got[F_VALUES], got[F_VALUES_LEN]) != (want[F_VALUES], want[F_VALUES_LEN]):
-        raise _fail(inst, what, "it changed 'values' or 'values_len' of a fixed-width result")
+        raise inst.invalid_output(what, "it changed 'values' or 'values_len' of a fixed-width result")
     validity = _validity_out(base, want[F_VALIDITY], n)
     if rtype.name == "bool":
         raw = np.frombuffer(_copy_out(base, want[F_VALUES], n), np.uint8)
@@ -232,27 +221,20 @@ def read_output(inst: Instance, frame: Frame, what: str, output_limit: int | Non
     offsets = np.frombuffer(_copy_out(base, want[F_OFFSETS], (n + 1) * 4), np.uint32)
     values_addr, values_len = got[F_VALUES], got[F_VALUES_LEN]
     if output_limit is not None and values_len > output_limit:
-        inst.broken = True
-        raise OutputLimitExceeded(
-            f"`{what}` in {inst.label} returned {values_len} bytes in one call, over "
-            f"Limits.output_bytes = {output_limit}; raise the limit or return less",
-            function=what,
-            module=inst.label,
-        )
+        raise inst.output_limit_exceeded(what, values_len, output_limit)
     if values_len > _I32_MAX:
-        raise _fail(inst, what, f"values_len {values_len} is over 2 GiB")
+        raise inst.invalid_output(what, f"values_len {values_len} is over 2 GiB")
     if offsets[0] != 0:
-        raise _fail(inst, what, f"offsets[0] is {offsets[0]}, not 0")
+        raise inst.invalid_output(what, f"offsets[0] is {offsets[0]}, not 0")
     if n and bool(np.any(np.diff(offsets.astype(np.int64)) < 0)):
         first = int(np.argmax(np.diff(offsets.astype(np.int64)) < 0))
-        raise _fail(
-            inst, what, f"offsets decrease at row {first} ({offsets[first]} then {offsets[first + 1]})"
+        raise inst.invalid_output(
+            what, f"offsets decrease at row {first} ({offsets[first]} then {offsets[first + 1]})"
         )
     if offsets[n] != values_len:
-        raise _fail(inst, what, f"offsets[{n}] is {offsets[n]} but values_len is {values_len}")
+        raise inst.invalid_output(what, f"offsets[{n}] is {offsets[n]} but values_len is {values_len}")
     if values_len and (values_addr == 0 or values_addr + values_len > mem_size):
-        raise _fail(
-            inst,
+        raise inst.invalid_output(
             what,
             f"values [0x{values_addr:x}, +{values_len}) is outside the {mem_size}-byte linear memory",
         )
@@ -264,7 +246,7 @@ def read_output(inst: Instance, frame: Frame, what: str, output_limit: int | Non
         try:
             arr.validate(full=True)
         except pa.ArrowInvalid as exc:
-            raise _fail(inst, what, f"a utf8 result is not valid UTF-8 ({exc})") from None
+            raise inst.invalid_output(what, f"a utf8 result is not valid UTF-8 ({exc})") from None
     return arr
 
 

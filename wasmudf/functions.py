@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import ctypes
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
+from . import _native
 from .abi import DESCRIPTOR, DESCRIPTOR_SIZE, AbiType, FunctionSpec
 from .columns import (
     ARROW_TYPES,
@@ -33,6 +34,7 @@ from .instance import Instance
 BATCH_ROWS = 65_536
 BATCH_VARLEN_BYTES = 16 * 1024 * 1024
 
+_VARLEN_CLASSES = (pa.StringArray, pa.BinaryArray)
 _ROW_FORMATS = {"bool": "<B", "int32": "<i", "int64": "<q", "float32": "<f", "float64": "<d"}
 _INT_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
 
@@ -60,6 +62,10 @@ class ScalarFunction:
         self.spec = spec
         self.name = spec.name
         self._arrow_params = [ARROW_TYPES[t.name] for t in spec.params]
+        self._array_classes = [type(pa.array([], type=t)) for t in self._arrow_params]
+        self._param_codes = [(t.code, t.is_varlen) for t in spec.params]
+        limit = module.limits.output_bytes
+        self._output_limit = -1 if limit is None else limit
         self.return_type = ARROW_TYPES[spec.returns.name]
         fixed = not spec.returns.is_varlen and not any(t.is_varlen for t in spec.params)
         self._row_plan = RowPlan(spec, module.limits.output_bytes) if fixed and spec.params else None
@@ -70,6 +76,8 @@ class ScalarFunction:
     # -- whole columns ---------------------------------------------------------------------
 
     def __call__(self, *args: Any, rows: int | None = None) -> pa.Array | pa.ChunkedArray:
+        if self._direct_ok(args):  # the common case, DuckDB's vectors among it
+            return self._invoke(args, len(args[0]))
         spec = self.spec
         if len(args) != len(spec.params):
             raise ArgumentTypeError(
@@ -94,6 +102,25 @@ class ScalarFunction:
         if len(pieces) == 1:
             return pieces[0]
         return pa.concat_arrays(pieces) if pieces else pa.array([], type=self.return_type)
+
+    def _direct_ok(self, args: tuple[Any, ...]) -> bool:
+        """Can ``args`` go to the guest as they are: one batch of plain arrays of the right
+        types, no NULLs to strip for a strict function, no more varlen data than one call takes?"""
+        classes = self._array_classes
+        if not args or len(args) != len(classes):
+            return False
+        n = len(args[0])
+        if not 0 < n <= BATCH_ROWS:
+            return False
+        strict = self.spec.strict
+        varlen = 0
+        for a, cls in zip(args, classes):
+            # The exact class pins the Arrow type (an Int64Array is int64, never an extension).
+            if type(a) is not cls or len(a) != n or (strict and a.null_count):
+                return False
+            if cls in _VARLEN_CLASSES:
+                varlen += _data_bytes(a)
+        return varlen <= BATCH_VARLEN_BYTES
 
     def _coerce(self, index: int, value: Any) -> pa.Array | pa.ChunkedArray:
         target = self._arrow_params[index]
@@ -131,16 +158,19 @@ class ScalarFunction:
     def _call_dense(self, arrays: list[pa.Array], n: int) -> pa.Array:
         pieces = []
         for start, stop in _row_ranges(arrays, n):
-            part = [a.slice(start, stop - start) for a in arrays]
-            cols = [input_column(a, t) for a, t in zip(part, self.spec.params)]
-            pieces.append(self._invoke(cols, stop - start))
+            part = arrays if stop - start == n else [a.slice(start, stop - start) for a in arrays]
+            pieces.append(self._invoke(part, stop - start))
         if len(pieces) == 1:
             return pieces[0]
         return pa.concat_arrays(pieces) if pieces else pa.array([], type=self.return_type)
 
-    def _invoke(self, cols: list[InputColumn], rows: int) -> pa.Array:
+    def _invoke(self, arrays: Sequence[pa.Array], rows: int) -> pa.Array:
+        """One guest call on plain arrays of the parameter types, NULLs already handled."""
         inst = self.module._pool.get()
         try:
+            if inst.core is not None and rows:
+                return self._invoke_native(inst, arrays, rows)
+            cols = [input_column(a, t) for a, t in zip(arrays, self.spec.params)]
             frame = write_frame(inst, cols, self.spec.returns, rows, self.name)
             inst.status_call(self.spec.export, (frame.args, len(cols), frame.out), what=self.name)
             return read_output(inst, frame, self.name, self.module.limits.output_bytes)
@@ -148,7 +178,69 @@ class ScalarFunction:
             self.module._pool.discard()
             raise
 
+    def _invoke_native(self, inst: Instance, arrays: list[pa.Array], rows: int) -> pa.Array:
+        """The same call through the C accelerator: it reads Arrow's buffers directly."""
+        columns = []
+        for a, t in zip(arrays, self.spec.params):
+            bufs = a.buffers()
+            nulls = a.null_count
+            columns.append(
+                (
+                    t.code,
+                    a.offset,
+                    nulls,
+                    bufs[0] if nulls else None,
+                    bufs[1],
+                    bufs[2] if t.is_varlen else None,
+                )
+            )
+        limit = self.module.limits.output_bytes
+        result = inst.core.call_batch(
+            inst.func_addr(self.spec.export),
+            self.name,
+            rows,
+            self.spec.returns.code,
+            -1 if limit is None else limit,
+            pa.allocate_buffer,
+            columns,
+        )
+        validity = pa.py_buffer(result[0]) if result[0] is not None else None
+        arr = pa.Array.from_buffers(self.return_type, rows, [validity, *result[1:]])
+        if self.spec.returns.name == "utf8":
+            try:
+                arr.validate(full=True)
+            except pa.ArrowInvalid as exc:
+                raise inst.invalid_output(self.name, f"a utf8 result is not valid UTF-8 ({exc})") from None
+        return arr
+
     # -- one row (SQLite) ------------------------------------------------------------------
+
+    def row_function(self) -> Callable[..., Any]:
+        """The callable a per-row engine (SQLite) should register: Python values in, one
+        Python value out, like :meth:`call_row`.
+
+        For a function whose parameters and result are all fixed-width this is the C
+        accelerator's ``RowCaller`` when it is built: SQLite calls straight into C, which
+        hands anything unusual (a NULL for a ``called`` function, a value of the wrong type)
+        back to :meth:`call_row`.
+        """
+        speedups = _native.speedups
+        if speedups is None or self._row_plan is None:
+            return self.call_row
+        return speedups.RowCaller(
+            self._bind_row,
+            self.call_row,
+            self.name,
+            [t.code for t in self.spec.params],
+            self.spec.strict,
+            self.spec.returns.code,
+        )
+
+    def _bind_row(self) -> tuple[Any, int]:
+        inst = self.module._pool.get()
+        if inst.core is None:
+            raise RuntimeError("the C accelerator was switched off after this function was registered")
+        return inst.core, inst.func_addr(self.spec.export)
 
     def call_row(self, *values: Any) -> Any:
         """Call on one row of Python values (SQLite's per-row interface); returns a Python value.
@@ -344,7 +436,7 @@ def _plain(c: pa.Array | pa.ChunkedArray) -> pa.Array:
 def _row_ranges(arrays: list[pa.Array], n: int) -> Iterator[tuple[int, int]]:
     """Split [0, n) so no call carries more than BATCH_VARLEN_BYTES of variable-length input."""
     varlen = [a for a in arrays if pa.types.is_string(a.type) or pa.types.is_binary(a.type)]
-    if not varlen or n == 0:
+    if n == 0 or sum(_data_bytes(a) for a in varlen) <= BATCH_VARLEN_BYTES:
         yield 0, n
         return
     sizes = np.zeros(n + 1, dtype=np.int64)
@@ -358,3 +450,9 @@ def _row_ranges(arrays: list[pa.Array], n: int) -> Iterator[tuple[int, int]]:
         stop = min(max(stop, start + 1), n)
         yield start, stop
         start = stop
+
+
+def _data_bytes(a: pa.Array) -> int:
+    """An upper bound of a string/binary array's data bytes (its whole data buffer)."""
+    data = a.buffers()[2]
+    return 0 if data is None else data.size

@@ -1,9 +1,10 @@
 """One instantiated module in its own wasmtime Store: fast calls and checked memory access.
 
 An :class:`Instance` belongs to one thread (ABI §7); :class:`InstancePool` hands each thread
-its own and replaces an instance that failed. Calls go through ``wasmtime_func_call_unchecked``
-via ctypes with preallocated argument slots: wasmtime-py's ``Func.__call__`` costs ~50 µs.
-Export signatures were checked at load time, which is what makes the unchecked call sound.
+its own and replaces an instance that failed. Calls go through ``wasmtime_func_call_unchecked``:
+from the C accelerator's ``Core`` when it is built (~0.1 µs a call), else via ctypes with
+preallocated argument slots (~1 µs); wasmtime-py's ``Func.__call__`` costs ~50 µs. Export
+signatures were checked at load time, which is what makes the unchecked call sound.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import wasmtime
 from wasmtime import _ffi as ffi
 
+from . import _native
 from .capabilities import CapabilityContext, host_imports
 from .errors import (
     FuelExhausted,
@@ -26,6 +28,7 @@ from .errors import (
     GuestTrap,
     InvalidGuestOutput,
     MemoryLimitExceeded,
+    OutputLimitExceeded,
     StackLimitExceeded,
     TimeLimitExceeded,
 )
@@ -37,10 +40,7 @@ RESET_EVERY = 64
 _NO_DEADLINE = 1 << 62
 
 
-def _symbol(name: str) -> int:
-    return ctypes.cast(getattr(ffi.dll, name), ctypes.c_void_p).value  # type: ignore[return-value]
-
-
+_symbol = _native.symbol
 c_void_p, c_size_t, c_uint64 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint64
 # Our own prototypes over wasmtime-py's library, taking plain ints: much cheaper than the
 # wrappers in wasmtime._bindings. The call itself releases the GIL (CFUNCTYPE) so DuckDB's
@@ -78,7 +78,8 @@ class Instance:
     def __init__(self, spec: InstanceSpec):
         self.spec = spec
         self.label = spec.label
-        self.broken = False
+        self._broken = False
+        self._core: Any = None
         limits = spec.limits
         store = wasmtime.Store(spec.engine)
         store.set_limits(
@@ -120,6 +121,19 @@ class Instance:
         self._scratch = (0, 0)
         self._calls_since_reset = 0
         self._keep: list[Any] = []
+        speedups = _native.speedups
+        if speedups is not None:
+            self._core = speedups.Core(
+                self._ctx,
+                self._mem_addr,
+                self.func_addr("wasmudf_reset"),
+                self.func_addr("wasmudf_alloc"),
+                -1 if self._ticks is None else self._ticks,
+                -1 if self._fuel is None else self._fuel,
+                spec.capabilities.new_call if self._counts_logs else None,
+                self._on_failure,
+                self,
+            )
         if spec.has_initialize:
             self.call("_initialize", (), what="_initialize")
         version = self.call("wasmudf_abi_version", (), what="wasmudf_abi_version")
@@ -129,6 +143,22 @@ class Instance:
                 f"{self.label}: wasmudf_abi_version() returned {version}; this host speaks ABI 1",
                 module=self.label,
             )
+
+    @property
+    def broken(self) -> bool:
+        """True once a call failed: the instance's state is suspect and it must be replaced."""
+        return self._broken
+
+    @broken.setter
+    def broken(self, value: bool) -> None:
+        self._broken = value
+        if value and self._core is not None:
+            self._core.dead = 1
+
+    @property
+    def core(self) -> Any:
+        """The C accelerator's handle on this instance, or None on the pure-Python path."""
+        return self._core
 
     # -- calls ---------------------------------------------------------------------------
 
@@ -159,6 +189,8 @@ class Instance:
         Raises:
             GuestError: a trap or a limit, translated; the instance is then marked broken.
         """
+        if self._core is not None:
+            return self._core.call(self.func_addr(export), what, *args)
         slots = self._slots
         for i, value in enumerate(args):
             slots[2 * i] = value & U32
@@ -171,15 +203,14 @@ class Instance:
             self._ctx, self.func_addr(export), self._slots_addr, self.MAX_SLOTS, self._trap_addr
         )
         if err or self._trap.value:
-            self._raise_call_failure(err, what)
+            trap, self._trap.value = self._trap.value, None
+            self._raise_call_failure(err, trap, what)
         return slots[0] & U32
 
-    def _raise_call_failure(self, err: int | None, what: str) -> None:
+    def _raise_call_failure(self, err: int | None, trap: int | None, what: str) -> None:
         self.broken = True
-        if self._trap.value:
-            ptr = ctypes.cast(self._trap.value, ctypes.POINTER(ffi.wasm_trap_t))
-            self._trap.value = None
-            exc: Exception = wasmtime.Trap._from_ptr(ptr)
+        if trap:
+            exc: Exception = wasmtime.Trap._from_ptr(ctypes.cast(trap, ctypes.POINTER(ffi.wasm_trap_t)))
         else:
             exc = wasmtime.WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t)))
         with translate_errors(self, what):
@@ -189,19 +220,58 @@ class Instance:
         """Call an export returning a status; a non-zero status raises GuestFailure."""
         status = self.call(export, args, what=what)
         if status:
-            self.broken = True
-            message = self.guest_message()
-            detail = f": {message}" if message else ""
-            raise GuestFailure(
-                f"`{what}` in {self.label} failed (status {status}){detail}",
-                guest_message=message,
-                function=what,
-                module=self.label,
-            )
+            self._raise_status(status, what)
+
+    def _raise_status(self, status: int, what: str) -> None:
+        self.broken = True
+        message = self.guest_message()
+        detail = f": {message}" if message else ""
+        raise GuestFailure(
+            f"`{what}` in {self.label} failed (status {status}){detail}",
+            guest_message=message,
+            function=what,
+            module=self.label,
+        )
+
+    def invalid_output(self, what: str, message: str) -> InvalidGuestOutput:
+        """The error for a result that breaks the ABI; marks the instance broken."""
+        self.broken = True
+        return InvalidGuestOutput(
+            f"`{what}` in {self.label} returned invalid data: {message}", function=what, module=self.label
+        )
+
+    def output_limit_exceeded(self, what: str, size: int, limit: int) -> OutputLimitExceeded:
+        self.broken = True
+        return OutputLimitExceeded(
+            f"`{what}` in {self.label} returned {size} bytes in one call, over "
+            f"Limits.output_bytes = {limit}; raise the limit or return less",
+            function=what,
+            module=self.label,
+        )
+
+    def _on_failure(self, kind: str, what: str, detail: Any) -> None:
+        """Raise the error for a failure the C accelerator found (it calls this)."""
+        if kind == "call":
+            err, trap = detail
+            self._raise_call_failure(err, trap, what)
+        elif kind == "status":
+            self._raise_status(detail, what)
+        elif kind == "alloc":
+            size, align, addr, mem_size = detail
+            self._raise_bad_alloc(what, size, align, addr, mem_size)
+        elif kind == "invalid":
+            raise self.invalid_output(what, detail)
+        elif kind == "output_limit":
+            limit = self.spec.limits.output_bytes
+            raise self.output_limit_exceeded(what, detail, limit if limit is not None else -1)
+        raise AssertionError(f"unknown failure kind {kind!r}")
 
     # -- the arena -----------------------------------------------------------------------
 
     def reset(self) -> None:
+        if self._core is not None:
+            self._core.reset()
+            return
         self.call("wasmudf_reset", (), what="wasmudf_reset")
         self._scratch = (0, 0)
         self._calls_since_reset = 0
@@ -215,6 +285,8 @@ class Instance:
         ``RESET_EVERY`` calls to bound whatever scratch the guest took meanwhile. That saves
         two of the three guest calls per batch.
         """
+        if self._core is not None:
+            return self._core.frame_block(size, what, fresh)
         addr, capacity = self._scratch
         if fresh or not addr or capacity < size or self._calls_since_reset >= RESET_EVERY:
             self.reset()
@@ -226,10 +298,18 @@ class Instance:
 
     def alloc(self, size: int, align: int, *, what: str) -> int:
         """A block from ``wasmudf_alloc``, checked to be non-zero, aligned and in memory."""
+        if self._core is not None:
+            return self._core.alloc(size, align, what)
         addr = self.call("wasmudf_alloc", (size, align), what=what)
         assert addr is not None
+        _, mem_size = self.memory()
+        if addr == 0 or addr % align or addr + size > mem_size:
+            self._raise_bad_alloc(what, size, align, addr, mem_size)
+        return addr
+
+    def _raise_bad_alloc(self, what: str, size: int, align: int, addr: int, mem_size: int) -> None:
+        self.broken = True
         if addr == 0:
-            self.broken = True
             message = self.guest_message()
             raise GuestFailure(
                 f"`{what}` in {self.label}: wasmudf_alloc could not allocate {size} bytes"
@@ -238,22 +318,20 @@ class Instance:
                 function=what,
                 module=self.label,
             )
-        _, mem_size = self.memory()
-        if addr % align or addr + size > mem_size:
-            self.broken = True
-            raise InvalidGuestOutput(
-                f"`{what}` in {self.label}: wasmudf_alloc({size}, {align}) returned 0x{addr:x}, "
-                f"{'misaligned' if addr % align else 'outside linear memory'} "
-                f"(memory is {mem_size} bytes)",
-                function=what,
-                module=self.label,
-            )
-        return addr
+        raise InvalidGuestOutput(
+            f"`{what}` in {self.label}: wasmudf_alloc({size}, {align}) returned 0x{addr:x}, "
+            f"{'misaligned' if addr % align else 'outside linear memory'} "
+            f"(memory is {mem_size} bytes)",
+            function=what,
+            module=self.label,
+        )
 
     # -- memory --------------------------------------------------------------------------
 
     def memory(self) -> tuple[int, int]:
         """(base address, size in bytes) of linear memory, read afresh: any call may grow it."""
+        if self._core is not None:
+            return self._core.memory()
         return _memory_data(self._ctx, self._mem_addr), _memory_size(self._ctx, self._mem_addr)
 
     def guest_message(self) -> str | None:

@@ -52,13 +52,18 @@ def unregister(con: Any, name: str) -> None:
         ) from exc
 
 
+def _plain(a: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    return a.chunk(0) if type(a) is pa.ChunkedArray and a.num_chunks == 1 else a
+
+
 def register_function(con: Any, fn: ScalarFunction) -> None:
     """Create the DuckDB function (its name must be free)."""
     spec = fn.spec
 
     def udf(*arrays: pa.ChunkedArray | pa.Array) -> pa.Array:
-        # DuckDB hands over one vector (≤ 2048 rows) as arrays; our call batches it whole.
-        result = fn(*arrays)
+        # DuckDB hands over one vector (≤ 2048 rows), each column a one-chunk ChunkedArray;
+        # plain arrays take the function's direct path.
+        result = fn(*[_plain(a) for a in arrays])
         return result.combine_chunks() if isinstance(result, pa.ChunkedArray) else result
 
     # DuckDB counts the callable's parameters, so give it one per SQL argument.

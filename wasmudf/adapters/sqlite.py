@@ -29,5 +29,5 @@ def register_function(con: Any, fn: ScalarFunction) -> None:
     """Create the SQLite function; SQLite replaces one of the same name and arity."""
     spec = fn.spec
     con.create_scalar_function(
-        spec.name, fn.call_row, numargs=len(spec.params), deterministic=spec.deterministic
+        spec.name, fn.row_function(), numargs=len(spec.params), deterministic=spec.deterministic
     )
