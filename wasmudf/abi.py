@@ -57,6 +57,8 @@ DESCRIPTOR = struct.Struct("<8I")
 DESCRIPTOR_SIZE = DESCRIPTOR.size
 DESCRIPTOR_ALIGN = 8
 F_TYPE, F_LENGTH, F_NULL_COUNT, F_VALIDITY, F_OFFSETS, F_VALUES, F_VALUES_LEN, F_RESERVED = range(8)
+#: The descriptor fields by index, as error messages name them.
+FIELD_NAMES = ("type", "length", "null_count", "validity", "offsets", "values", "values_len", "reserved")
 
 # Wasm signatures of the exports, as (params, results) in wasmtime's type names.
 SIG_SCALAR = (("i32", "i32", "i32"), ("i32",))

@@ -25,6 +25,7 @@ from .abi import (
     F_VALIDITY,
     F_VALUES,
     F_VALUES_LEN,
+    FIELD_NAMES,
     AbiType,
 )
 from .instance import Instance
@@ -196,17 +197,11 @@ def read_output(inst: Instance, frame: Frame, what: str, output_limit: int | Non
     want = frame.out_fields
     rtype, n = frame.rtype, frame.rows
     # The guest may write only null_count, and values/values_len of a varlen result (ABI §4).
-    for idx, name in (
-        (F_TYPE, "type"),
-        (F_LENGTH, "length"),
-        (F_VALIDITY, "validity"),
-        (F_OFFSETS, "offsets"),
-        (F_RESERVED, "reserved"),
-    ):
+    for idx in (F_TYPE, F_LENGTH, F_VALIDITY, F_OFFSETS, F_RESERVED):
         if got[idx] != want[idx]:
             raise inst.invalid_output(
                 what,
-                f"it changed the output descriptor's '{name}' field from {want[idx]} to {got[idx]}",
+                f"it changed the output descriptor's '{FIELD_NAMES[idx]}' field from {want[idx]} to {got[idx]}",
             )
     if not rtype.is_varlen and (got[F_VALUES], got[F_VALUES_LEN]) != (want[F_VALUES], want[F_VALUES_LEN]):
         raise inst.invalid_output(what, "it changed 'values' or 'values_len' of a fixed-width result")

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import _native
-from .abi import DESCRIPTOR, DESCRIPTOR_SIZE, AbiType, FunctionSpec
+from .abi import DESCRIPTOR, DESCRIPTOR_SIZE, F_NULL_COUNT, FIELD_NAMES, AbiType, FunctionSpec
 from .columns import (
     ARROW_TYPES,
     EMPTY,
@@ -24,7 +24,7 @@ from .columns import (
     read_output,
     write_frame,
 )
-from .errors import ArgumentTypeError, GuestError, InvalidGuestOutput
+from .errors import ArgumentTypeError, GuestError
 
 if TYPE_CHECKING:
     from .module import Module
@@ -374,17 +374,13 @@ class RowPlan:
         base, _ = inst.memory()
         raw = ctypes.string_at(base + out_addr, self.size - self.nargs * DESCRIPTOR_SIZE)
         desc, valid, value = self.result.unpack_from(raw[:32] + raw[32 + 8 * self.nargs :])
-        if desc[:12] != out_desc[:12] or desc[12:] != out_desc[12:]:
-            got = DESCRIPTOR.unpack(desc)
-            want = DESCRIPTOR.unpack(out_desc)
-            if got[:2] + got[3:] != want[:2] + want[3:]:  # only null_count may change
-                inst.broken = True
-                raise InvalidGuestOutput(
-                    f"`{name}` in {inst.label} returned invalid data: it changed a field of the "
-                    f"output descriptor it must leave alone ({want} became {got})",
-                    function=name,
-                    module=inst.label,
-                )
+        if desc[:8] != out_desc[:8] or desc[12:] != out_desc[12:]:  # only null_count may change
+            got, want = DESCRIPTOR.unpack(desc), DESCRIPTOR.unpack(out_desc)
+            field = next(i for i in range(len(want)) if i != F_NULL_COUNT and got[i] != want[i])
+            raise inst.invalid_output(
+                name,
+                f"it changed the output descriptor's '{FIELD_NAMES[field]}' field from {want[field]} to {got[field]}",
+            )
         if not valid & 1:
             return None
         if self.spec.returns.name == "bool":

@@ -1,0 +1,50 @@
+"""The C accelerator and the pure-Python path: which one runs, and what only the fast
+paths do (per-thread binding of SQLite's per-row callable).
+
+The whole suite runs twice in CI, once per path (``WASMUDF_PURE_PYTHON=1`` the second time),
+so every behaviour test covers both.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import wat
+
+import wasmudf
+from wasmudf import _native
+
+COUNTER = """
+  (global $calls (mut i32) (i32.const 0))
+  (func (export "count") (param $args i32) (param i32) (param $out i32) (result i32)
+    (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+    (i64.store (i32.load offset=20 (local.get $out)) (i64.extend_i32_u (global.get $calls)))
+    (i32.const 0))
+"""
+
+
+def test_the_expected_path_is_in_use():
+    # A failed build of the extension must not pass unnoticed as a slow, working install.
+    if os.environ.get("WASMUDF_PURE_PYTHON", "") not in ("", "0"):
+        assert _native.speedups is None
+    else:
+        assert _native.speedups is not None, "wasmudf._speedups was not built"
+        mod = wasmudf.load(wat.module(COUNTER, [wat.scalar("count", ["int64"], "int64")]))
+        assert type(mod.functions["count"].row_function()).__name__ == "RowCaller"
+
+
+def test_row_function_uses_the_calling_threads_instance():
+    mod = wasmudf.load(wat.module(COUNTER, [wat.scalar("count", ["int64"], "int64")]))
+    count = mod.functions["count"].row_function()
+    seen: list[int] = []
+
+    def in_thread(calls: int) -> None:
+        seen.extend(count(0) for _ in range(calls))
+
+    assert [count(0), count(0)] == [1, 2]
+    worker = threading.Thread(target=in_thread, args=(3,))
+    worker.start()
+    worker.join()
+    assert seen == [1, 2, 3]  # its own instance, counting from the start
+    assert count(0) == 3  # back on this thread: this thread's instance again
