@@ -16,7 +16,7 @@ import wasmudf
 
 NUMERIC = Path(__file__).resolve().parent.parent / "udfs" / "numeric" / "numeric.wasm"
 DUCKDB_ROWS = 10_000_000
-SQLITE_ROWS = 200_000
+SQLITE_ROWS = 1_000_000
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def lite():
     con.close()
 
 
-@pytest.mark.benchmark(group="sqlite sum(add(a, b)), 200K rows")
+@pytest.mark.benchmark(group="sqlite sum(add(a, b)), 1M rows")
 @pytest.mark.parametrize("impl", ["native", "wasm", "python_udf"])
 def test_sqlite_add(benchmark, lite, impl):
     expr = {"native": "a + b", "wasm": "add_i64(a, b)", "python_udf": "py_add(a, b)"}[impl]

@@ -68,6 +68,7 @@ static int is_varlen(int code) { return code == ABI_UTF8 || code == ABI_BINARY; 
 static uint64_t align8(uint64_t n) { return (n + 7) & ~(uint64_t)7; }
 
 static void put_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); } /* wasm is little-endian, so is x86/arm */
+static void put_u64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 static uint32_t get_u32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 
 static void put_desc(uint8_t *p, uint32_t type, uint32_t length, uint32_t null_count, uint32_t validity,
@@ -168,6 +169,9 @@ typedef struct {
     void *mem;
     void *reset_fn;
     void *alloc_fn;
+    uint8_t *base;   /* linear memory: the engine never moves it (see engine._make_config) */
+    volatile uint64_t *epoch; /* the native ticker's count, or NULL: arm before every call */
+    uint64_t armed_epoch;
     long long ticks; /* epoch ticks per call; < 0: no time limit */
     long long fuel;  /* fuel per call; < 0: no fuel metering */
     uint32_t block, capacity;
@@ -209,7 +213,13 @@ static int invoke(Core *c, void *func, uint32_t a0, uint32_t a1, uint32_t a2, in
         if (!r) return -1;
         Py_DECREF(r);
     }
-    api.set_deadline(c->ctx, c->ticks < 0 ? NO_DEADLINE : (uint64_t)c->ticks);
+    /* A deadline is absolute (engine epoch + ticks): while the ticker has not moved since it
+       was set, setting it again would change nothing. */
+    uint64_t epoch = c->epoch ? __atomic_load_n(c->epoch, __ATOMIC_RELAXED) : 0;
+    if (!c->epoch || epoch != c->armed_epoch) {
+        api.set_deadline(c->ctx, c->ticks < 0 ? NO_DEADLINE : (uint64_t)c->ticks);
+        c->armed_epoch = epoch;
+    }
     if (c->fuel >= 0) {
         void *err = api.set_fuel(c->ctx, (uint64_t)c->fuel);
         if (err) return fail(c, "call", what, Py_BuildValue("(KK)", (unsigned long long)(uintptr_t)err, 0ULL));
@@ -279,8 +289,8 @@ static int frame_block(Core *c, uint64_t size, int fresh, PyObject *what, uint32
 static int Core_init(Core *self, PyObject *args, PyObject *kw) {
     unsigned long long ctx, mem, reset_fn, alloc_fn;
     long long ticks, fuel;
-    PyObject *before, *on_failure, *owner;
-    if (!PyArg_ParseTuple(args, "KKKKLLOOO", &ctx, &mem, &reset_fn, &alloc_fn, &ticks, &fuel, &before,
+    PyObject *before, *on_failure, *owner, *ticker;
+    if (!PyArg_ParseTuple(args, "KKKKLLOOOO", &ctx, &mem, &reset_fn, &alloc_fn, &ticks, &fuel, &ticker, &before,
                           &on_failure, &owner))
         return -1;
     if (!api.call) { PyErr_SetString(PyExc_RuntimeError, "_speedups.init was not called"); return -1; }
@@ -290,6 +300,11 @@ static int Core_init(Core *self, PyObject *args, PyObject *kw) {
     self->alloc_fn = (void *)(uintptr_t)alloc_fn;
     self->ticks = ticks;
     self->fuel = fuel;
+    self->base = api.memory_data(self->ctx, self->mem);
+    if (PyObject_TypeCheck(ticker, &TickerType)) {
+        self->epoch = &((Ticker *)ticker)->epoch; /* tickers live forever */
+        self->armed_epoch = UINT64_MAX;
+    }
     Py_INCREF(before); Py_XSETREF(self->before_call, before);
     Py_INCREF(on_failure); Py_XSETREF(self->on_failure, on_failure);
     Py_INCREF(owner); Py_XSETREF(self->owner, owner);
@@ -352,7 +367,7 @@ static PyObject *Core_alloc(Core *self, PyObject *args) {
 }
 
 static PyObject *Core_memory(Core *self, PyObject *unused) {
-    uint8_t *base = api.memory_data(self->ctx, self->mem);
+    uint8_t *base = self->base;
     size_t size = api.memory_size(self->ctx, self->mem);
     return Py_BuildValue("(Kn)", (unsigned long long)(uintptr_t)base, (Py_ssize_t)size);
 }
@@ -489,7 +504,7 @@ static PyObject *output_buffer(PyObject *allocate, const uint8_t *src, Py_ssize_
 /* Read back and check the output descriptor and buffers; returns the result tuple. */
 static PyObject *read_result(Core *c, PyObject *what, uint32_t out_at, const uint32_t want[8], int rcode,
                              Py_ssize_t rows, long long output_limit, PyObject *allocate) {
-    uint8_t *base = api.memory_data(c->ctx, c->mem);
+    uint8_t *base = c->base;
     uint64_t msize = api.memory_size(c->ctx, c->mem);
     uint32_t got[8];
     for (int i = 0; i < 8; i++) got[i] = get_u32(base + out_at + 4 * i);
@@ -598,7 +613,7 @@ static PyObject *Core_call_batch(Core *self, PyObject *args) {
 
     uint32_t block;
     if (frame_block(self, pos < 8 ? 8 : pos, fresh, what, &block)) goto done;
-    uint8_t *frame = api.memory_data(self->ctx, self->mem) + block;
+    uint8_t *frame = self->base + block;
     for (Py_ssize_t i = 0; i < nargs; i++) {
         Column *col = &cols[i];
         write_column(frame, col, rows);
@@ -645,7 +660,7 @@ static PyTypeObject CoreType = {
     .tp_name = "wasmudf._speedups.Core",
     .tp_basicsize = sizeof(Core),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Core(ctx, memory, reset_func, alloc_func, ticks, fuel, before_call, on_failure, owner)",
+    .tp_doc = "Core(ctx, memory, reset_func, alloc_func, ticks, fuel, ticker, before_call, on_failure, owner)",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Core_init,
     .tp_dealloc = (destructor)Core_dealloc,
@@ -749,17 +764,18 @@ static PyObject *RowCaller_vectorcall(RowCaller *r, PyObject *const *args, size_
     Py_INCREF(c); /* a failure may unbind it */
     PyObject *result = NULL;
     if (frame_block(c, value_at + 8, 0, r->what, &block)) goto done;
-    uint8_t *frame = api.memory_data(c->ctx, c->mem) + block;
+    uint8_t *frame = c->base + block;
     for (Py_ssize_t i = 0; i < n; i++)
         put_desc(frame + DESC * i, r->codes[i], 1, 0, 0, 0, block + slots_at + 8 * (uint32_t)i, type_width(r->codes[i]));
     uint32_t want[8] = {(uint32_t)r->rcode, 1, 0, block + validity_at, 0, block + value_at, (uint32_t)type_width(r->rcode), 0};
     put_desc(frame + DESC * n, want[0], want[1], want[2], want[3], want[4], want[5], want[6]);
-    memcpy(frame + slots_at, slots, 8 * n);
-    memset(frame + validity_at, 0, 16);
-    frame[validity_at] = 0xFF;
+    /* Word stores: a memcpy/memset of a runtime size becomes `rep movs`, slow to start. */
+    for (Py_ssize_t i = 0; i < n; i++) put_u64(frame + slots_at + 8 * i, slots[i]);
+    put_u64(frame + validity_at, 0xFF);
+    put_u64(frame + value_at, 0);
     uint32_t out_at = block + DESC * (uint32_t)n;
     if (invoke_status(c, r->func, block, (uint32_t)n, out_at, 0, r->what)) goto done;
-    frame = api.memory_data(c->ctx, c->mem) + block;
+    frame = c->base + block;
     for (int f = 0; f < 8; f++) {
         uint32_t got = get_u32(frame + DESC * n + 4 * f);
         if (f != 2 && got != want[f]) {

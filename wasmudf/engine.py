@@ -42,7 +42,7 @@ class EngineKey:
         # Everything that changes the compiled code goes into the cache key.
         return (
             f"wasmudf-engine-1;wasmtime={_WASMTIME_VERSION};fuel={int(self.fuel)};"
-            f"stack={self.stack_bytes};epoch=1;features=mvp+simd+bulk+multivalue+reftypes"
+            f"stack={self.stack_bytes};epoch=1;memory=fixed4g;features=mvp+simd+bulk+multivalue+reftypes"
         )
 
     @classmethod
@@ -112,6 +112,10 @@ def _make_config(key: EngineKey) -> wasmtime.Config:
     config.wasm_stack_switching = False
     config.wasm_wide_arithmetic = False
     config.wasm_custom_page_sizes = False
+    # Reserve the whole 32-bit address space up front and never move a memory: its base
+    # address stays valid for the instance's life, so the fast paths read it once.
+    config.memory_reservation = 4 << 30
+    config.memory_may_move = False
     config.epoch_interruption = True
     config.consume_fuel = key.fuel
     config.max_wasm_stack = key.stack_bytes

@@ -130,6 +130,7 @@ class Instance:
                 self.func_addr("wasmudf_alloc"),
                 -1 if self._ticks is None else self._ticks,
                 -1 if self._fuel is None else self._fuel,
+                spec.ticker,
                 spec.capabilities.new_call if self._counts_logs else None,
                 self._on_failure,
                 self,
