@@ -12,6 +12,7 @@ MODULES = {
     "numeric/numeric.wasm": ["numeric/numeric.c"],
     "text/text.wasm": ["text/text.zig"],
     "binary/binary.wasm": ["binary/binary.c"],
+    "stats/stats.wasm": ["stats/stats.c"],
 }
 
 

@@ -571,20 +571,30 @@ static PyObject *read_result(Core *c, PyObject *what, uint32_t out_at, const uin
     return Py_BuildValue("(NNN)", validity, offsets, data);
 }
 
-/* call_batch(func, what, rows, return_code, output_limit, allocate, columns)
-   -> (validity bytes or None, values) or (validity, offsets, data), the last from allocate(size). */
+/* call_batch(func, what, rows, return_code, output_limit, allocate, columns, shape=0, state=0)
+   -> (validity bytes or None, values) or (validity, offsets, data), the last from allocate(size).
+   shape SCALAR: func(args, nargs, out) over `rows` rows;
+   shape FOLD: func(state, args, nargs) (an aggregate's __update/__inverse), no result: None;
+   shape RESULT: func(state, out), no columns, one result row (__finalize/__value). */
+enum { SHAPE_SCALAR = 0, SHAPE_FOLD = 1, SHAPE_RESULT = 2 };
+
 static PyObject *Core_call_batch(Core *self, PyObject *args) {
     unsigned long long func;
     PyObject *what, *columns, *allocate;
     Py_ssize_t rows;
     int rcode;
     long long output_limit;
-    if (!PyArg_ParseTuple(args, "KUniLOO", &func, &what, &rows, &rcode, &output_limit, &allocate, &columns))
+    int shape = SHAPE_SCALAR;
+    unsigned int state = 0;
+    if (!PyArg_ParseTuple(args, "KUniLOO|iI", &func, &what, &rows, &rcode, &output_limit, &allocate, &columns, &shape,
+                          &state))
         return NULL;
     PyObject *seq = PySequence_Fast(columns, "columns must be a sequence");
     if (!seq) return NULL;
     Py_ssize_t nargs = PySequence_Fast_GET_SIZE(seq);
-    if (nargs > MAX_PARAMS || rows < 0 || rows > 0x7fffffff || (type_width(rcode) == 0 && !is_varlen(rcode))) {
+    int has_output = shape != SHAPE_FOLD;
+    if (nargs > MAX_PARAMS || rows < 0 || rows > 0x7fffffff || shape < 0 || shape > SHAPE_RESULT ||
+        (has_output && type_width(rcode) == 0 && !is_varlen(rcode)) || (shape == SHAPE_RESULT && (nargs || rows != 1))) {
         Py_DECREF(seq);
         PyErr_SetString(PyExc_ValueError, "bad batch description");
         return NULL;
@@ -605,11 +615,13 @@ static PyObject *Core_call_batch(Core *self, PyObject *args) {
         col->at_values = pos;
         pos = align8(pos + col->values_size);
     }
-    uint64_t out_validity = pos;
-    pos = align8(pos + (rows + 7) / 8);
-    uint64_t out_values = pos;
-    uint64_t out_size = is_varlen(rcode) ? (rows + 1) * 4 : rows * type_width(rcode);
-    pos = align8(pos + out_size);
+    uint64_t out_validity = pos, out_values = pos, out_size = 0;
+    if (has_output) {
+        pos = align8(pos + (rows + 7) / 8);
+        out_values = pos;
+        out_size = is_varlen(rcode) ? (rows + 1) * 4 : rows * type_width(rcode);
+        pos = align8(pos + out_size);
+    }
 
     uint32_t block;
     if (frame_block(self, pos < 8 ? 8 : pos, fresh, what, &block)) goto done;
@@ -627,13 +639,22 @@ static PyObject *Core_call_batch(Core *self, PyObject *args) {
                         is_varlen(rcode) ? 0 : block + (uint32_t)out_values,
                         is_varlen(rcode) ? 0 : (uint32_t)out_size, 0};
     uint32_t out_at = block + DESC * (uint32_t)nargs;
-    put_desc(frame + DESC * nargs, want[0], want[1], want[2], want[3], want[4], want[5], want[6]);
-    memset(frame + out_validity, 0xFF, (rows + 7) / 8);
+    if (has_output) {
+        put_desc(frame + DESC * nargs, want[0], want[1], want[2], want[3], want[4], want[5], want[6]);
+        memset(frame + out_validity, 0xFF, (rows + 7) / 8);
+    }
     /* Buffers are copied in; let other threads run while the guest works. */
     release_columns(cols, (int)nargs);
     memset(cols, 0, sizeof(cols));
-    if (invoke_status(self, (void *)(uintptr_t)func, block, (uint32_t)nargs, out_at, 1, what)) goto done;
-    result = read_result(self, what, out_at, want, rcode, rows, output_limit, allocate);
+    int failed;
+    if (shape == SHAPE_SCALAR)
+        failed = invoke_status(self, (void *)(uintptr_t)func, block, (uint32_t)nargs, out_at, 1, what);
+    else if (shape == SHAPE_FOLD)
+        failed = invoke_status(self, (void *)(uintptr_t)func, state, block, (uint32_t)nargs, 1, what);
+    else
+        failed = invoke_status(self, (void *)(uintptr_t)func, state, out_at, 0, 0, what);
+    if (failed) goto done;
+    result = has_output ? read_result(self, what, out_at, want, rcode, rows, output_limit, allocate) : Py_NewRef(Py_None);
 done:
     release_columns(cols, (int)nargs);
     Py_DECREF(seq);

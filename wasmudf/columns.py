@@ -131,11 +131,16 @@ class Frame:
     out: int  # address of the output descriptor
     out_fields: tuple[int, ...]  # the output descriptor exactly as the host wrote it
     rows: int
-    rtype: AbiType
+    rtype: AbiType | None
 
 
-def write_frame(inst: Instance, columns: list[InputColumn], rtype: AbiType, rows: int, what: str) -> Frame:
-    """Allocate one block, copy the inputs in and prepare the output descriptor (ABI §4)."""
+def write_frame(
+    inst: Instance, columns: list[InputColumn], rtype: AbiType | None, rows: int, what: str
+) -> Frame:
+    """Allocate one block, copy the inputs in and prepare the output descriptor (ABI §4).
+
+    ``rtype`` None: inputs only (an aggregate's ``__update``); the output descriptor is unused.
+    """
     nargs = len(columns)
     # Layout: [arg descriptors][out descriptor][per column: validity, offsets, values]
     #         [out validity][out values or offsets]. Every piece 8-aligned.
@@ -149,12 +154,13 @@ def write_frame(inst: Instance, columns: list[InputColumn], rtype: AbiType, rows
         d = pos
         pos = _align(pos + col.values.size)
         places.append((v, o, d))
-    out_validity = pos
-    pos = _align(pos + bitmap_bytes(rows))
-    out_values = pos
-    out_size = (rows + 1) * 4 if rtype.is_varlen else rows * rtype.width
-    pos = _align(pos + out_size)
-    fresh = rtype.is_varlen or any(c.type.is_varlen for c in columns)
+    out_validity = out_values = pos
+    if rtype is not None:
+        pos = _align(pos + bitmap_bytes(rows))
+        out_values = pos
+        out_size = (rows + 1) * 4 if rtype.is_varlen else rows * rtype.width
+        pos = _align(pos + out_size)
+    fresh = (rtype is not None and rtype.is_varlen) or any(c.type.is_varlen for c in columns)
     block = inst.frame_block(max(pos, 8), what=what, fresh=fresh)
     base, _ = inst.memory()
     descs = bytearray(DESCRIPTOR_SIZE * (nargs + 1))
@@ -174,6 +180,9 @@ def write_frame(inst: Instance, columns: list[InputColumn], rtype: AbiType, rows
             col.values.size,
             0,
         )
+    if rtype is None:
+        ctypes.memmove(base + block, bytes(descs), len(descs))
+        return Frame(block, block, 0, (), rows, None)
     out_fields = (
         rtype.code,
         rows,

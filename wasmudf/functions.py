@@ -157,7 +157,7 @@ class ScalarFunction:
 
     def _call_dense(self, arrays: list[pa.Array], n: int) -> pa.Array:
         pieces = []
-        for start, stop in _row_ranges(arrays, n):
+        for start, stop in row_ranges(arrays, n):
             part = arrays if stop - start == n else [a.slice(start, stop - start) for a in arrays]
             pieces.append(self._invoke(part, stop - start))
         if len(pieces) == 1:
@@ -279,26 +279,26 @@ class ScalarFunction:
         name = t.name
         if name in ("int32", "int64"):
             if type(v) is not int and not isinstance(v, (int, np.integer)):
-                raise self._type_error(index, f"{_sql_type(v)} {v!r}")
+                raise self._type_error(index, f"{sql_type_name(v)} {v!r}")
             lo, hi = _INT_RANGES[name]
             if not lo <= v <= hi:
                 raise ArgumentTypeError(f"`{self.name}` argument {index + 1} ({name}) is out of range: {v}")
             data = struct.pack(_ROW_FORMATS[name], v)
         elif name in ("float32", "float64"):
             if not isinstance(v, (int, float)):
-                raise self._type_error(index, f"{_sql_type(v)} {v!r}")
+                raise self._type_error(index, f"{sql_type_name(v)} {v!r}")
             data = struct.pack(_ROW_FORMATS[name], float(v))
         elif name == "bool":
             if not isinstance(v, int):
-                raise self._type_error(index, f"{_sql_type(v)} {v!r}")
+                raise self._type_error(index, f"{sql_type_name(v)} {v!r}")
             data = b"\1" if v else b"\0"
         elif name == "utf8":
             if not isinstance(v, str):
-                raise self._type_error(index, f"{_sql_type(v)} {v!r}")
+                raise self._type_error(index, f"{sql_type_name(v)} {v!r}")
             data = v.encode("utf-8", errors="surrogatepass")
         else:
             if not isinstance(v, (bytes, bytearray, memoryview)):
-                raise self._type_error(index, f"{_sql_type(v)} {v!r}")
+                raise self._type_error(index, f"{sql_type_name(v)} {v!r}")
             data = bytes(v)
         if t.is_varlen:
             offsets = HostBuffer.of(struct.pack("<II", 0, len(data)))
@@ -388,7 +388,7 @@ class RowPlan:
         return value
 
 
-def _sql_type(v: Any) -> str:
+def sql_type_name(v: Any) -> str:
     if v is None:
         return "NULL"
     if isinstance(v, bool) or isinstance(v, int):
@@ -429,7 +429,7 @@ def _plain(c: pa.Array | pa.ChunkedArray) -> pa.Array:
     return c.chunk(0) if c.num_chunks == 1 else c.combine_chunks()
 
 
-def _row_ranges(arrays: list[pa.Array], n: int) -> Iterator[tuple[int, int]]:
+def row_ranges(arrays: list[pa.Array], n: int) -> Iterator[tuple[int, int]]:
     """Split [0, n) so no call carries more than BATCH_VARLEN_BYTES of variable-length input."""
     varlen = [a for a in arrays if pa.types.is_string(a.type) or pa.types.is_binary(a.type)]
     if n == 0 or sum(_data_bytes(a) for a in varlen) <= BATCH_VARLEN_BYTES:

@@ -80,6 +80,8 @@ class Instance:
         self.label = spec.label
         self._broken = False
         self._core: Any = None
+        #: Aggregate states opened in this instance and not yet finished (leak checks).
+        self.live_states = 0
         limits = spec.limits
         store = wasmtime.Store(spec.engine)
         store.set_limits(

@@ -13,6 +13,7 @@ import wasmtime
 
 from . import abi, wasmbin
 from .abi import Manifest, format_signature
+from .aggregates import AggregateFunction
 from .capabilities import CapabilityContext, SecretStore
 from .engine import ENGINES, EPOCH_TICK_MS, EngineKey
 from .errors import ExportError, ManifestError, ModuleError, PolicyError
@@ -71,6 +72,9 @@ class Module:
         for spec in manifest.functions:
             if spec.kind == "scalar":
                 funcs[spec.name] = ScalarFunction(self, spec)
+            else:
+                has_merge = f"{spec.export}__merge" in export_names
+                funcs[spec.name] = AggregateFunction(self, spec, has_merge=has_merge)
         self.functions: Mapping[str, Any] = MappingProxyType(funcs)
 
     def __repr__(self) -> str:

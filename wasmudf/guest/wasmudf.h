@@ -21,6 +21,23 @@
  *     WASMUDF_SCALAR_CALLED(name, ret, doc, types...)  called for every row; parameters
  *                                                      are wasmudf_nullable_<type>
  *     WASMUDF_SCALAR0(name, ret, doc)                  no parameters
+ *     WASMUDF_AGGREGATE(name, ret, doc, State, types...)
+ *         an aggregate over rows (NULL rows skipped). You write
+ *             static void name_step(State *s, T1 a, ...);   fold one row in
+ *             static RET name_final(State *s);              the result (wasmudf_set_null ok)
+ *         and, only if you need them, non-static and *after* the declaration (which
+ *         declares them weak, so the SDK finds them by name):
+ *             void name_init(State *s);      after the SDK zeroes a new state
+ *             void name_destroy(State *s);   free what the state allocated
+ *     WASMUDF_WINDOW_AGGREGATE(name, ret, doc, State, types...)
+ *         the same, usable as a window function: also write
+ *             static void name_inverse(State *s, T1 a, ...);  take one row out again
+ *         name_final must then leave the state usable (it is also the window's value).
+ *     WASMUDF_AGGREGATE_MERGE(name)    after either: parallel engines may combine
+ *                                      states with  static void name_merge(State *s, State *other)
+ *                                      (`other` is destroyed and freed by the SDK).
+ *     States and what they own live outside the arena: allocate with
+ *     wasmudf_state_alloc(size) (zeroed) / wasmudf_state_realloc(p, size) / wasmudf_state_free(p).
  * Inside a UDF:
  *     wasmudf_set_null();          this row's result is NULL (the returned value is ignored)
  *     wasmudf_fail("message");     fail the whole call with an error message
@@ -116,19 +133,24 @@ WASMUDF_WEAK void wasmudf__set_message(const char *msg) {
     wasmudf__message[i] = 0;
 }
 
+/* The arena's first chunk is the memory the module starts with, past its data; it must be
+ * claimed before anything else (aggregate states) grows memory. */
+WASMUDF_WEAK void wasmudf__arena_init(void) {
+    if (wasmudf__nchunks) return;
+    uint32_t start = (uint32_t)(uintptr_t)&__heap_base;
+    uint32_t end = (uint32_t)__builtin_wasm_memory_size(0) * WASMUDF__PAGE;
+    wasmudf__chunks[0] = (wasmudf__chunk){start, end};
+    wasmudf__nchunks = 1;
+    wasmudf__current = 0;
+    wasmudf__cursor = start;
+}
+
 WASMUDF_WEAK WASMUDF_EXPORT("wasmudf_alloc") uint32_t wasmudf_alloc(uint32_t size, uint32_t align) {
     if (align == 0 || (align & (align - 1)) || align > 16) {
         wasmudf__set_message("wasmudf_alloc: align must be a power of two, at most 16");
         return 0;
     }
-    if (wasmudf__nchunks == 0) {
-        uint32_t start = (uint32_t)(uintptr_t)&__heap_base;
-        uint32_t end = (uint32_t)__builtin_wasm_memory_size(0) * WASMUDF__PAGE;
-        wasmudf__chunks[0] = (wasmudf__chunk){start, end};
-        wasmudf__nchunks = 1;
-        wasmudf__current = 0;
-        wasmudf__cursor = start;
-    }
+    wasmudf__arena_init();
     for (;;) {
         wasmudf__chunk c = wasmudf__chunks[wasmudf__current];
         uint32_t p = (wasmudf__cursor + align - 1) & ~(align - 1);
@@ -390,5 +412,162 @@ WASMUDF_WEAK int32_t wasmudf__pack(wasmudf_column *o, wasmudf__span *s) {
         "WASMUDF-MANIFEST-FRAGMENT:{\"capability\":\"" CAP "\"}";
 
 __attribute__((import_module("wasmudf"), import_name("log"))) void wasmudf_log_raw(int32_t level, const char *ptr, uint32_t len);
+
+/* ------------------------------------------------------------ aggregate states --------- */
+/* States outlive wasmudf_reset, so they get their own allocator: power-of-two size classes
+ * with free lists, over pages from memory.grow. A block's 8-byte header holds its class. */
+
+#define WASMUDF__CLASSES 28 /* 16 B .. 2 GiB */
+
+WASMUDF_WEAK uint32_t wasmudf__free_list[WASMUDF__CLASSES];
+WASMUDF_WEAK uint32_t wasmudf__state_cursor;
+WASMUDF_WEAK uint32_t wasmudf__state_end;
+
+static inline uint32_t wasmudf__class_of(uint32_t size) {
+    uint32_t k = 0;
+    while (k < WASMUDF__CLASSES && (16u << k) < size) k++;
+    return k;
+}
+
+WASMUDF_WEAK void *wasmudf_state_alloc(uint32_t size) {
+    if (size > 0x7FFFFFF0u) return 0;
+    uint32_t k = wasmudf__class_of(size + 8);
+    if (k >= WASMUDF__CLASSES) return 0;
+    uint32_t block = wasmudf__free_list[k];
+    uint32_t bytes = 16u << k;
+    if (block) {
+        wasmudf__free_list[k] = *WASMUDF__PTR(uint32_t, block + 8);
+    } else {
+        if (wasmudf__state_end - wasmudf__state_cursor < bytes) {
+            wasmudf__arena_init(); /* so the arena never takes pages states live in */
+            wasmudf__chunk fresh = wasmudf__grow(bytes);
+            if (fresh.end == 0) return 0;
+            wasmudf__state_cursor = fresh.start;
+            wasmudf__state_end = fresh.end;
+        }
+        block = wasmudf__state_cursor;
+        wasmudf__state_cursor += bytes;
+    }
+    *WASMUDF__PTR(uint32_t, block) = k;
+    __builtin_memset(WASMUDF__PTR(void, block + 8), 0, bytes - 8);
+    return WASMUDF__PTR(void, block + 8);
+}
+
+WASMUDF_WEAK void wasmudf_state_free(void *p) {
+    if (!p) return;
+    uint32_t block = (uint32_t)(uintptr_t)p - 8;
+    uint32_t k = *WASMUDF__PTR(uint32_t, block);
+    *(uint32_t *)p = wasmudf__free_list[k];
+    wasmudf__free_list[k] = block;
+}
+
+/* Like realloc: the first min(old, size) bytes are kept, the rest zeroed; NULL on failure
+ * (and `p` is untouched). */
+WASMUDF_WEAK void *wasmudf_state_realloc(void *p, uint32_t size) {
+    if (!p) return wasmudf_state_alloc(size);
+    uint32_t k = *WASMUDF__PTR(uint32_t, (uint32_t)(uintptr_t)p - 8);
+    uint32_t capacity = (16u << k) - 8;
+    if (size <= capacity) return p;
+    void *q = wasmudf_state_alloc(size);
+    if (!q) return 0;
+    __builtin_memcpy(q, p, capacity);
+    wasmudf_state_free(p);
+    return q;
+}
+
+/* ------------------------------------------------------------ aggregates --------------- */
+
+#define WASMUDF__ARG_VALID(i, T) wasmudf__valid(&a[i], r)
+#define WASMUDF__AND() &&
+
+/* The batch loop shared by __update and __inverse: FN(state, row values...) per valid row. */
+#define WASMUDF__AGG_FOLD(NAME, SUFFIX, FN, STATE, ...)                                       \
+    WASMUDF_EXPORT(#NAME "__" #SUFFIX) int32_t wasmudf__##SUFFIX##_##NAME(                      \
+        uint32_t state, uint32_t args, uint32_t nargs) {                                      \
+        STATE *s = WASMUDF__PTR(STATE, state);                                                \
+        const wasmudf_column *a = WASMUDF__PTR(const wasmudf_column, args);                   \
+        if (nargs != WASMUDF__NARGS(__VA_ARGS__)) {                                           \
+            wasmudf__set_message(#NAME ": wrong number of arguments");                        \
+            return 1;                                                                         \
+        }                                                                                     \
+        uint32_t n = a[0].length;                                                             \
+        wasmudf__failed = false;                                                              \
+        for (uint32_t r = 0; r < n; r++) {                                                    \
+            if (!(WASMUDF__MAP(WASMUDF__ARG_VALID, WASMUDF__AND, __VA_ARGS__))) continue;    \
+            FN(s, WASMUDF__MAP(WASMUDF__ARG_STRICT, WASMUDF__COMMA, __VA_ARGS__));           \
+            if (wasmudf__failed) return 1;                                                    \
+        }                                                                                     \
+        return 0;                                                                             \
+    }
+
+/* Write NAME_final(s) as row 0 of `out`; the state is released afterwards when RELEASE. */
+#define WASMUDF__AGG_RESULT(NAME, SUFFIX, RET, STATE, RELEASE)                                \
+    WASMUDF_EXPORT(#NAME "__" #SUFFIX) int32_t wasmudf__##SUFFIX##_##NAME(uint32_t state,    \
+                                                                      uint32_t out) {        \
+        STATE *s = WASMUDF__PTR(STATE, state);                                                \
+        wasmudf_column *o = WASMUDF__PTR(wasmudf_column, out);                                \
+        wasmudf__span span[1] = {{0, 0}};                                                     \
+        wasmudf__failed = false;                                                              \
+        wasmudf__row_null = false;                                                            \
+        o->null_count = 0;                                                                    \
+        WASMUDF_CTYPE(RET) v = NAME##_final(s);                                               \
+        int32_t status = wasmudf__failed ? 1 : 0;                                             \
+        if (!status) {                                                                        \
+            if (wasmudf__row_null) wasmudf__set_null_at(o, span, 0);                          \
+            else wasmudf__set_##RET(o, span, 0, v);                                           \
+            /* Pack before the state goes: a result may point into it. */                     \
+            if (WASMUDF__VARLEN(RET)) status = wasmudf__pack(o, span);                        \
+        }                                                                                     \
+        if (RELEASE) wasmudf__release_##NAME(s);                                              \
+        return status;                                                                        \
+    }
+
+#define WASMUDF__AGG_IMPL(NAME, RET, DOC, STATE, WINDOW, ...)                                 \
+    WASMUDF__FRAGMENT(NAME, "{\"name\":\"" #NAME "\",\"kind\":\"aggregate\",\"params\":["  \
+                            WASMUDF__MAP(WASMUDF__TYPE_JSON, WASMUDF__JSON_COMMA, __VA_ARGS__) \
+                            "],\"returns\":\"" WASMUDF__TYPENAME(RET) "\",\"window\":" WINDOW \
+                            ",\"doc\":\"" DOC "\"}")                                          \
+    typedef STATE wasmudf__state_##NAME;                                                      \
+    void NAME##_init(STATE *s) WASMUDF_WEAK;                                                  \
+    void NAME##_destroy(STATE *s) WASMUDF_WEAK;                                               \
+    static void wasmudf__release_##NAME(STATE *s) {                                           \
+        if (NAME##_destroy) NAME##_destroy(s);                                                \
+        wasmudf_state_free(s);                                                                \
+    }                                                                                         \
+    WASMUDF_EXPORT(#NAME "__init") uint32_t wasmudf__init_##NAME(void) {                     \
+        STATE *s = (STATE *)wasmudf_state_alloc(sizeof(STATE));                               \
+        if (!s) {                                                                             \
+            wasmudf__set_message(#NAME ": out of memory for a new state");                    \
+            return 0;                                                                         \
+        }                                                                                     \
+        wasmudf__failed = false;                                                              \
+        if (NAME##_init) NAME##_init(s);                                                      \
+        if (wasmudf__failed) {                                                                \
+            wasmudf__release_##NAME(s);                                                       \
+            return 0;                                                                         \
+        }                                                                                     \
+        return (uint32_t)(uintptr_t)s;                                                        \
+    }                                                                                         \
+    WASMUDF__AGG_FOLD(NAME, update, NAME##_step, STATE, __VA_ARGS__)                          \
+    WASMUDF__AGG_RESULT(NAME, finalize, RET, STATE, 1)
+
+#define WASMUDF_AGGREGATE(NAME, RET, DOC, STATE, ...)                                         \
+    WASMUDF__AGG_IMPL(NAME, RET, DOC, STATE, "false", __VA_ARGS__)
+
+#define WASMUDF_WINDOW_AGGREGATE(NAME, RET, DOC, STATE, ...)                                  \
+    WASMUDF__AGG_IMPL(NAME, RET, DOC, STATE, "true", __VA_ARGS__)                             \
+    WASMUDF__AGG_FOLD(NAME, inverse, NAME##_inverse, STATE, __VA_ARGS__)                      \
+    WASMUDF__AGG_RESULT(NAME, value, RET, STATE, 0)
+
+#define WASMUDF_AGGREGATE_MERGE(NAME)                                                         \
+    WASMUDF_EXPORT(#NAME "__merge") int32_t wasmudf__merge_##NAME(uint32_t state,            \
+                                                                   uint32_t other) {          \
+        wasmudf__state_##NAME *s = WASMUDF__PTR(wasmudf__state_##NAME, state);                \
+        wasmudf__state_##NAME *t = WASMUDF__PTR(wasmudf__state_##NAME, other);                \
+        wasmudf__failed = false;                                                              \
+        NAME##_merge(s, t);                                                                   \
+        wasmudf__release_##NAME(t);                                                           \
+        return wasmudf__failed ? 1 : 0;                                                       \
+    }
 
 #endif /* WASMUDF_H */

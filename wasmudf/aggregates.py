@@ -1,0 +1,410 @@
+"""Engine-neutral aggregate functions (ABI §5): states in the guest, rows fed in batches.
+
+An :class:`AggregateFunction` makes :class:`AggregateState` objects, one per group. A state
+lives in the calling thread's instance; rows reach the guest's ``__update`` in batches of up
+to ``BATCH_ROWS`` whatever the caller hands over (a whole column, or SQLite's one row at a
+time, buffered), so guest memory for the input stays bounded however large a group is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from .columns import ARROW_TYPES, input_column, read_output, write_frame
+from .errors import ArgumentTypeError, GuestError, GuestFailure, UsageError
+from .functions import BATCH_ROWS, row_ranges, sql_type_name
+
+if TYPE_CHECKING:
+    from .instance import Instance
+    from .module import Module
+from .abi import FunctionSpec
+
+#: Rows SQLite hands over one at a time are buffered and sent to the guest this many at once.
+ROW_BUFFER = 4096
+
+_SHAPE_FOLD, _SHAPE_RESULT = 1, 2
+
+
+class AggregateFunction:
+    """An aggregate SQL function of a loaded module.
+
+    >>> geo = mod.functions["geo_mean"]                                    # doctest: +SKIP
+    >>> geo.aggregate(pa.array([1.0, 4.0]))                                # doctest: +SKIP
+    2.0
+    >>> geo.group_by(pa.array(["a", "b", "a"]), pa.array([1.0, 5.0, 4.0])) # doctest: +SKIP
+    pyarrow.Table  key: ["a", "b"]  geo_mean: [2.0, 5.0]
+
+    ``start()`` gives a state to feed step by step (``update``, ``inverse`` for window
+    functions, ``value``, ``finish``), which is what the engine adapters use.
+    """
+
+    kind = "aggregate"
+
+    def __init__(self, module: Module, spec: FunctionSpec, *, has_merge: bool):
+        self.module = module
+        self.spec = spec
+        self.name = spec.name
+        self.window = spec.window
+        self.has_merge = has_merge
+        self.return_type = ARROW_TYPES[spec.returns.name]
+        self._arrow_params = [ARROW_TYPES[t.name] for t in spec.params]
+        limit = module.limits.output_bytes
+        self._output_limit = -1 if limit is None else limit
+
+    def __repr__(self) -> str:
+        return f"<AggregateFunction {self.spec.signature()} from {self.module.label}>"
+
+    def start(self) -> AggregateState:
+        """A new, empty group (``__init``) in this thread's instance."""
+        return AggregateState(self)
+
+    def aggregate(self, *args: Any) -> Any:
+        """Aggregate every row of the arguments (arrays, chunked arrays or sequences, one per
+        parameter) into one Python value; no rows is an empty group."""
+        state = self.start()
+        try:
+            state.update(*args)
+        except BaseException:
+            state.abandon()
+            raise
+        return state.finish()
+
+    def aggregate_lists(self, *lists: pa.Array | pa.ChunkedArray) -> pa.Array:
+        """One result per row of list arrays (one per parameter): row i's lists are group i's
+        values; a NULL list is an empty group. DuckDB's ``list()`` feeds this."""
+        columns = [_combine(c) for c in lists]
+        if len(columns) != len(self._arrow_params):
+            raise ArgumentTypeError(f"`{self.name}` takes {len(self._arrow_params)} arguments, {len(columns)} given")
+        groups = len(columns[0]) if columns else 0
+        offsets, values = [], []
+        for i, c in enumerate(columns):
+            if not (pa.types.is_list(c.type) or pa.types.is_large_list(c.type)) or len(c) != groups:
+                raise ArgumentTypeError(f"`{self.name}` argument {i + 1} must be a list array of {groups} rows")
+            offs = np.frombuffer(c.buffers()[1], np.int32 if pa.types.is_list(c.type) else np.int64)
+            offs = offs[c.offset : c.offset + groups + 1]
+            offsets.append(offs)
+            values.append(self._coerce(i, c.values))
+        present = np.zeros(groups, dtype=bool)
+        for c in columns:
+            present |= c.is_valid().to_numpy(zero_copy_only=False)
+        results = []
+        for g in range(groups):
+            bounds = [(int(o[g]), int(o[g + 1])) for o in offsets]
+            state = self.start()
+            try:
+                if present[g]:
+                    lengths = {b - a for a, b in bounds}
+                    if len(lengths) != 1:
+                        raise ArgumentTypeError(f"`{self.name}`: the argument lists of group {g} differ in length")
+                    state.update(*[v.slice(a, b - a) for v, (a, b) in zip(values, bounds)])
+            except BaseException:
+                state.abandon()
+                raise
+            results.append(state.finish())
+        return pa.array(results, type=self.return_type)
+
+    def group_by(self, keys: Any, *args: Any) -> pa.Table:
+        """Aggregate per distinct key (NULL is a key of its own): a table of ``key`` and the
+        function's result, keys in order of first appearance."""
+        keys = keys if isinstance(keys, (pa.Array, pa.ChunkedArray)) else pa.array(keys)
+        columns = {"key": keys}
+        for i, a in enumerate(args):
+            columns[f"arg{i}"] = self._coerce(i, a)
+        table = pa.table(columns)
+        grouped = table.group_by("key", use_threads=False).aggregate([(f"arg{i}", "list") for i in range(len(args))])
+        lists = [grouped[f"arg{i}_list"] for i in range(len(args))]
+        return pa.table({"key": grouped["key"], self.name: self.aggregate_lists(*lists)})
+
+    def _coerce(self, index: int, value: Any) -> pa.Array | pa.ChunkedArray:
+        target = self._arrow_params[index]
+        if not isinstance(value, (pa.Array, pa.ChunkedArray)):
+            try:
+                value = pa.array(value, type=target)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
+                raise self._type_error(index, f"a {type(value).__name__} ({exc})") from None
+        if value.type != target:
+            try:
+                value = value.cast(target, safe=True)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+                raise self._type_error(index, f"{value.type} ({exc})") from None
+        return value
+
+    def _type_error(self, index: int, found: str) -> ArgumentTypeError:
+        return ArgumentTypeError(
+            f"`{self.name}` argument {index + 1} must be {self.spec.params[index].name}, got {found}"
+        )
+
+
+class AggregateState:
+    """One group's state inside one instance. Not thread-safe: use it on the thread that
+    started it. Every state ends with :meth:`finish` (or :meth:`abandon`)."""
+
+    def __init__(self, fn: AggregateFunction):
+        self.fn = fn
+        self._pool = fn.module._pool
+        self._export = fn.spec.export
+        self._buffered: list[tuple[Any, ...]] = []
+        self._buffered_inverse = False
+        self._open = False
+        inst = self._pool.get()
+        handle = self._guest(inst, lambda: inst.call(f"{self._export}__init", (), what=fn.name))
+        if not handle:
+            inst.broken = True
+            self._pool.discard()
+            message = inst.guest_message()
+            raise GuestFailure(
+                f"`{fn.name}` in {inst.label}: {self._export}__init returned 0, no state"
+                + (f": {message}" if message else ""),
+                guest_message=message,
+                function=fn.name,
+                module=inst.label,
+            )
+        self._inst: Instance = inst
+        self._handle = handle
+        self._open = True
+        inst.live_states += 1
+
+    # -- feeding rows ---------------------------------------------------------------------
+
+    def update(self, *args: Any) -> None:
+        """Fold rows in: one array (or sequence) per parameter."""
+        self._flush()
+        self._fold("update", args)
+
+    def inverse(self, *args: Any) -> None:
+        """Take rows out again (window functions): rows that were given to :meth:`update`."""
+        self._require_window()
+        self._flush()
+        self._fold("inverse", args)
+
+    def step_row(self, *values: Any) -> None:
+        """Buffer one row of Python values (SQLite's step); sent in batches of ROW_BUFFER."""
+        self._buffer(False, values)
+
+    def inverse_row(self, *values: Any) -> None:
+        self._require_window()
+        self._buffer(True, values)
+
+    # -- results --------------------------------------------------------------------------
+
+    def value(self) -> Any:
+        """The current result, the state staying open (window functions)."""
+        self._require_window()
+        self._flush()
+        return self._result("value")
+
+    def finish(self) -> Any:
+        """The result; the state is released (also when this fails)."""
+        try:
+            self._flush()
+        except BaseException:
+            self.abandon()
+            raise
+        return self._result("finalize")
+
+    def abandon(self) -> None:
+        """Release the state without a result (after a failure); never raises."""
+        if not self._open:
+            return
+        self._open = False
+        self._inst.live_states -= 1
+        if self._inst.broken:
+            return  # the instance, and every state in it, is gone already
+        try:
+            self._call_result("finalize")
+        except GuestError:
+            self._pool.discard()
+
+    def merge(self, other: AggregateState) -> None:
+        """Fold ``other`` (of the same function and thread) into this state; ``other`` ends."""
+        if not self.fn.has_merge:
+            raise UsageError(f"`{self.fn.name}` has no {self._export}__merge export")
+        if other.fn is not self.fn or other._inst is not self._inst:
+            raise UsageError("only states of the same function in the same instance can merge")
+        self._flush()
+        other._flush()
+        self._check_alive()
+        other._check_alive()
+        inst = self._inst
+        other._open = False
+        inst.live_states -= 1
+        self._guest(
+            inst,
+            lambda: inst.status_call(f"{self._export}__merge", (self._handle, other._handle), what=self.fn.name),
+        )
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _require_window(self) -> None:
+        if not self.fn.window:
+            raise UsageError(f"`{self.fn.name}` is not a window function (its manifest says window: false)")
+
+    def _check_alive(self) -> None:
+        if not self._open:
+            raise UsageError(f"this `{self.fn.name}` state has already finished")
+        if self._inst.broken:
+            self._open = False
+            self._inst.live_states -= 1
+            raise GuestFailure(
+                f"`{self.fn.name}` in {self._inst.label}: its state was lost when the instance was "
+                "discarded after an earlier failure",
+                function=self.fn.name,
+                module=self._inst.label,
+            )
+
+    def _guest(self, inst: Instance, call: Any) -> Any:
+        """Run a guest call; on failure the instance (and its states) is discarded."""
+        try:
+            return call()
+        except GuestError:
+            if self._open:
+                self._open = False
+                inst.live_states -= 1
+            self._pool.discard()
+            raise
+
+    def _buffer(self, inverse: bool, values: tuple[Any, ...]) -> None:
+        if self._buffered and self._buffered_inverse != inverse:
+            self._flush()
+        self._buffered_inverse = inverse
+        self._buffered.append(values)
+        if len(self._buffered) >= ROW_BUFFER:
+            self._flush()
+
+    def _flush(self) -> None:
+        rows, self._buffered = self._buffered, []
+        if not rows:
+            return
+        fn = self.fn
+        if any(len(r) != len(fn._arrow_params) for r in rows):
+            raise ArgumentTypeError(f"`{fn.name}` takes {len(fn._arrow_params)} arguments")
+        columns = [_sql_column(fn, i, [r[i] for r in rows]) for i in range(len(fn._arrow_params))]
+        self._fold("inverse" if self._buffered_inverse else "update", columns)
+
+    def _fold(self, part: str, args: Sequence[Any]) -> None:
+        fn = self.fn
+        if len(args) != len(fn._arrow_params):
+            raise ArgumentTypeError(
+                f"`{fn.name}` takes {len(fn._arrow_params)} arguments, {len(args)} given"
+            )
+        arrays = [_combine(fn._coerce(i, a)) for i, a in enumerate(args)]
+        n = len(arrays[0]) if arrays else 0
+        if any(len(a) != n for a in arrays):
+            raise ArgumentTypeError(f"`{fn.name}`: the arguments differ in length")
+        if fn.spec.strict and any(a.null_count for a in arrays):
+            mask = np.ones(n, dtype=bool)
+            for a in arrays:
+                if a.null_count:
+                    mask &= a.is_valid().to_numpy(zero_copy_only=False)
+            kept = pa.array(mask)
+            arrays = [a.filter(kept) for a in arrays]
+            n = int(mask.sum())
+        self._check_alive()
+        for start, stop in _batches(arrays, n):
+            part_arrays = [a.slice(start, stop - start) for a in arrays]
+            self._guest(self._inst, lambda p=part_arrays, m=stop - start: self._call_fold(part, p, m))
+
+    def _call_fold(self, part: str, arrays: list[pa.Array], rows: int) -> None:
+        inst, export, name = self._inst, f"{self._export}__{part}", self.fn.name
+        core = inst.core
+        if core is not None:
+            columns = []
+            for a, t in zip(arrays, self.fn.spec.params):
+                bufs = a.buffers()
+                nulls = a.null_count
+                columns.append(
+                    (t.code, a.offset, nulls, bufs[0] if nulls else None, bufs[1], bufs[2] if t.is_varlen else None)
+                )
+            core.call_batch(inst.func_addr(export), name, rows, 0, -1, None, columns, _SHAPE_FOLD, self._handle)
+            return
+        cols = [input_column(a, t) for a, t in zip(arrays, self.fn.spec.params)]
+        frame = write_frame(inst, cols, None, rows, name)
+        inst.status_call(export, (self._handle, frame.args, len(cols)), what=name)
+
+    def _result(self, part: str) -> Any:
+        self._check_alive()
+        if part == "finalize":
+            self._open = False
+            self._inst.live_states -= 1
+        try:
+            return self._call_result(part)
+        except GuestError:
+            self._pool.discard()
+            raise
+
+    def _call_result(self, part: str) -> Any:
+        inst, export, name, fn = self._inst, f"{self._export}__{part}", self.fn.name, self.fn
+        core = inst.core
+        if core is not None:
+            result = core.call_batch(
+                inst.func_addr(export),
+                name,
+                1,
+                fn.spec.returns.code,
+                fn._output_limit,
+                pa.allocate_buffer,
+                (),
+                _SHAPE_RESULT,
+                self._handle,
+            )
+            validity = pa.py_buffer(result[0]) if result[0] is not None else None
+            arr = pa.Array.from_buffers(fn.return_type, 1, [validity, *result[1:]])
+            if fn.spec.returns.name == "utf8":
+                try:
+                    arr.validate(full=True)
+                except pa.ArrowInvalid as exc:
+                    raise inst.invalid_output(name, f"a utf8 result is not valid UTF-8 ({exc})") from None
+        else:
+            frame = write_frame(inst, [], fn.spec.returns, 1, name)
+            inst.status_call(export, (self._handle, frame.out), what=name)
+            arr = read_output(inst, frame, name, fn.module.limits.output_bytes)
+        return arr[0].as_py()
+
+
+def _combine(a: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(a, pa.ChunkedArray):
+        return a.chunk(0) if a.num_chunks == 1 else a.combine_chunks()
+    return a
+
+
+def _batches(arrays: list[pa.Array], n: int) -> Iterator[tuple[int, int]]:
+    """Row ranges of at most BATCH_ROWS rows and BATCH_VARLEN_BYTES of varlen data each."""
+    for start in range(0, n, BATCH_ROWS):
+        stop = min(n, start + BATCH_ROWS)
+        part = [a.slice(start, stop - start) for a in arrays]
+        for s, e in row_ranges(part, stop - start):
+            yield start + s, start + e
+
+
+# SQLite's types for each ABI type, as ScalarFunction.call_row accepts them.
+_SQL_ACCEPTS: dict[str, tuple[type, ...]] = {
+    "bool": (int,),
+    "int32": (int,),
+    "int64": (int,),
+    "float32": (int, float),
+    "float64": (int, float),
+    "utf8": (str,),
+    "binary": (bytes, bytearray, memoryview),
+}
+
+
+def _sql_column(fn: AggregateFunction, index: int, values: list[Any]) -> pa.Array:
+    """Python values from SQLite as one Arrow column, with the scalar path's type rules."""
+    t = fn.spec.params[index]
+    accepted = _SQL_ACCEPTS[t.name]
+    for v in values:
+        if v is not None and not isinstance(v, accepted):
+            raise fn._type_error(index, f"{sql_type_name(v)} {v!r}")
+    if t.name == "bool":
+        values = [None if v is None else bool(v) for v in values]
+    elif t.name in ("float32", "float64"):
+        values = [None if v is None else float(v) for v in values]
+    try:
+        return pa.array(values, type=ARROW_TYPES[t.name])
+    except (pa.ArrowInvalid, OverflowError) as exc:
+        raise ArgumentTypeError(f"`{fn.name}` argument {index + 1} ({t.name}) is out of range ({exc})") from None
+
