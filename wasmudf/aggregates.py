@@ -168,6 +168,11 @@ class AggregateState:
         self._open = True
         inst.live_states += 1
 
+    @property
+    def is_open(self) -> bool:
+        """False once finished, abandoned, or lost to a failure."""
+        return self._open
+
     # -- feeding rows ---------------------------------------------------------------------
 
     def update(self, *args: Any) -> None:

@@ -20,8 +20,9 @@ def register(con: Any, source: Module | Source, *, replace: bool = False, **load
             (built-in functions are never replaced).
         **load_options: passed to :func:`load` (``limits``, ``grant``, ``config``, ...).
 
-    Engine APIs used: DuckDB ``create_function(type="arrow")``; apsw
-    ``create_scalar_function(deterministic=...)``.
+    Engine APIs used: DuckDB ``create_function(type="arrow")`` (an aggregate ``f`` becomes
+    ``f_list`` over ``list()`` plus a temporary macro ``f``); apsw ``create_scalar_function``,
+    ``create_aggregate_function`` and, for window-capable aggregates, ``create_window_function``.
 
     Raises:
         RegistrationError: a name exists (and ``replace`` is False, or it is built in), or
@@ -40,8 +41,9 @@ def register(con: Any, source: Module | Source, *, replace: bool = False, **load
     for fn in functions:
         adapter.check_supported(fn)
     names = [fn.name for fn in functions]
-    existing = adapter.existing_functions(con, names)
-    for name in names:
+    occupied = [n for fn in functions for n in adapter.sql_names(fn)]
+    existing = adapter.existing_functions(con, occupied)
+    for name in occupied:
         builtin = existing.get(name.lower())
         if builtin is None:
             continue
@@ -53,7 +55,8 @@ def register(con: Any, source: Module | Source, *, replace: bool = False, **load
                 "pass replace=True to replace it"
             )
     for fn in functions:
-        if fn.name.lower() in existing:
-            adapter.unregister(con, fn.name)
+        for name in adapter.sql_names(fn):
+            if name.lower() in existing:
+                adapter.unregister(con, name)
         adapter.register_function(con, fn)
     return names

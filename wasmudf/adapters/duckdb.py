@@ -1,4 +1,11 @@
-"""DuckDB: each scalar becomes an arrow-type Python UDF (``create_function``)."""
+"""DuckDB: each scalar becomes an arrow-type Python UDF (``create_function``).
+
+DuckDB's Python API has no aggregate UDFs. An aggregate ``f(x)`` becomes a scalar
+``f_list(LIST)`` that aggregates each row's list as one group, and a temporary macro
+``f(x) AS f_list(list(x))``: it works in GROUP BY and as a window function (``OVER``). DuckDB
+refuses DISTINCT, FILTER and ORDER BY on a macro, so those go through the list form:
+``f_list(list(DISTINCT x) FILTER (WHERE ...))``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from ..aggregates import AggregateFunction
 from ..errors import RegistrationError
 from ..functions import ScalarFunction
 
@@ -34,15 +42,39 @@ def existing_functions(con: Any, names: list[str]) -> dict[str, bool]:
 
 
 def check_supported(fn: Any) -> None:
-    if not isinstance(fn, ScalarFunction):
-        raise RegistrationError(f"`{fn.name}`: DuckDB registration supports scalar functions only")
+    if not isinstance(fn, (ScalarFunction, AggregateFunction)):
+        raise RegistrationError(f"`{fn.name}`: DuckDB cannot register a {type(fn).__name__}")
     if not fn.spec.params:
         raise RegistrationError(
             f"`{fn.name}` takes no arguments; DuckDB's arrow UDFs cannot tell how many rows to produce for it"
         )
 
 
+def sql_names(fn: Any) -> list[str]:
+    """The SQL names a function occupies: an aggregate also takes ``<name>_list``."""
+    if isinstance(fn, AggregateFunction):
+        return [fn.name, list_form(fn.name)]
+    return [fn.name]
+
+
+def list_form(name: str) -> str:
+    return f"{name}_list"
+
+
 def unregister(con: Any, name: str) -> None:
+    kinds = {
+        kind
+        for (kind,) in con.execute(
+            "SELECT DISTINCT function_type FROM duckdb_functions() WHERE lower(function_name) = lower($1)", [name]
+        ).fetchall()
+    }
+    if kinds == {"macro"}:
+        con.execute(f'DROP MACRO IF EXISTS temp.main."{name}"')
+        if con.execute(
+            "SELECT count(*) FROM duckdb_functions() WHERE lower(function_name) = lower($1)", [name]
+        ).fetchone()[0]:
+            raise RegistrationError(f"`{name}` is a macro of this DuckDB database that wasmudf did not create")
+        return
     try:
         con.remove_function(name)
     except Exception as exc:  # duckdb raises InvalidInputException for built-ins
@@ -56,8 +88,11 @@ def _plain(a: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
     return a.chunk(0) if type(a) is pa.ChunkedArray and a.num_chunks == 1 else a
 
 
-def register_function(con: Any, fn: ScalarFunction) -> None:
-    """Create the DuckDB function (its name must be free)."""
+def register_function(con: Any, fn: ScalarFunction | AggregateFunction) -> None:
+    """Create the DuckDB function (its names must be free)."""
+    if isinstance(fn, AggregateFunction):
+        _register_aggregate(con, fn)
+        return
     spec = fn.spec
 
     def udf(*arrays: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -82,3 +117,29 @@ def register_function(con: Any, fn: ScalarFunction) -> None:
         null_handling="special",
         side_effects=not spec.deterministic,
     )
+
+
+def _register_aggregate(con: Any, fn: AggregateFunction) -> None:
+    spec = fn.spec
+    impl = list_form(spec.name)
+
+    def udf(*lists: pa.ChunkedArray | pa.Array) -> pa.Array:
+        # One row per group (or per window frame), each a list of the group's values.
+        return fn.aggregate_lists(*lists)
+
+    udf.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(f"arg{i}", inspect.Parameter.POSITIONAL_ONLY) for i in range(len(spec.params))]
+    )
+    con.create_function(
+        impl,
+        udf,
+        [f"{SQL_TYPES[t.name]}[]" for t in spec.params],
+        SQL_TYPES[spec.returns.name],
+        type="arrow",
+        null_handling="special",  # a NULL list is an empty group: the guest decides its result
+        side_effects=not spec.deterministic,
+    )
+    params = ", ".join(f"a{i}" for i in range(len(spec.params)))
+    lists = ", ".join(f"list(a{i})" for i in range(len(spec.params)))
+    # TEMP: the macro must not outlive the connection whose Python function it calls.
+    con.execute(f'CREATE TEMP MACRO "{spec.name}"({params}) AS "{impl}"({lists})')

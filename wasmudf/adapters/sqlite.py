@@ -1,9 +1,14 @@
-"""SQLite (apsw): each scalar becomes an apsw scalar function called once per row."""
+"""SQLite (apsw): scalars become per-row functions, aggregates apsw aggregate functions, and
+window-capable aggregates apsw window functions. Rows SQLite steps in one at a time are
+buffered by the AggregateState and reach the guest in batches."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import apsw
+
+from ..aggregates import AggregateFunction, AggregateState
 from ..errors import RegistrationError
 from ..functions import ScalarFunction
 
@@ -16,18 +21,56 @@ def existing_functions(con: Any, names: list[str]) -> dict[str, bool]:
 
 
 def check_supported(fn: Any) -> None:
-    if not isinstance(fn, ScalarFunction):
-        raise RegistrationError(f"`{fn.name}`: SQLite registration supports scalar functions only")
+    if not isinstance(fn, (ScalarFunction, AggregateFunction)):
+        raise RegistrationError(f"`{fn.name}`: SQLite cannot register a {type(fn).__name__}")
+
+
+def sql_names(fn: Any) -> list[str]:
+    """The SQL names a function occupies on the connection."""
+    return [fn.name]
 
 
 def unregister(con: Any, name: str) -> None:
-    # apsw removes a function when it is registered again with None as the callable.
+    # Registering again with None as the callable removes a function; SQLite keeps one per
+    # name and arity, and a new registration of the same arity replaces it anyway.
     con.create_scalar_function(name, None)
 
 
-def register_function(con: Any, fn: ScalarFunction) -> None:
+def register_function(con: Any, fn: ScalarFunction | AggregateFunction) -> None:
     """Create the SQLite function; SQLite replaces one of the same name and arity."""
     spec = fn.spec
-    con.create_scalar_function(
-        spec.name, fn.row_function(), numargs=len(spec.params), deterministic=spec.deterministic
-    )
+    flags = apsw.SQLITE_DETERMINISTIC if spec.deterministic else 0
+    if isinstance(fn, ScalarFunction):
+        con.create_scalar_function(spec.name, fn.row_function(), numargs=len(spec.params), deterministic=spec.deterministic)
+    elif fn.window:
+        con.create_window_function(spec.name, lambda: _Window(fn.start()), numargs=len(spec.params), flags=flags)
+    else:
+        con.create_aggregate_function(spec.name, lambda: _Aggregate(fn.start()), numargs=len(spec.params), flags=flags)
+
+
+class _Aggregate:
+    """apsw's aggregate protocol over one AggregateState. SQLite calls ``final`` even after
+    ``step`` failed, so the state is always released there."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: AggregateState):
+        self.state = state
+
+    def step(self, *values: Any) -> None:
+        self.state.step_row(*values)
+
+    def final(self) -> Any:
+        if not self.state.is_open:
+            return None  # a step failed and the statement reports that error
+        return self.state.finish()
+
+
+class _Window(_Aggregate):
+    __slots__ = ()
+
+    def inverse(self, *values: Any) -> None:
+        self.state.inverse_row(*values)
+
+    def value(self) -> Any:
+        return self.state.value()
