@@ -74,20 +74,27 @@ class AggregateFunction:
         return state.finish()
 
     def aggregate_lists(self, *lists: pa.Array | pa.ChunkedArray) -> pa.Array:
-        """One result per row of list arrays (one per parameter): row i's lists are group i's
-        values; a NULL list is an empty group. DuckDB's ``list()`` feeds this."""
+        """One result per row of list arrays: row i holds group i's values, a NULL list is an
+        empty group. Give one list array per parameter, or, for several parameters, one list
+        of structs with a field per parameter (what DuckDB's ``list({...})`` makes)."""
         columns = [_combine(c) for c in lists]
-        if len(columns) != len(self._arrow_params):
-            raise ArgumentTypeError(f"`{self.name}` takes {len(self._arrow_params)} arguments, {len(columns)} given")
-        groups = len(columns[0]) if columns else 0
-        offsets, values = [], []
+        nparams = len(self._arrow_params)
         for i, c in enumerate(columns):
-            if not (pa.types.is_list(c.type) or pa.types.is_large_list(c.type)) or len(c) != groups:
-                raise ArgumentTypeError(f"`{self.name}` argument {i + 1} must be a list array of {groups} rows")
-            offs = np.frombuffer(c.buffers()[1], np.int32 if pa.types.is_list(c.type) else np.int64)
-            offs = offs[c.offset : c.offset + groups + 1]
-            offsets.append(offs)
-            values.append(self._coerce(i, c.values))
+            if not (pa.types.is_list(c.type) or pa.types.is_large_list(c.type)):
+                raise ArgumentTypeError(f"`{self.name}` argument {i + 1} must be a list array, not {c.type}")
+        if len(columns) == 1 and nparams > 1 and pa.types.is_struct(columns[0].type.value_type):
+            struct_values = columns[0].values
+            if struct_values.type.num_fields != nparams:
+                raise ArgumentTypeError(f"`{self.name}` takes structs of {nparams} fields")
+            fields = struct_values.flatten()  # parent NULLs become NULL fields
+            columns = [pa.ListArray.from_arrays(_offsets_of(columns[0]), f) for f in fields]
+        if len(columns) != nparams:
+            raise ArgumentTypeError(f"`{self.name}` takes {nparams} arguments, {len(columns)} given")
+        groups = len(columns[0]) if columns else 0
+        if any(len(c) != groups for c in columns):
+            raise ArgumentTypeError(f"`{self.name}`: the list arguments differ in length")
+        offsets = [_offsets_of(c).to_numpy() for c in columns]
+        values = [self._coerce(i, _values_of(c)) for i, c in enumerate(columns)]
         present = np.zeros(groups, dtype=bool)
         for c in columns:
             present |= c.is_valid().to_numpy(zero_copy_only=False)
@@ -97,8 +104,7 @@ class AggregateFunction:
             state = self.start()
             try:
                 if present[g]:
-                    lengths = {b - a for a, b in bounds}
-                    if len(lengths) != 1:
+                    if len({b - a for a, b in bounds}) != 1:
                         raise ArgumentTypeError(f"`{self.name}`: the argument lists of group {g} differ in length")
                     state.update(*[v.slice(a, b - a) for v, (a, b) in zip(values, bounds)])
             except BaseException:
@@ -368,6 +374,16 @@ class AggregateState:
             inst.status_call(export, (self._handle, frame.out), what=name)
             arr = read_output(inst, frame, name, fn.module.limits.output_bytes)
         return arr[0].as_py()
+
+
+def _offsets_of(lists: pa.Array) -> pa.Array:
+    """A list array's offsets for its own rows (slices included), starting wherever they start."""
+    return lists.offsets
+
+
+def _values_of(lists: pa.Array) -> pa.Array:
+    """The child values the offsets of :func:`_offsets_of` index into."""
+    return lists.values
 
 
 def _combine(a: pa.Array | pa.ChunkedArray) -> pa.Array:

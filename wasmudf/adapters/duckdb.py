@@ -4,7 +4,8 @@ DuckDB's Python API has no aggregate UDFs. An aggregate ``f(x)`` becomes a scala
 ``f_list(LIST)`` that aggregates each row's list as one group, and a temporary macro
 ``f(x) AS f_list(list(x))``: it works in GROUP BY and as a window function (``OVER``). DuckDB
 refuses DISTINCT, FILTER and ORDER BY on a macro, so those go through the list form:
-``f_list(list(DISTINCT x) FILTER (WHERE ...))``.
+``f_list(list(DISTINCT x) FILTER (WHERE ...))``. An aggregate of several parameters takes one
+list of structs: ``f_list(list({'a0': x, 'a1': w}) FILTER (WHERE ...))``.
 """
 
 from __future__ import annotations
@@ -128,18 +129,26 @@ def _register_aggregate(con: Any, fn: AggregateFunction) -> None:
         return fn.aggregate_lists(*lists)
 
     udf.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [inspect.Parameter(f"arg{i}", inspect.Parameter.POSITIONAL_ONLY) for i in range(len(spec.params))]
+        [inspect.Parameter("lists", inspect.Parameter.POSITIONAL_ONLY)]
     )
+    if len(spec.params) == 1:
+        list_types = [f"{SQL_TYPES[spec.params[0].name]}[]"]
+        lists = "list(a0)"
+    else:
+        # One list() of structs: a window macro may hold only one aggregate, and one list
+        # keeps each row's arguments together.
+        fields = ", ".join(f"a{i} {SQL_TYPES[t.name]}" for i, t in enumerate(spec.params))
+        list_types = [f"STRUCT({fields})[]"]
+        lists = "list({" + ", ".join(f"'a{i}': a{i}" for i in range(len(spec.params))) + "})"
     con.create_function(
         impl,
         udf,
-        [f"{SQL_TYPES[t.name]}[]" for t in spec.params],
+        list_types,
         SQL_TYPES[spec.returns.name],
         type="arrow",
         null_handling="special",  # a NULL list is an empty group: the guest decides its result
         side_effects=not spec.deterministic,
     )
     params = ", ".join(f"a{i}" for i in range(len(spec.params)))
-    lists = ", ".join(f"list(a{i})" for i in range(len(spec.params)))
     # TEMP: the macro must not outlive the connection whose Python function it calls.
     con.execute(f'CREATE TEMP MACRO "{spec.name}"({params}) AS "{impl}"({lists})')
