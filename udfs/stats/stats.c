@@ -101,11 +101,12 @@ typedef struct { double *values; uint32_t count, capacity; } median_state;
 static void median_exact_step(median_state *s, double x) {
     if (x != x) return; /* NaN has no place in an order */
     if (s->count == s->capacity) {
-        uint32_t capacity = s->capacity ? s->capacity * 2 : 16;
-        double *grown = wasmudf_state_realloc(s->values, capacity * sizeof(double));
+        uint32_t wanted = s->capacity ? s->capacity * 2 : 16;
+        if (wanted > 0x7FFFFFF0u / sizeof(double)) { wasmudf_fail("median_exact: too many values"); return; }
+        double *grown = wasmudf_state_realloc(s->values, wanted * sizeof(double));
         if (!grown) { wasmudf_fail("median_exact: out of memory"); return; }
         s->values = grown;
-        s->capacity = capacity;
+        s->capacity = wasmudf_state_size(grown) / sizeof(double);
     }
     s->values[s->count++] = x;
 }

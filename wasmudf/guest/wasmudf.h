@@ -37,7 +37,8 @@
  *                                      states with  static void name_merge(State *s, State *other)
  *                                      (`other` is destroyed and freed by the SDK).
  *     States and what they own live outside the arena: allocate with
- *     wasmudf_state_alloc(size) (zeroed) / wasmudf_state_realloc(p, size) / wasmudf_state_free(p).
+ *     wasmudf_state_alloc(size) (zeroed) / wasmudf_state_realloc(p, size) / wasmudf_state_free(p);
+ *     wasmudf_state_size(p) is a block's usable size, for growing arrays.
  * Inside a UDF:
  *     wasmudf_set_null();          this row's result is NULL (the returned value is ignored)
  *     wasmudf_fail("message");     fail the whole call with an error message
@@ -459,6 +460,13 @@ WASMUDF_WEAK void wasmudf_state_free(void *p) {
     uint32_t k = *WASMUDF__PTR(uint32_t, block);
     *(uint32_t *)p = wasmudf__free_list[k];
     wasmudf__free_list[k] = block;
+}
+
+/* The usable bytes of a block from wasmudf_state_alloc (at least what was asked for): grow
+ * arrays to this capacity rather than to exact powers of two, which would waste half. */
+WASMUDF_WEAK uint32_t wasmudf_state_size(const void *p) {
+    if (!p) return 0;
+    return (16u << *WASMUDF__PTR(const uint32_t, (uint32_t)(uintptr_t)p - 8)) - 8;
 }
 
 /* Like realloc: the first min(old, size) bytes are kept, the rest zeroed; NULL on failure
