@@ -57,6 +57,33 @@ def common_prefix(xs):
     return os.path.commonprefix(xs) if xs else None
 
 
+def longest(xs):
+    xs = [x for x in xs if x is not None]
+    return min(xs, key=lambda v: (-len(v.encode()), v.encode())) if xs else None
+
+
+def char_total(xs):
+    return sum(len(x) for x in xs if x is not None)
+
+
+#: Every example aggregate and where the tests below compare it with a reference.
+REFERENCES = {
+    "geo_mean": geo_mean,
+    "weighted_mean": weighted_mean,
+    "median_exact": median_exact,
+    "most_frequent": most_frequent,
+    "common_prefix": common_prefix,
+    "hll_distinct": "count(DISTINCT ...), in test_grouped_aggregates_match_references and the bound test",
+    "longest": longest,
+    "char_total": char_total,
+}
+
+
+def test_every_example_aggregate_has_a_reference(example_modules):
+    names = {n for m in example_modules.values() for n, f in m.functions.items() if f.kind == "aggregate"}
+    assert names == set(REFERENCES)
+
+
 def close(a, b, rel=1e-9):
     if a is None or b is None:
         return a is b
@@ -69,9 +96,10 @@ def stats():
 
 
 @pytest.fixture
-def db(engine, stats):
+def db(engine, stats, example_modules):
     con = connect(engine)
     wasmudf.register(con, stats)
+    wasmudf.register(con, example_modules["text"])  # the Zig SDK's aggregates
     yield con
     con.close()
 
@@ -98,11 +126,11 @@ def test_grouped_aggregates_match_references(db, data):
     got = query(
         db,
         "SELECT g, geo_mean(x), weighted_mean(x, w), median_exact(x), most_frequent(k), common_prefix(s), "
-        "hll_distinct(k), count(DISTINCT k) FROM t GROUP BY g ORDER BY g",
+        "hll_distinct(k), count(DISTINCT k), longest(s), char_total(s) FROM t GROUP BY g ORDER BY g",
     )
     groups = sorted({r[0] for r in data})
     assert [r[0] for r in got] == groups
-    for g, geo, wavg, med, mode, prefix, hll, distinct in got:
+    for g, geo, wavg, med, mode, prefix, hll, distinct, long, chars in got:
         part = [r for r in data if r[0] == g]
         xs = [r[1] for r in part]
         assert close(geo, geo_mean(xs))
@@ -111,6 +139,8 @@ def test_grouped_aggregates_match_references(db, data):
         assert mode == most_frequent([r[3] for r in part])
         assert prefix == common_prefix([r[4] for r in part])
         assert hll == distinct  # at most 7 distinct values: linear counting is exact here
+        assert long == longest([r[4] for r in part])
+        assert chars == char_total([r[4] for r in part])
 
 
 def test_empty_and_all_null_groups(db):
@@ -195,20 +225,21 @@ FRAMES = {
 
 @pytest.mark.parametrize("frame", list(FRAMES))
 def test_window_frames_match_python(db, frame):
-    data = [(p, t, float(1 + (t * 7 + p) % 9), float(1 + t % 3)) for p in range(3) for t in range(12)]
-    query(db, "CREATE TABLE w (p BIGINT, t BIGINT, x DOUBLE, wt DOUBLE)")
+    data = [(p, t, float(1 + (t * 7 + p) % 9), float(1 + t % 3), "é" * (t % 4)) for p in range(3) for t in range(12)]
+    query(db, "CREATE TABLE w (p BIGINT, t BIGINT, x DOUBLE, wt DOUBLE, s TEXT)")
     for row in data:
-        query(db, "INSERT INTO w VALUES (?, ?, ?, ?)", row)
+        query(db, "INSERT INTO w VALUES (?, ?, ?, ?, ?)", row)
     got = query(
         db,
-        f"SELECT p, t, geo_mean(x) OVER win, weighted_mean(x, wt) OVER win FROM w "
+        f"SELECT p, t, geo_mean(x) OVER win, weighted_mean(x, wt) OVER win, char_total(s) OVER win FROM w "
         f"WINDOW win AS (PARTITION BY p ORDER BY t {frame}) ORDER BY p, t",
     )
-    for p, t, geo, wavg in got:
+    for p, t, geo, wavg, chars in got:
         part = sorted(r for r in data if r[0] == p)
         frame_rows = FRAMES[frame](part, [r[1] for r in part].index(t))
         assert close(geo, geo_mean([r[2] for r in frame_rows]))
         assert close(wavg, weighted_mean([r[2] for r in frame_rows], [r[3] for r in frame_rows]))
+        assert chars == char_total([r[4] for r in frame_rows])
 
 
 def test_window_state_directly(stats):

@@ -99,6 +99,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                 "kind": s.kind,
                 "signature": s.signature(),
                 "nulls": s.nulls,
+                "window": s.window,
+                "merge": s.kind == "aggregate" and f"{s.export}__merge" in {e.name for e in compiled.exports},
                 "deterministic": s.deterministic,
                 "doc": s.doc,
             }
@@ -119,7 +121,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"exports       {', '.join(info['exports'])}")
     print("functions")
     for fn in info["functions"]:
-        flags = [fn["kind"], f"nulls={fn['nulls']}"] + ([] if fn["deterministic"] else ["volatile"])
+        flags = [fn["kind"], f"nulls={fn['nulls']}"]
+        flags += (["window"] if fn["window"] else []) + (["merge"] if fn["merge"] else [])
+        flags += [] if fn["deterministic"] else ["volatile"]
         print(f"  {fn['signature']:<58} [{', '.join(flags)}]")
         if fn["doc"]:
             print(f"      {fn['doc']}")

@@ -113,11 +113,53 @@ fn luhn_check(s: []const u8) bool {
     return digits >= 2 and sum % 10 == 0;
 }
 
+/// The longest string of a group; of equally long ones the smallest (byte order).
+const Longest = struct {
+    best: []u8 = &.{},
+    seen: bool = false,
+
+    pub fn step(self: *Longest, s: []const u8) !void {
+        const better = !self.seen or s.len > self.best.len or
+            (s.len == self.best.len and std.mem.order(u8, s, self.best) == .lt);
+        if (!better) return;
+        const copy = try udf.state_allocator.dupe(u8, s);
+        udf.state_allocator.free(self.best);
+        self.best = copy;
+        self.seen = true;
+    }
+    pub fn final(self: *Longest) ?[]const u8 {
+        return if (self.seen) self.best else null;
+    }
+    pub fn merge(self: *Longest, other: *Longest) !void {
+        if (other.seen) try self.step(other.best);
+    }
+    pub fn deinit(self: *Longest) void {
+        udf.state_allocator.free(self.best);
+    }
+};
+
+/// Characters seen in a window of rows: the total, with rows taken out again as the window moves.
+const CharCount = struct {
+    total: i64 = 0,
+
+    pub fn step(self: *CharCount, s: []const u8) !void {
+        self.total += @intCast(try std.unicode.utf8CountCodepoints(s));
+    }
+    pub fn inverse(self: *CharCount, s: []const u8) !void {
+        self.total -= @intCast(try std.unicode.utf8CountCodepoints(s));
+    }
+    pub fn final(self: *CharCount) i64 {
+        return self.total;
+    }
+};
+
 comptime {
     udf.module(.{
         udf.scalar("edit_distance", levenshtein, .{ .doc = "edit distance between two strings, in code points" }),
         udf.scalar("ascii_fold", ascii_fold, .{ .doc = "accented Latin letters replaced by ASCII (é to e, ß to ss)" }),
         udf.scalar("slugify", slugify, .{ .doc = "lower-case ASCII slug with '-' between words" }),
         udf.scalar("luhn_check", luhn_check, .{ .doc = "true when the digits pass the Luhn checksum (spaces ignored)" }),
+        udf.aggregate("longest", Longest, .{ .doc = "the longest string (in UTF-8 bytes); the smallest of equally long ones" }),
+        udf.aggregate("char_total", CharCount, .{ .doc = "total characters (code points) of the strings; a window function" }),
     });
 }

@@ -21,6 +21,20 @@
 //!   message given to `udf.fail` before returning the error.
 //! - `udf.allocator` hands out arena memory that lives until the host resets it, e.g. for a
 //!   []const u8 result.
+//!
+//! An aggregate is a state type with methods, declared with `udf.aggregate(name, State, opts)`:
+//!
+//!     const Longest = struct {
+//!         best: []u8 = &.{},
+//!         pub fn step(self: *Longest, s: []const u8) !void { ... }   // one row (NULLs skipped)
+//!         pub fn final(self: *Longest) ?[]const u8 { ... }           // the result, ?T for NULL
+//!         pub fn deinit(self: *Longest) void { ... }                 // optional: free memory
+//!         pub fn merge(self: *Longest, other: *Longest) void { ... } // optional
+//!         pub fn inverse(self: *Longest, s: []const u8) void { ... } // optional: a window function
+//!     };
+//!
+//! A new state is `State{}` (give every field a default) or `State.init()` if it declares one.
+//! Memory a state keeps across calls comes from `udf.state_allocator`, never `udf.allocator`.
 const std = @import("std");
 
 pub const abi_version: u32 = 1;
@@ -94,13 +108,7 @@ pub fn alloc(size: u32, alignment: u32) u32 {
         setMessage("wasmudf_alloc: align must be a power of two, at most 16");
         return 0;
     }
-    if (nchunks == 0) {
-        const start: u32 = @intCast(@intFromPtr(&__heap_base));
-        chunks[0] = .{ .start = start, .end = @as(u32, @intCast(@wasmMemorySize(0))) * page_size };
-        nchunks = 1;
-        current = 0;
-        cursor = start;
-    }
+    arenaInit();
     while (true) {
         const c = chunks[current];
         const p = (cursor +% (alignment - 1)) & ~(alignment - 1);
@@ -130,6 +138,17 @@ pub fn alloc(size: u32, alignment: u32) u32 {
             cursor = fresh.start;
         }
     }
+}
+
+/// The arena's first chunk is the memory the module starts with: claim it before anything
+/// else (aggregate states) grows memory.
+fn arenaInit() void {
+    if (nchunks != 0) return;
+    const start: u32 = @intCast(@intFromPtr(&__heap_base));
+    chunks[0] = .{ .start = start, .end = @as(u32, @intCast(@wasmMemorySize(0))) * page_size };
+    nchunks = 1;
+    current = 0;
+    cursor = start;
 }
 
 fn reset() void {
@@ -216,11 +235,15 @@ pub const Options = struct {
     deterministic: bool = true,
 };
 
+/// What `scalar` and `aggregate` return: the manifest entry and a struct of exports.
 pub const Declaration = struct {
     name: []const u8,
     json: []const u8,
-    export_fn: *const fn (u32, u32, u32) callconv(.c) i32,
+    Impl: type,
 };
+
+/// Memory for aggregate states and what they own: it outlives the arena's resets.
+pub const state_allocator: std.mem.Allocator = std.heap.wasm_allocator;
 
 fn jsonString(comptime s: []const u8) []const u8 {
     comptime var out: []const u8 = "\"";
@@ -254,7 +277,7 @@ pub fn scalar(comptime name: []const u8, comptime f: anytype, comptime opts: Opt
     if (called and strict) @compileError("wasmudf: " ++ name ++ ": make every parameter optional (?T) or none");
 
     const Impl = struct {
-        fn call(args_addr: u32, nargs: u32, out_addr: u32) callconv(.c) i32 {
+        pub fn call(args_addr: u32, nargs: u32, out_addr: u32) callconv(.c) i32 {
             const a: [*]const Column = @ptrFromInt(args_addr);
             const o: *Column = @ptrFromInt(out_addr);
             const n = o.length;
@@ -308,7 +331,135 @@ pub fn scalar(comptime name: []const u8, comptime f: anytype, comptime opts: Opt
         "],\"returns\":\"" ++ sqlType(Ret) ++ "\",\"nulls\":\"" ++ (if (called) "called" else "strict") ++
         "\",\"deterministic\":" ++ (if (opts.deterministic) "true" else "false") ++
         ",\"doc\":" ++ jsonString(opts.doc) ++ "}";
-    return .{ .name = name, .json = json, .export_fn = &Impl.call };
+    return .{ .name = name, .json = json, .Impl = Impl };
+}
+
+fn writeOne(comptime Ret: type, o: *Column, value: ?Ret) i32 {
+    o.null_count = 0;
+    if (value) |x| {
+        if (comptime isVarlen(Ret)) {
+            const spans = [_][]const u8{bytesOf(Ret, x)};
+            return pack(o, &spans);
+        } else if (Ret == bool) {
+            ptr(u8, o.values)[0] = @intFromBool(x);
+        } else {
+            ptr(Ret, o.values)[0] = x;
+        }
+    } else {
+        ptr(u8, o.validity)[0] &= 0xFE;
+        o.null_count = 1;
+        if (comptime isVarlen(Ret)) return pack(o, &[_][]const u8{""});
+    }
+    return 0;
+}
+
+/// Declare an aggregate over `State`, whose methods do the work (see the top of this file).
+pub fn aggregate(comptime name: []const u8, comptime State: type, comptime opts: Options) Declaration {
+    const step_info = @typeInfo(@TypeOf(State.step)).@"fn";
+    const params = step_info.param_types[1..];
+    const final_info = @typeInfo(@TypeOf(State.final)).@"fn";
+    const FinalFull = final_info.return_type.?;
+    const final_fallible = @typeInfo(FinalFull) == .error_union;
+    const FinalOpt = if (final_fallible) @typeInfo(FinalFull).error_union.payload else FinalFull;
+    const Ret = Base(FinalOpt);
+    const window = @hasDecl(State, "inverse");
+    comptime var params_json: []const u8 = "";
+    inline for (params, 0..) |p, i| {
+        params_json = params_json ++ (if (i > 0) "," else "") ++ "\"" ++ sqlType(p.?) ++ "\"";
+    }
+
+    const Impl = struct {
+        fn release(s: *State) void {
+            if (@hasDecl(State, "deinit")) s.deinit();
+            state_allocator.destroy(s);
+        }
+        fn fold(comptime method: anytype, state: u32, args_addr: u32, nargs: u32) i32 {
+            const s: *State = @ptrFromInt(state);
+            const a: [*]const Column = @ptrFromInt(args_addr);
+            if (nargs != params.len) {
+                setMessage(name ++ ": wrong number of arguments");
+                return 1;
+            }
+            explicit_message = false;
+            const n = if (params.len > 0) a[0].length else 0;
+            var r: u32 = 0;
+            rows: while (r < n) : (r += 1) {
+                var args: std.meta.ArgsTuple(@TypeOf(method)) = undefined;
+                args[0] = s;
+                inline for (params, 0..) |p, i| {
+                    if (!valid(&a[i], r)) continue :rows; // strict: rows with a NULL are skipped
+                    args[i + 1] = get(p.?, &a[i], r);
+                }
+                const outcome = @call(.auto, method, args);
+                if (@typeInfo(@TypeOf(outcome)) == .error_union) {
+                    outcome catch |err| {
+                        if (!explicit_message) setMessage2(name ++ ": ", @errorName(err));
+                        return 1;
+                    };
+                }
+            }
+            return 0;
+        }
+        fn writeResult(state: u32, out_addr: u32) i32 {
+            const s: *State = @ptrFromInt(state);
+            explicit_message = false;
+            const final_value: FinalOpt = if (final_fallible) (s.final() catch |err| {
+                if (!explicit_message) setMessage2(name ++ ": ", @errorName(err));
+                return 1;
+            }) else s.final();
+            return writeOne(Ret, @ptrFromInt(out_addr), final_value);
+        }
+
+        pub fn init() callconv(.c) u32 {
+            arenaInit(); // before the state allocator takes pages of its own
+            const s = state_allocator.create(State) catch {
+                setMessage(name ++ ": out of memory for a new state");
+                return 0;
+            };
+            s.* = if (@hasDecl(State, "init")) State.init() else State{};
+            return @intCast(@intFromPtr(s));
+        }
+        pub fn update(state: u32, args: u32, nargs: u32) callconv(.c) i32 {
+            return fold(State.step, state, args, nargs);
+        }
+        pub fn finalize(state: u32, out: u32) callconv(.c) i32 {
+            // The result is packed into the arena before the state (which it may point into) goes.
+            const status = writeResult(state, out);
+            release(@ptrFromInt(state));
+            return status;
+        }
+        // Optional exports: a struct with `f` when the state supports it, else an empty one.
+        pub const Merge = if (@hasDecl(State, "merge")) struct {
+            pub fn f(state: u32, other: u32) callconv(.c) i32 {
+                const o: *State = @ptrFromInt(other);
+                explicit_message = false;
+                const r = @as(*State, @ptrFromInt(state)).merge(o);
+                release(o);
+                if (@typeInfo(@TypeOf(r)) == .error_union) {
+                    r catch |err| {
+                        if (!explicit_message) setMessage2(name ++ ": ", @errorName(err));
+                        return 1;
+                    };
+                }
+                return 0;
+            }
+        } else struct {};
+        pub const Inverse = if (window) struct {
+            pub fn f(state: u32, args: u32, nargs: u32) callconv(.c) i32 {
+                return fold(State.inverse, state, args, nargs);
+            }
+        } else struct {};
+        pub const Value = if (window) struct {
+            pub fn f(state: u32, out: u32) callconv(.c) i32 {
+                return writeResult(state, out);
+            }
+        } else struct {};
+    };
+    const json = "{\"name\":\"" ++ name ++ "\",\"kind\":\"aggregate\",\"params\":[" ++ params_json ++
+        "],\"returns\":\"" ++ sqlType(Ret) ++ "\",\"window\":" ++ (if (window) "true" else "false") ++
+        ",\"deterministic\":" ++ (if (opts.deterministic) "true" else "false") ++
+        ",\"doc\":" ++ jsonString(opts.doc) ++ "}";
+    return .{ .name = name, .json = json, .Impl = Impl };
 }
 
 fn pack(o: *Column, spans: []const []const u8) i32 {
@@ -339,7 +490,16 @@ pub fn module(comptime decls: anytype) void {
     comptime var functions: []const u8 = "";
     inline for (decls, 0..) |d, i| {
         functions = functions ++ (if (i > 0) "," else "") ++ d.json;
-        @export(d.export_fn, .{ .name = d.name });
+        if (@hasDecl(d.Impl, "call")) {
+            @export(&d.Impl.call, .{ .name = d.name });
+        } else {
+            @export(&d.Impl.init, .{ .name = d.name ++ "__init" });
+            @export(&d.Impl.update, .{ .name = d.name ++ "__update" });
+            @export(&d.Impl.finalize, .{ .name = d.name ++ "__finalize" });
+            if (@hasDecl(d.Impl.Merge, "f")) @export(&d.Impl.Merge.f, .{ .name = d.name ++ "__merge" });
+            if (@hasDecl(d.Impl.Inverse, "f")) @export(&d.Impl.Inverse.f, .{ .name = d.name ++ "__inverse" });
+            if (@hasDecl(d.Impl.Value, "f")) @export(&d.Impl.Value.f, .{ .name = d.name ++ "__value" });
+        }
     }
     const Exports = struct {
         const manifest = "WASMUDF-MANIFEST-FRAGMENT:{\"manifest\":{\"functions\":[" ++ functions ++ "]}}";
