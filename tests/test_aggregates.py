@@ -295,8 +295,12 @@ AGG_PRELUDE = """
 """
 
 
-def aggregate_module(update_body: str, init: str | None = None) -> wasmudf.Module:
+def aggregate_module(update_body: str, init: str | None = None, finalize: str | None = None) -> wasmudf.Module:
     body = AGG_PRELUDE + f'(func (export "bad__update") (param i32 i32 i32) (result i32) {update_body})'
+    if finalize is not None:
+        body = body.replace(
+            "(i64.store (i32.load offset=20 (local.get $out)) (i64.const 42)) (i32.const 0))", finalize + ")"
+        )
     if init is not None:
         body = body.replace(
             '(func (export "bad__init") (result i32) (global.set $next (i32.add (global.get $next) (i32.const 16))) (global.get $next))',
@@ -318,6 +322,19 @@ def test_a_trapping_update_fails_the_statement_and_the_connection_survives(engin
     assert "bad" in str(info.value) and "trapped" in str(info.value)
     assert query(con, "SELECT sum(add_i64(x, 1)) FROM t") == [(5,)]
     assert query(con, "SELECT bad(x) FROM t WHERE x > 5") == [(42,)]  # empty group: no update
+    assert mod._pool.get().live_states == 0
+
+
+def test_a_failing_finalize_names_the_aggregate_and_the_guests_message(engine):
+    fails = '(i32.const 3)) (data (i32.const 900) "no quorum\\00") (func (export "wasmudf_error") (result i32) (i32.const 900)'
+    mod = aggregate_module("(i32.const 0)", finalize=fails)
+    con = connect(engine)
+    wasmudf.register(con, mod)
+    query(con, "CREATE TABLE t (x BIGINT)")
+    query(con, "INSERT INTO t VALUES (1)")
+    with pytest.raises(Exception, match=r"`bad`.*status 3.*no quorum"):
+        query(con, "SELECT bad(x) FROM t")
+    assert query(con, "SELECT add_i64(x, 1) FROM t") == [(2,)]
     assert mod._pool.get().live_states == 0
 
 
