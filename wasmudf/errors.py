@@ -18,6 +18,7 @@
             ├── TimeLimitExceeded
             ├── FuelExhausted
             ├── MemoryLimitExceeded
+            ├── TableLimitExceeded
             ├── StackLimitExceeded
             └── OutputLimitExceeded
 
@@ -110,6 +111,10 @@ class FuelExhausted(LimitExceeded):
 
 class MemoryLimitExceeded(LimitExceeded):
     limit = "memory_bytes"
+
+
+class TableLimitExceeded(LimitExceeded):
+    limit = "table_elements"
 
 
 class StackLimitExceeded(LimitExceeded):

@@ -30,6 +30,7 @@ from .errors import (
     MemoryLimitExceeded,
     OutputLimitExceeded,
     StackLimitExceeded,
+    TableLimitExceeded,
     TimeLimitExceeded,
 )
 from .limits import Limits
@@ -402,6 +403,13 @@ def translate_errors(instance: Instance, what: str) -> Iterator[None]:
     except wasmtime.WasmtimeError as exc:
         instance.broken = True
         text = str(exc).strip()
+        if "table" in text and ("limit" in text or "exceeds" in text):
+            raise TableLimitExceeded(
+                f"`{what}` in {instance.label}: the module's table does not fit in "
+                f"Limits.table_elements = {instance.spec.limits.table_elements} ({text.splitlines()[0]})",
+                function=what,
+                module=instance.label,
+            ) from exc
         if "memory" in text and ("limit" in text or "exceeds" in text):
             raise MemoryLimitExceeded(
                 f"`{what}` in {instance.label}: the module's memory does not fit in "
