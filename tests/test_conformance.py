@@ -102,7 +102,7 @@ def test_direct_call_matches_reference(name, example_modules):
     module_name, strategies = CASES[name]
     fn = example_modules[module_name].functions[name]
 
-    @settings(max_examples=60, deadline=None)
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(rows_of(strategies))
     def check(rows):
         columns = [
@@ -123,7 +123,7 @@ def test_sql_call_matches_reference(name, conn, example_modules):
     wasmudf.register(conn, module)
     types = [t.name for t in fn.spec.params]
 
-    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
     @given(rows_of(strategies))
     def check(rows):
         if not is_duckdb(conn):

@@ -12,6 +12,7 @@ from .abi import FunctionSpec, Manifest
 from .capabilities import DictSecretStore, SecretStore
 from .errors import (
     ArgumentTypeError,
+    CallInterrupted,
     ExportError,
     FuelExhausted,
     GuestError,
@@ -34,12 +35,13 @@ from .errors import (
 from .functions import ScalarFunction
 from .limits import Limits
 from .module import Module, load
-from .registration import register
+from .registration import interrupt, register
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ArgumentTypeError",
+    "CallInterrupted",
     "DictSecretStore",
     "ExportError",
     "FuelExhausted",
@@ -66,5 +68,6 @@ __all__ = [
     "UsageError",
     "WasmUdfError",
     "load",
+    "interrupt",
     "register",
 ]

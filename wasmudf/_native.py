@@ -33,6 +33,8 @@ def _load() -> ModuleType | None:
         symbol("wasmtime_context_set_epoch_deadline"),
         symbol("wasmtime_context_set_fuel"),
         symbol("wasmtime_engine_increment_epoch"),
+        symbol("wasmtime_error_new"),
+        symbol("wasmtime_store_epoch_deadline_callback"),
     )
     return _speedups
 

@@ -36,6 +36,9 @@ typedef size_t (*memory_size_fn)(const void *ctx, const void *mem);
 typedef void (*set_deadline_fn)(void *ctx, uint64_t ticks);
 typedef void *(*set_fuel_fn)(void *ctx, uint64_t fuel);
 typedef void (*increment_epoch_fn)(void *engine);
+typedef void *(*error_new_fn)(const char *message);
+typedef void *(*epoch_reached_fn)(void *ctx, void *data, uint64_t *delta, uint8_t *kind);
+typedef void (*deadline_callback_fn)(void *store, epoch_reached_fn callback, void *data, void (*finalizer)(void *));
 
 static struct {
     call_unchecked_fn call;
@@ -44,6 +47,8 @@ static struct {
     set_deadline_fn set_deadline;
     set_fuel_fn set_fuel;
     increment_epoch_fn increment_epoch;
+    error_new_fn error_new;
+    deadline_callback_fn deadline_callback;
 } api;
 
 #define DESC 32            /* bytes per column descriptor */
@@ -78,9 +83,11 @@ static void put_desc(uint8_t *p, uint32_t type, uint32_t length, uint32_t null_c
 }
 
 static PyObject *py_init(PyObject *self, PyObject *args) {
-    unsigned long long call, data, size, deadline, fuel, epoch;
-    if (!PyArg_ParseTuple(args, "KKKKKK", &call, &data, &size, &deadline, &fuel, &epoch))
+    unsigned long long call, data, size, deadline, fuel, epoch, error_new, callback;
+    if (!PyArg_ParseTuple(args, "KKKKKKKK", &call, &data, &size, &deadline, &fuel, &epoch, &error_new, &callback))
         return NULL;
+    api.error_new = (error_new_fn)(uintptr_t)error_new;
+    api.deadline_callback = (deadline_callback_fn)(uintptr_t)callback;
     api.call = (call_unchecked_fn)(uintptr_t)call;
     api.memory_data = (memory_data_fn)(uintptr_t)data;
     api.memory_size = (memory_size_fn)(uintptr_t)size;
@@ -179,6 +186,8 @@ typedef struct {
     int dead;
     PyObject *before_call; /* None, or called before every guest call */
     PyObject *on_failure;  /* raises the WasmUdfError for (kind, what, detail) */
+    PyObject *interrupt_check; /* None, or true once the caller's query was interrupted */
+    long long ticks_left;  /* with interrupt_check: epoch ticks this call has left */
     PyObject *owner;       /* the Instance: keeps the store and the Func structs alive */
 } Core;
 
@@ -214,9 +223,14 @@ static int invoke(Core *c, void *func, uint32_t a0, uint32_t a1, uint32_t a2, in
         Py_DECREF(r);
     }
     /* A deadline is absolute (engine epoch + ticks): while the ticker has not moved since it
-       was set, setting it again would change nothing. */
+       was set, setting it again would change nothing. A call that can be interrupted gets a
+       deadline every tick instead, where epoch_reached looks at interrupt_check. */
     uint64_t epoch = c->epoch ? __atomic_load_n(c->epoch, __ATOMIC_RELAXED) : 0;
-    if (!c->epoch || epoch != c->armed_epoch) {
+    if (c->interrupt_check != Py_None) {
+        api.set_deadline(c->ctx, 1);
+        c->ticks_left = c->ticks;
+        c->armed_epoch = UINT64_MAX;
+    } else if (!c->epoch || epoch != c->armed_epoch) {
         api.set_deadline(c->ctx, c->ticks < 0 ? NO_DEADLINE : (uint64_t)c->ticks);
         c->armed_epoch = epoch;
     }
@@ -286,12 +300,34 @@ static int frame_block(Core *c, uint64_t size, int fresh, PyObject *what, uint32
     return 0;
 }
 
+/* The store's epoch deadline was reached. Without an interrupt check that is the time limit.
+   With one, it runs every tick: it lets other Python threads run (one of them may be calling
+   the engine's interrupt()), asks the check, and counts down the time limit itself. The
+   errors' texts are what instance.translate_errors recognizes. */
+static void *epoch_reached(void *ctx, void *data, uint64_t *delta, uint8_t *kind) {
+    Core *c = (Core *)data;
+    if (c->interrupt_check == NULL || c->interrupt_check == Py_None) return api.error_new("wasmudf: time limit");
+    PyGILState_STATE gil = PyGILState_Ensure();
+    Py_BEGIN_ALLOW_THREADS
+    Py_END_ALLOW_THREADS
+    PyObject *r = PyObject_CallNoArgs(c->interrupt_check);
+    int stop = r ? PyObject_IsTrue(r) == 1 : 0;
+    if (r) Py_DECREF(r);
+    else PyErr_Clear(); /* a failing check is not an interruption */
+    PyGILState_Release(gil);
+    if (stop) return api.error_new("wasmudf: interrupted");
+    if (c->ticks >= 0 && --c->ticks_left <= 0) return api.error_new("wasmudf: time limit");
+    *delta = 1;
+    *kind = 0; /* WASMTIME_UPDATE_DEADLINE_CONTINUE */
+    return NULL;
+}
+
 static int Core_init(Core *self, PyObject *args, PyObject *kw) {
-    unsigned long long ctx, mem, reset_fn, alloc_fn;
+    unsigned long long store, ctx, mem, reset_fn, alloc_fn;
     long long ticks, fuel;
     PyObject *before, *on_failure, *owner, *ticker;
-    if (!PyArg_ParseTuple(args, "KKKKLLOOOO", &ctx, &mem, &reset_fn, &alloc_fn, &ticks, &fuel, &ticker, &before,
-                          &on_failure, &owner))
+    if (!PyArg_ParseTuple(args, "KKKKKLLOOOO", &store, &ctx, &mem, &reset_fn, &alloc_fn, &ticks, &fuel, &ticker,
+                          &before, &on_failure, &owner))
         return -1;
     if (!api.call) { PyErr_SetString(PyExc_RuntimeError, "_speedups.init was not called"); return -1; }
     self->ctx = (void *)(uintptr_t)ctx;
@@ -308,6 +344,9 @@ static int Core_init(Core *self, PyObject *args, PyObject *kw) {
     Py_INCREF(before); Py_XSETREF(self->before_call, before);
     Py_INCREF(on_failure); Py_XSETREF(self->on_failure, on_failure);
     Py_INCREF(owner); Py_XSETREF(self->owner, owner);
+    Py_XSETREF(self->interrupt_check, Py_NewRef(Py_None));
+    /* The owner (the Instance) keeps the store alive as long as this Core. */
+    api.deadline_callback((void *)(uintptr_t)store, epoch_reached, self, NULL);
     return 0;
 }
 
@@ -315,6 +354,7 @@ static int Core_traverse(Core *self, visitproc visit, void *arg) {
     Py_VISIT(self->before_call);
     Py_VISIT(self->on_failure);
     Py_VISIT(self->owner);
+    Py_VISIT(self->interrupt_check);
     return 0;
 }
 
@@ -322,6 +362,7 @@ static int Core_clear(Core *self) {
     Py_CLEAR(self->before_call);
     Py_CLEAR(self->on_failure);
     Py_CLEAR(self->owner);
+    Py_CLEAR(self->interrupt_check);
     return 0;
 }
 
@@ -663,6 +704,8 @@ done:
 
 static PyMemberDef Core_members[] = {
     {"dead", T_INT, offsetof(Core, dead), 0, "set once the instance failed: it must not be used again"},
+    {"interrupt_check", T_OBJECT_EX, offsetof(Core, interrupt_check), 0,
+     "None, or a callable: true stops the running call within one epoch tick"},
     {NULL},
 };
 
@@ -681,7 +724,7 @@ static PyTypeObject CoreType = {
     .tp_name = "wasmudf._speedups.Core",
     .tp_basicsize = sizeof(Core),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Core(ctx, memory, reset_func, alloc_func, ticks, fuel, ticker, before_call, on_failure, owner)",
+    .tp_doc = "Core(store, ctx, memory, reset_func, alloc_func, ticks, fuel, ticker, before_call, on_failure, owner)",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Core_init,
     .tp_dealloc = (destructor)Core_dealloc,
@@ -703,6 +746,7 @@ typedef struct {
     int strict;
     int codes[MAX_PARAMS];
     int rcode;
+    PyObject *interrupt_check; /* None, or the connection's "was I interrupted" */
     Core *core;         /* bound instance, or NULL */
     void *func;
     unsigned long thread;
@@ -795,7 +839,11 @@ static PyObject *RowCaller_vectorcall(RowCaller *r, PyObject *const *args, size_
     put_u64(frame + validity_at, 0xFF);
     put_u64(frame + value_at, 0);
     uint32_t out_at = block + DESC * (uint32_t)n;
-    if (invoke_status(c, r->func, block, (uint32_t)n, out_at, 0, r->what)) goto done;
+    PyObject *previous = c->interrupt_check; /* owned; restored below */
+    c->interrupt_check = Py_NewRef(r->interrupt_check);
+    int failed = invoke_status(c, r->func, block, (uint32_t)n, out_at, 0, r->what);
+    Py_SETREF(c->interrupt_check, previous);
+    if (failed) goto done;
     frame = c->base + block;
     for (int f = 0; f < 8; f++) {
         uint32_t got = get_u32(frame + DESC * n + 4 * f);
@@ -823,9 +871,12 @@ done:
 }
 
 static int RowCaller_init(RowCaller *self, PyObject *args, PyObject *kw) {
-    PyObject *bind, *fallback, *what, *codes;
+    PyObject *bind, *fallback, *what, *codes, *interrupt_check = Py_None;
     int strict, rcode;
-    if (!PyArg_ParseTuple(args, "OOUOpi", &bind, &fallback, &what, &codes, &strict, &rcode)) return -1;
+    if (!PyArg_ParseTuple(args, "OOUOpi|O", &bind, &fallback, &what, &codes, &strict, &rcode, &interrupt_check))
+        return -1;
+    Py_INCREF(interrupt_check);
+    Py_XSETREF(self->interrupt_check, interrupt_check);
     PyObject *seq = PySequence_Fast(codes, "codes must be a sequence");
     if (!seq) return -1;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
@@ -858,6 +909,7 @@ static int RowCaller_traverse(RowCaller *self, visitproc visit, void *arg) {
     Py_VISIT(self->bind);
     Py_VISIT(self->fallback);
     Py_VISIT(self->what);
+    Py_VISIT(self->interrupt_check);
     Py_VISIT((PyObject *)self->core);
     return 0;
 }
@@ -866,6 +918,7 @@ static int RowCaller_clear(RowCaller *self) {
     Py_CLEAR(self->bind);
     Py_CLEAR(self->fallback);
     Py_CLEAR(self->what);
+    Py_CLEAR(self->interrupt_check);
     Py_CLEAR(self->core);
     return 0;
 }
@@ -881,7 +934,7 @@ static PyTypeObject RowCallerType = {
     .tp_name = "wasmudf._speedups.RowCaller",
     .tp_basicsize = sizeof(RowCaller),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "RowCaller(bind, fallback, name, param_codes, strict, return_code): a per-row SQL function",
+    .tp_doc = "RowCaller(bind, fallback, name, param_codes, strict, return_code, interrupt_check=None): a per-row SQL function",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)RowCaller_init,
     .tp_dealloc = (destructor)RowCaller_dealloc,
@@ -894,7 +947,8 @@ static PyTypeObject RowCallerType = {
 /* ---- module ----------------------------------------------------------------------- */
 
 static PyMethodDef module_methods[] = {
-    {"init", py_init, METH_VARARGS, "init(call, memory_data, memory_size, set_deadline, set_fuel, increment_epoch)"},
+    {"init", py_init, METH_VARARGS,
+     "init(call, memory_data, memory_size, set_deadline, set_fuel, increment_epoch, error_new, deadline_callback)"},
     {NULL},
 };
 

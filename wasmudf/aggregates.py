@@ -9,7 +9,7 @@ time, buffered), so guest memory for the input stays bounded however large a gro
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -61,9 +61,10 @@ class AggregateFunction:
     def __repr__(self) -> str:
         return f"<AggregateFunction {self.spec.signature()} from {self.module.label}>"
 
-    def start(self) -> AggregateState:
-        """A new, empty group (``__init``) in this thread's instance."""
-        return AggregateState(self)
+    def start(self, interrupted: Callable[[], bool] | None = None) -> AggregateState:
+        """A new, empty group (``__init``) in this thread's instance; ``interrupted`` stops a
+        running guest call of this state within one epoch tick once it returns true."""
+        return AggregateState(self, interrupted)
 
     def aggregate(self, *args: Any) -> Any:
         """Aggregate every row of the arguments (arrays, chunked arrays or sequences, one per
@@ -76,7 +77,9 @@ class AggregateFunction:
             raise
         return state.finish()
 
-    def aggregate_lists(self, *lists: pa.Array | pa.ChunkedArray) -> pa.Array:
+    def aggregate_lists(
+        self, *lists: pa.Array | pa.ChunkedArray, interrupted: Callable[[], bool] | None = None
+    ) -> pa.Array:
         """One result per row of list arrays: row i holds group i's values, a NULL list is an
         empty group. Give one list array per parameter, or, for several parameters, one list
         of structs with a field per parameter (what DuckDB's ``list({...})`` makes)."""
@@ -101,13 +104,24 @@ class AggregateFunction:
         present = np.zeros(groups, dtype=bool)
         for c in columns:
             present |= c.is_valid().to_numpy(zero_copy_only=False)
+        with self.module._pool.get().interruptible(interrupted):
+            return self._groups(offsets, values, present, groups, interrupted)
+
+    def _groups(
+        self,
+        offsets: list[np.ndarray],
+        values: list[pa.Array],
+        present: np.ndarray,
+        groups: int,
+        interrupted: Callable[[], bool] | None,
+    ) -> pa.Array:
         fast = self._fast_groups(offsets, values, present, groups)
         if fast is not None:
             return fast
         results = []
         for g in range(groups):
             bounds = [(int(o[g]), int(o[g + 1])) for o in offsets]
-            state = self.start()
+            state = self.start(interrupted)
             try:
                 if present[g]:
                     if len({b - a for a, b in bounds}) != 1:
@@ -203,8 +217,9 @@ class AggregateState:
     """One group's state inside one instance. Not thread-safe: use it on the thread that
     started it. Every state ends with :meth:`finish` (or :meth:`abandon`)."""
 
-    def __init__(self, fn: AggregateFunction):
+    def __init__(self, fn: AggregateFunction, interrupted: Callable[[], bool] | None = None):
         self.fn = fn
+        self._interrupted = interrupted
         self._pool = fn.module._pool
         self._export = fn.spec.export
         self._buffered: list[tuple[Any, ...]] = []
@@ -324,7 +339,8 @@ class AggregateState:
     def _guest(self, inst: Instance, call: Any) -> Any:
         """Run a guest call; on failure the instance (and its states) is discarded."""
         try:
-            return call()
+            with inst.interruptible(self._interrupted):
+                return call()
         except GuestError:
             if self._open:
                 self._open = False

@@ -14,6 +14,7 @@
         ├── GuestTrap               a Wasm trap (unreachable, out-of-bounds access, …)
         ├── GuestFailure            the guest returned a non-zero status
         ├── InvalidGuestOutput      the guest returned data that breaks the ABI
+        ├── CallInterrupted         the query was interrupted while the guest ran
         └── LimitExceeded           a host limit was hit
             ├── TimeLimitExceeded
             ├── FuelExhausted
@@ -93,6 +94,10 @@ class GuestFailure(GuestError):
 
 class InvalidGuestOutput(GuestError):
     """The guest returned an address, length, offset or string that breaks the ABI."""
+
+
+class CallInterrupted(GuestError):
+    """The engine's query was interrupted (apsw ``Connection.interrupt()``) while the guest ran."""
 
 
 class LimitExceeded(GuestError):

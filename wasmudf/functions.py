@@ -6,6 +6,7 @@ The adapters hand these to DuckDB and SQLite; nothing here knows about either en
 from __future__ import annotations
 
 import ctypes
+import functools
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,8 @@ class ScalarFunction:
     Call it on pyarrow arrays (or anything ``pyarrow.array`` accepts) with one argument per
     parameter; it returns a ``pyarrow.Array``, or a ``pyarrow.ChunkedArray`` when an argument
     was chunked. Rows are sent to the guest export in batches of up to ``BATCH_ROWS``.
+    ``interrupted``, a callable, stops a running guest call within one epoch tick once it
+    returns true (``CallInterrupted``).
 
     >>> mod.functions["add_i64"](pa.array([1, 2]), pa.array([10, None]))  # doctest: +SKIP
     <pyarrow.lib.Int64Array object at ...> [11, null]
@@ -75,7 +78,12 @@ class ScalarFunction:
 
     # -- whole columns ---------------------------------------------------------------------
 
-    def __call__(self, *args: Any, rows: int | None = None) -> pa.Array | pa.ChunkedArray:
+    def __call__(
+        self, *args: Any, rows: int | None = None, interrupted: Callable[[], bool] | None = None
+    ) -> pa.Array | pa.ChunkedArray:
+        if interrupted is not None:
+            with self.module._pool.get().interruptible(interrupted):
+                return self(*args, rows=rows)
         if self._direct_ok(args):  # the common case, DuckDB's vectors among it
             return self._invoke(args, len(args[0]))
         spec = self.spec
@@ -215,9 +223,10 @@ class ScalarFunction:
 
     # -- one row (SQLite) ------------------------------------------------------------------
 
-    def row_function(self) -> Callable[..., Any]:
+    def row_function(self, interrupted: Callable[[], bool] | None = None) -> Callable[..., Any]:
         """The callable a per-row engine (SQLite) should register: Python values in, one
-        Python value out, like :meth:`call_row`.
+        Python value out, like :meth:`call_row`. ``interrupted`` (e.g. the connection's
+        "was the query interrupted") stops a running guest within one epoch tick.
 
         For a function whose parameters and result are all fixed-width this is the C
         accelerator's ``RowCaller`` when it is built: SQLite calls straight into C, which
@@ -225,15 +234,17 @@ class ScalarFunction:
         back to :meth:`call_row`.
         """
         speedups = _native.speedups
+        fallback = self.call_row if interrupted is None else functools.partial(self.call_row, interrupted=interrupted)
         if speedups is None or self._row_plan is None:
-            return self.call_row
+            return fallback
         return speedups.RowCaller(
             self._bind_row,
-            self.call_row,
+            fallback,
             self.name,
             [t.code for t in self.spec.params],
             self.spec.strict,
             self.spec.returns.code,
+            interrupted,
         )
 
     def _bind_row(self) -> tuple[Any, int]:
@@ -242,11 +253,14 @@ class ScalarFunction:
             raise RuntimeError("the C accelerator was switched off after this function was registered")
         return inst.core, inst.func_addr(self.spec.export)
 
-    def call_row(self, *values: Any) -> Any:
+    def call_row(self, *values: Any, interrupted: Callable[[], bool] | None = None) -> Any:
         """Call on one row of Python values (SQLite's per-row interface); returns a Python value.
 
         ``None`` is NULL. Integers are range-checked against int32/int64 parameters.
         """
+        if interrupted is not None:
+            with self.module._pool.get().interruptible(interrupted):
+                return self.call_row(*values)
         spec = self.spec
         if spec.strict and None in values:
             return None

@@ -22,6 +22,7 @@ from wasmtime import _ffi as ffi
 from . import _native
 from .capabilities import CapabilityContext, host_imports
 from .errors import (
+    CallInterrupted,
     FuelExhausted,
     GuestError,
     GuestFailure,
@@ -52,6 +53,13 @@ _call_unchecked = ctypes.CFUNCTYPE(c_void_p, c_void_p, c_void_p, c_void_p, c_siz
 _memory_data = ctypes.PYFUNCTYPE(c_void_p, c_void_p, c_void_p)(_symbol("wasmtime_memory_data"))
 _memory_size = ctypes.PYFUNCTYPE(c_size_t, c_void_p, c_void_p)(_symbol("wasmtime_memory_data_size"))
 _set_deadline = ctypes.PYFUNCTYPE(None, c_void_p, c_uint64)(_symbol("wasmtime_context_set_epoch_deadline"))
+_error_new = ctypes.PYFUNCTYPE(c_size_t, ctypes.c_char_p)(_symbol("wasmtime_error_new"))
+_EPOCH_CALLBACK = ctypes.CFUNCTYPE(
+    c_size_t, c_void_p, c_void_p, ctypes.POINTER(c_uint64), ctypes.POINTER(ctypes.c_uint8)
+)
+_deadline_callback = ctypes.PYFUNCTYPE(None, c_void_p, _EPOCH_CALLBACK, c_void_p, c_void_p)(
+    _symbol("wasmtime_store_epoch_deadline_callback")
+)
 
 
 @dataclass
@@ -99,6 +107,8 @@ class Instance:
         self._fuel = limits.fuel
         # Only `log` keeps per-call state (its message budget); skip the reset otherwise.
         self._counts_logs = "log" in spec.granted_imports
+        self._interrupt_check: Callable[[], bool] | None = None
+        self._ticks_left: int | None = None
         self._slots = (ctypes.c_uint64 * (2 * self.MAX_SLOTS))()
         self._slots_addr = ctypes.addressof(self._slots)
         self._trap = ctypes.c_void_p()
@@ -125,8 +135,12 @@ class Instance:
         self._calls_since_reset = 0
         self._keep: list[Any] = []
         speedups = _native.speedups
-        if speedups is not None:
+        if speedups is None:
+            self._epoch_callback = _EPOCH_CALLBACK(self._epoch_reached)  # kept alive with self
+            _deadline_callback(ctypes.cast(store.ptr(), c_void_p).value, self._epoch_callback, None, None)
+        else:
             self._core = speedups.Core(
+                ctypes.cast(store.ptr(), c_void_p).value,
                 self._ctx,
                 self._mem_addr,
                 self.func_addr("wasmudf_reset"),
@@ -159,6 +173,25 @@ class Instance:
         if value and self._core is not None:
             self._core.dead = 1
 
+    @contextlib.contextmanager
+    def interruptible(self, check: Callable[[], bool] | None) -> Iterator[None]:
+        """Calls in this block stop within one epoch tick once ``check()`` is true."""
+        core = self._core
+        if check is None:
+            yield
+        elif core is None:
+            previous, self._interrupt_check = self._interrupt_check, check
+            try:
+                yield
+            finally:
+                self._interrupt_check = previous
+        else:
+            previous, core.interrupt_check = core.interrupt_check, check
+            try:
+                yield
+            finally:
+                core.interrupt_check = previous
+
     @property
     def core(self) -> Any:
         """The C accelerator's handle on this instance, or None on the pure-Python path."""
@@ -182,10 +215,38 @@ class Instance:
         last set it, that absolute deadline is the same as a new one would be, so setting it
         again is skipped.
         """
+        if self._interrupt_check is not None:
+            # Interruptible: a deadline every tick, where _epoch_reached asks the check.
+            _set_deadline(self._ctx, 1)
+            self._ticks_left = self._ticks
+            self._armed_epoch = -1
+            return
         epoch = self.spec.ticker.epoch
         if force or epoch != self._armed_epoch:
             _set_deadline(self._ctx, _NO_DEADLINE if self._ticks is None else self._ticks)
             self._armed_epoch = epoch
+
+    def _epoch_reached(self, _ctx: Any, _data: Any, delta: Any, kind: Any) -> int:
+        """The pure-Python path's epoch callback, the twin of the C accelerator's: the time
+        limit, or with an interrupt check, one look at it per tick. It runs on the calling
+        thread, holding the GIL only for itself; it must not raise."""
+        try:
+            check = self._interrupt_check
+            if check is not None:
+                if check():
+                    return _error_new(b"wasmudf: interrupted")
+                if self._ticks_left is not None:
+                    self._ticks_left -= 1
+                    if self._ticks_left <= 0:
+                        return _error_new(b"wasmudf: time limit")
+                delta[0] = 1
+                kind[0] = 0  # WASMTIME_UPDATE_DEADLINE_CONTINUE
+                return 0
+        except Exception:  # noqa: BLE001 - a failing check is not an interruption
+            delta[0] = 1
+            kind[0] = 0
+            return 0
+        return _error_new(b"wasmudf: time limit")
 
     def call(self, export: str, args: tuple[int, ...], *, what: str) -> int | None:
         """Call an export taking and returning i32s; the result as an unsigned u32, or None.
@@ -403,6 +464,22 @@ def translate_errors(instance: Instance, what: str) -> Iterator[None]:
     except wasmtime.WasmtimeError as exc:
         instance.broken = True
         text = str(exc).strip()
+        # The C accelerator's epoch callback stops a call with these texts.
+        if "wasmudf: time limit" in text:
+            limits = instance.spec.limits
+            raise TimeLimitExceeded(
+                f"`{what}` in {instance.label} " + _LIMIT_TRAPS[wasmtime.TrapCode.INTERRUPT][1].format(
+                    timeout=f"{limits.timeout_ms:g} ms" if limits.timeout_ms else "(unset)", fuel=None, stack=0
+                ),
+                function=what,
+                module=instance.label,
+            ) from exc
+        if "wasmudf: interrupted" in text:
+            raise CallInterrupted(
+                f"`{what}` in {instance.label} was stopped: its query was interrupted",
+                function=what,
+                module=instance.label,
+            ) from exc
         if "table" in text and ("limit" in text or "exceeds" in text):
             raise TableLimitExceeded(
                 f"`{what}` in {instance.label}: the module's table does not fit in "

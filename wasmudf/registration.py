@@ -60,3 +60,22 @@ def register(con: Any, source: Module | Source, *, replace: bool = False, **load
                 adapter.unregister(con, name)
         adapter.register_function(con, fn)
     return names
+
+
+def interrupt(con: Any) -> None:
+    """Interrupt the query running on ``con`` (from another thread), stopping guest code that
+    is running for it within one epoch tick (5 ms); the query fails with ``CallInterrupted``
+    or the engine's own interruption error.
+
+    On SQLite this is ``con.interrupt()``, which wasmudf's functions also notice by
+    themselves. DuckDB's ``interrupt()`` is invisible to a running Python UDF, so there a
+    guest call notices only this function; plain ``con.interrupt()`` takes effect when the
+    running call returns (within ``Limits.timeout_ms``).
+    """
+    engine = engine_of(con)
+    if engine == "duckdb":
+        from .adapters.duckdb import interrupt as duckdb_interrupt
+
+        duckdb_interrupt(con)
+    else:
+        con.interrupt()

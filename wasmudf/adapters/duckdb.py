@@ -11,6 +11,8 @@ list of structs: ``f_list(list({'a0': x, 'a1': w}) FILTER (WHERE ...))``.
 from __future__ import annotations
 
 import inspect
+import time
+import weakref
 from typing import Any
 
 import pyarrow as pa
@@ -89,17 +91,40 @@ def _plain(a: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
     return a.chunk(0) if type(a) is pa.ChunkedArray and a.num_chunks == 1 else a
 
 
+# When wasmudf.interrupt(con) last ran, per connection. DuckDB's own interrupt() is not
+# visible to a running UDF, so this is how a running guest call learns about it.
+_INTERRUPTED_AT: weakref.WeakKeyDictionary[Any, list[float]] = weakref.WeakKeyDictionary()
+
+
+def interrupt(con: Any) -> None:
+    """Interrupt the connection's query, and stop its running guest calls within one tick."""
+    _INTERRUPTED_AT.setdefault(con, [0.0])[0] = time.monotonic()
+    con.interrupt()
+
+
+def _interrupt_check(con: Any) -> Any:
+    """A factory of per-call checks: a call is interrupted by an interrupt() after it began."""
+    stamp = _INTERRUPTED_AT.setdefault(con, [0.0])
+
+    def for_call() -> Any:
+        started = time.monotonic()
+        return lambda: stamp[0] >= started
+
+    return for_call
+
+
 def register_function(con: Any, fn: ScalarFunction | AggregateFunction) -> None:
     """Create the DuckDB function (its names must be free)."""
     if isinstance(fn, AggregateFunction):
         _register_aggregate(con, fn)
         return
     spec = fn.spec
+    check_for_call = _interrupt_check(con)
 
     def udf(*arrays: pa.ChunkedArray | pa.Array) -> pa.Array:
         # DuckDB hands over one vector (≤ 2048 rows), each column a one-chunk ChunkedArray;
         # plain arrays take the function's direct path.
-        result = fn(*[_plain(a) for a in arrays])
+        result = fn(*[_plain(a) for a in arrays], interrupted=check_for_call())
         return result.combine_chunks() if isinstance(result, pa.ChunkedArray) else result
 
     # DuckDB counts the callable's parameters, so give it one per SQL argument.
@@ -123,10 +148,11 @@ def register_function(con: Any, fn: ScalarFunction | AggregateFunction) -> None:
 def _register_aggregate(con: Any, fn: AggregateFunction) -> None:
     spec = fn.spec
     impl = list_form(spec.name)
+    check_for_call = _interrupt_check(con)
 
     def udf(*lists: pa.ChunkedArray | pa.Array) -> pa.Array:
         # One row per group (or per window frame), each a list of the group's values.
-        return fn.aggregate_lists(*lists)
+        return fn.aggregate_lists(*lists, interrupted=check_for_call())
 
     udf.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inspect.Parameter("lists", inspect.Parameter.POSITIONAL_ONLY)]

@@ -4,6 +4,8 @@ buffered by the AggregateState and reach the guest in batches."""
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 import apsw
@@ -40,12 +42,31 @@ def register_function(con: Any, fn: ScalarFunction | AggregateFunction) -> None:
     """Create the SQLite function; SQLite replaces one of the same name and arity."""
     spec = fn.spec
     flags = apsw.SQLITE_DETERMINISTIC if spec.deterministic else 0
+    interrupted = _interrupt_check(con)
     if isinstance(fn, ScalarFunction):
-        con.create_scalar_function(spec.name, fn.row_function(), numargs=len(spec.params), deterministic=spec.deterministic)
+        con.create_scalar_function(
+            spec.name, fn.row_function(interrupted), numargs=len(spec.params), deterministic=spec.deterministic
+        )
     elif fn.window:
-        con.create_window_function(spec.name, lambda: _Window(fn.start()), numargs=len(spec.params), flags=flags)
+        con.create_window_function(
+            spec.name, lambda: _Window(fn.start(interrupted)), numargs=len(spec.params), flags=flags
+        )
     else:
-        con.create_aggregate_function(spec.name, lambda: _Aggregate(fn.start()), numargs=len(spec.params), flags=flags)
+        con.create_aggregate_function(
+            spec.name, lambda: _Aggregate(fn.start(interrupted)), numargs=len(spec.params), flags=flags
+        )
+
+
+def _interrupt_check(con: Any) -> Callable[[], bool]:
+    """``Connection.interrupt()`` as the guest sees it: a running call stops within one tick.
+    A weak reference, so the function registered on the connection does not keep it alive."""
+    ref = weakref.ref(con)
+
+    def interrupted() -> bool:
+        c = ref()
+        return c is not None and c.is_interrupted
+
+    return interrupted
 
 
 class _Aggregate:
