@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 import wat
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import wasmudf
@@ -63,7 +63,7 @@ VALUES = {
 def test_every_type_round_trips_with_nulls_and_slices(t, ident):
     fn = ident[f"id_{t}"]
 
-    @settings(max_examples=80, deadline=None)
+    @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(st.lists(st.none() | VALUES[t], max_size=40), st.integers(0, 11), st.integers(0, 11))
     def check(values, cut_front, cut_back):
         arr = pa.array(values, type=ARROW_TYPES[t])
