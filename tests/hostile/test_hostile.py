@@ -446,3 +446,22 @@ def test_deep_recursion_on_duckdb_worker_threads():
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == str(sum(range(200000)) + 200000)
+
+
+def test_two_tenants_on_several_threads_see_only_their_own_secrets():
+    store = wasmudf.DictSecretStore({"acme": {"api_key": "acme-123"}, "globex": {"api_key": "globex-99999"}})
+    modules = {"acme": secret_module("acme", store), "globex": secret_module("globex", store)}
+    expected = {"acme": (8, b"acme-123"), "globex": (12, b"globex-99999")}
+    seen: list[tuple[str, tuple[int, bytes]]] = []
+
+    def worker(tenant: str) -> None:
+        for _ in range(50):
+            seen.append((tenant, read_secret(modules[tenant])))
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in ("acme", "globex") * 3]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seen) == 300
+    assert all(result == expected[tenant] for tenant, result in seen)
