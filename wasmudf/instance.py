@@ -511,11 +511,10 @@ def _trap_reason(message: str) -> str:
 
 
 def _sandboxed_wasi() -> wasmtime.WasiConfig:
-    # No preopened directories, no environment, no arguments; output is discarded.
-    config = wasmtime.WasiConfig()
-    config.stdout_custom(lambda _data: None)
-    config.stderr_custom(lambda _data: None)
-    return config
+    """No preopened directories, no environment, no arguments, and stdout/stderr left
+    unconnected, so what the guest writes goes nowhere. (A custom output callback would run
+    on wasmtime's own I/O threads, which may still call it while the interpreter shuts down.)"""
+    return wasmtime.WasiConfig()
 
 
 class InstancePool:

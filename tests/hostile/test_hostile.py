@@ -465,3 +465,61 @@ def test_two_tenants_on_several_threads_see_only_their_own_secrets():
         t.join()
     assert len(seen) == 300
     assert all(result == expected[tenant] for tenant, result in seen)
+
+
+CONFIG_READER = (
+    '(data (i32.const 3000) "region")'
+    + scalar_body("""
+        (i64.store (i32.load offset=20 (local.get $out))
+          (i64.extend_i32_s (call $config (i32.const 3000) (i32.const 6) (i32.const 3100) (i32.const 4))))
+        (i32.const 0)""")
+)
+
+
+def test_config_get_reads_registration_config_and_never_overflows_the_buffer():
+    wasm = build(
+        CONFIG_READER,
+        imports='(import "wasmudf" "config_get" (func $config (param i32 i32 i32 i32) (result i32)))',
+        capabilities=["config_get"],
+    )
+    short = wasmudf.load(wasm, grant=["config_get"], config={"region": "eu"})
+    assert short.functions["f"]([0]).to_pylist() == [2]
+    long = wasmudf.load(wasm, grant=["config_get"], config={"region": "eu-central-1"})
+    # The value's full length comes back; nothing is copied into a 4-byte buffer.
+    assert long.functions["f"]([0]).to_pylist() == [12]
+    absent = wasmudf.load(wasm, grant=["config_get"], config={})
+    assert absent.functions["f"]([0]).to_pylist() == [-1]
+
+
+WASI_IMPORTS = """
+  (import "wasi_snapshot_preview1" "environ_sizes_get" (func $env_sizes (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+"""
+WASI_BODY = (
+    '(data (i32.const 3000) "hello from the guest\\n")'
+    + scalar_body("""
+        (local $i i32)
+        (drop (call $env_sizes (i32.const 3200) (i32.const 3204)))
+        ;; an iovec {ptr, len} at 3300, written 5000 times
+        (i32.store (i32.const 3300) (i32.const 3000))
+        (i32.store (i32.const 3304) (i32.const 21))
+        (loop $l
+          (drop (call $fd_write (i32.const 1) (i32.const 3300) (i32.const 1) (i32.const 3400)))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $l (i32.lt_u (local.get $i) (i32.const 5000))))
+        (i64.store (i32.load offset=20 (local.get $out)) (i64.extend_i32_u (i32.load (i32.const 3200))))
+        (i32.const 0)""")
+)
+
+
+def test_wasi_needs_its_grant():
+    with pytest.raises(PolicyError, match=r"wasi_snapshot_preview1\.environ_sizes_get"):
+        wasmudf.load(build(WASI_BODY, imports=WASI_IMPORTS, capabilities=["wasi"]))
+
+
+def test_granted_wasi_has_no_environment_and_writes_go_nowhere(capfd, monkeypatch):
+    monkeypatch.setenv("SECRET_TOKEN", "do-not-leak")
+    module = wasmudf.load(build(WASI_BODY, imports=WASI_IMPORTS, capabilities=["wasi"]), grant=["wasi"])
+    assert module.functions["f"]([0]).to_pylist() == [0]  # no environment variables
+    out, err = capfd.readouterr()
+    assert "hello from the guest" not in out + err
