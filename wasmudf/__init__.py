@@ -10,6 +10,7 @@
 
 from .abi import FunctionSpec, Manifest
 from .capabilities import DictSecretStore, SecretStore
+from .catalog import AttachReport, InstalledModule, attach, install, installed, uninstall
 from .errors import (
     ArgumentTypeError,
     CallInterrupted,
@@ -26,6 +27,7 @@ from .errors import (
     OutputLimitExceeded,
     PolicyError,
     RegistrationError,
+    SignatureError,
     StackLimitExceeded,
     TableLimitExceeded,
     TimeLimitExceeded,
@@ -36,6 +38,7 @@ from .functions import ScalarFunction
 from .limits import Limits
 from .module import Module, load
 from .registration import interrupt, register
+from .trust import Policy
 
 __version__ = "0.1.0"
 
@@ -60,6 +63,7 @@ __all__ = [
     "OutputLimitExceeded",
     "PolicyError",
     "RegistrationError",
+    "SignatureError",
     "ScalarFunction",
     "SecretStore",
     "StackLimitExceeded",
@@ -68,6 +72,13 @@ __all__ = [
     "UsageError",
     "WasmUdfError",
     "load",
+    "AttachReport",
+    "InstalledModule",
+    "attach",
+    "install",
+    "installed",
     "interrupt",
+    "uninstall",
+    "Policy",
     "register",
 ]

@@ -6,7 +6,9 @@
     ├── ModuleError                 the bytes are not a module wasmudf can run
     │   ├── ManifestError           the `wasmudf` section is missing or wrong
     │   └── ExportError             a required export is missing or has the wrong signature
-    ├── PolicyError                 the module asks for something the host did not grant
+    ├── PolicyError                 the module asks for something the host did not grant,
+    │   │                           or is not the pinned module
+    │   └── SignatureError          unsigned, changed after signing, or by an untrusted key
     ├── UsageError                  the caller (not the guest) did something wrong
     │   ├── ArgumentTypeError       a value of the wrong type or out of range for a parameter
     │   └── RegistrationError       a name already exists, an engine cannot take a type
@@ -48,6 +50,11 @@ class ExportError(ModuleError):
 
 class PolicyError(WasmUdfError):
     """The module needs an import or capability that the host did not grant."""
+
+
+class SignatureError(PolicyError):
+    """A module is unsigned where a signature is required, was changed after it was signed,
+    or was signed by a key the policy does not trust."""
 
 
 class UsageError(WasmUdfError):

@@ -20,6 +20,7 @@ from .errors import ExportError, ManifestError, ModuleError, PolicyError
 from .functions import ScalarFunction
 from .instance import Instance, InstancePool, InstanceSpec
 from .limits import Limits
+from .trust import Policy, check_pin
 
 Source = str | os.PathLike[str] | bytes | bytearray | memoryview
 
@@ -94,6 +95,8 @@ def load(
     config: Mapping[str, Any] | None = None,
     tenant: str | None = None,
     secrets: SecretStore | None = None,
+    sha256: str | None = None,
+    policy: Policy | None = None,
 ) -> Module:
     """Load, check and compile a module (ABI §1–§2); instances are made lazily per thread.
 
@@ -104,15 +107,23 @@ def load(
         config: values the guest may read with ``config_get``.
         tenant: the tenant whose secrets ``secret_get`` may read; bound here, never by the guest.
         secrets: the secret store ``secret_get`` reads from.
+        sha256: the module's pinned digest: other bytes are refused.
+        policy: a :class:`Policy` for signatures (e.g. require one by a trusted key).
 
     Raises:
         ModuleError: malformed bytes, a disallowed Wasm feature, a missing memory.
         ManifestError: a missing, invalid or inconsistent manifest.
         ExportError: a missing export or one with the wrong signature, naming both signatures.
-        PolicyError: an import that is unknown or was not granted, naming it.
+        PolicyError: an import that is unknown or was not granted, naming it; a digest that
+            is not the pinned one.
+        SignatureError: the policy refuses the module's signature (or its absence).
     """
     limits = limits or Limits()
     wasm, label = _read_source(source)
+    if sha256 is not None:
+        check_pin(wasm, sha256, label)
+    if policy is not None:
+        policy.check(wasm, label)
     grant_set = set(grant)
     unknown = sorted(grant_set - set(abi.CAPABILITIES))
     if unknown:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from importlib import import_module
 from typing import Any
 
@@ -79,3 +80,17 @@ def interrupt(con: Any) -> None:
         duckdb_interrupt(con)
     else:
         con.interrupt()
+
+
+def unregister(con: Any, functions: Iterable[Any]) -> None:
+    """Remove functions (function objects or FunctionSpecs) from ``con``; names that are not
+    registered are skipped."""
+    engine = engine_of(con)
+    adapter = import_module(f".adapters.{engine}", __package__)
+    functions = list(functions)
+    existing = adapter.existing_functions(con, [n for fn in functions for n in adapter.sql_names(fn)])
+    for fn in functions:
+        spec = getattr(fn, "spec", fn)
+        for name in adapter.sql_names(fn):
+            if existing.get(name.lower()) is False:
+                adapter.unregister(con, name, numargs=len(spec.params))

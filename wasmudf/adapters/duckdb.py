@@ -54,8 +54,9 @@ def check_supported(fn: Any) -> None:
 
 
 def sql_names(fn: Any) -> list[str]:
-    """The SQL names a function occupies: an aggregate also takes ``<name>_list``."""
-    if isinstance(fn, AggregateFunction):
+    """The SQL names a function (or its FunctionSpec) occupies: an aggregate also takes
+    ``<name>_list``."""
+    if fn.kind == "aggregate":
         return [fn.name, list_form(fn.name)]
     return [fn.name]
 
@@ -64,7 +65,7 @@ def list_form(name: str) -> str:
     return f"{name}_list"
 
 
-def unregister(con: Any, name: str) -> None:
+def unregister(con: Any, name: str, numargs: int = -1) -> None:
     kinds = {
         kind
         for (kind,) in con.execute(

@@ -32,10 +32,10 @@ def sql_names(fn: Any) -> list[str]:
     return [fn.name]
 
 
-def unregister(con: Any, name: str) -> None:
-    # Registering again with None as the callable removes a function; SQLite keeps one per
-    # name and arity, and a new registration of the same arity replaces it anyway.
-    con.create_scalar_function(name, None)
+def unregister(con: Any, name: str, numargs: int = -1) -> None:
+    # Registering again with None as the callable removes the function of that name and
+    # arity (whatever its kind); a new registration of the same arity replaces it anyway.
+    con.create_scalar_function(name, None, numargs=numargs)
 
 
 def register_function(con: Any, fn: ScalarFunction | AggregateFunction) -> None:
