@@ -1,16 +1,25 @@
-"""The ``wasmudf`` command line: ``sql``, ``build``, ``inspect``."""
+"""The ``wasmudf`` command line: ``sql``, ``build``, ``inspect``; the catalog (``install``,
+``attach``, ``list``, ``uninstall``); signatures (``keygen``, ``sign``, ``verify``).
+
+Exit status 0 on success, 1 on a refusal or error (message on stderr); ``--json`` where a
+script would want to read the output."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from . import wasmbin
-from .errors import WasmUdfError
+from . import trust, wasmbin
+from .catalog import AttachReport, attach, install, installed, uninstall
+from .errors import UsageError, WasmUdfError
+from .limits import Limits
+from .trust import Policy
 
 
 def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -33,28 +42,71 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(out)
 
 
+def _engine_for(db: str | None, engine: str | None) -> str:
+    """The engine a database file belongs to, from its header; ``engine`` (or DuckDB) for a
+    new file or memory."""
+    if db and Path(db).is_file():
+        with open(db, "rb") as f:
+            head = f.read(16)
+        if head.startswith(b"SQLite format 3\0"):
+            found = "sqlite"
+        elif head[8:12] == b"DUCK":
+            found = "duckdb"
+        else:
+            raise UsageError(f"{db} is neither a SQLite nor a DuckDB database")
+        if engine and engine != found:
+            raise UsageError(f"{db} is a {found} database, not {engine}")
+        return found
+    return engine or "duckdb"
+
+
+def _connect(db: str | None, engine: str | None) -> tuple[Any, str]:
+    engine = _engine_for(db, engine)
+    if engine == "duckdb":
+        import duckdb
+
+        return duckdb.connect(db or ":memory:"), engine
+    import apsw
+
+    return apsw.Connection(db or ":memory:"), engine
+
+
+def _policy(args: argparse.Namespace) -> Policy | None:
+    keys = args.trusted_key or []
+    if not keys and not args.require_signature:
+        return None
+    return Policy(require_signature=args.require_signature, trusted_keys=keys)
+
+
+def _print_refused(report: AttachReport) -> None:
+    for name, reason in report.refused.items():
+        print(f"wasmudf: refused installed module {name!r}: {reason}", file=sys.stderr)
+
+
 def cmd_sql(args: argparse.Namespace) -> int:
     from .examples import example_paths
     from .registration import register
 
     modules = [] if args.no_examples else example_paths()
     modules += args.udf or []
-    if args.engine == "duckdb":
-        import duckdb
-
-        con: Any = duckdb.connect(args.db or ":memory:")
-    else:
-        import apsw
-
-        con = apsw.Connection(args.db or ":memory:")
+    con, engine = _connect(args.db, args.engine)
     try:
+        refused = False
+        if args.db:
+            report = attach(con, policy=_policy(args))
+            _print_refused(report)
+            refused = bool(report.refused)
+            installed_names = {n.lower() for names in report.registered.values() for n in names}
+            modules = [m for m in modules if not _all_installed(m, installed_names)]
         for path in modules:
-            register(con, path)
-        if args.engine == "duckdb":
+            register(con, path, replace=True)
+        if engine == "duckdb":
             result = con.execute(args.query)
             columns = [d[0] for d in result.description or []]
             rows = result.fetchall()
         else:
+            import apsw
+
             cursor = con.execute(args.query)
             try:
                 columns = [d[0] for d in cursor.get_description()]
@@ -67,6 +119,120 @@ def cmd_sql(args: argparse.Namespace) -> int:
             print(_table(columns, rows))
     finally:
         con.close()
+    return 1 if refused else 0
+
+
+def _all_installed(path: Any, installed_names: set[str]) -> bool:
+    """Whether every function of an example module is already there from the catalog (an
+    installed version wins over the bundled one)."""
+    from .module import read_manifest
+
+    manifest = read_manifest(Path(path).read_bytes(), str(path))
+    return all(f.name.lower() in installed_names for f in manifest.functions)
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    config = {}
+    for item in args.config or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"--config takes KEY=VALUE, not {item!r}")
+        config[key] = value
+    limits = None
+    if args.timeout_ms is not None or args.memory_mb is not None:
+        limits = Limits(
+            timeout_ms=args.timeout_ms if args.timeout_ms is not None else Limits().timeout_ms,
+            memory_bytes=args.memory_mb * 1024 * 1024 if args.memory_mb is not None else Limits().memory_bytes,
+        )
+    con, _ = _connect(args.db, args.engine)
+    try:
+        record = install(
+            con,
+            args.module,
+            name=args.name,
+            tenant=args.tenant,
+            grant=args.grant or [],
+            config=config,
+            limits=limits,
+            policy=_policy(args),
+            sha256=args.sha256,
+        )
+    finally:
+        con.close()
+    if args.json:
+        print(json.dumps(dataclasses.asdict(record)))
+    else:
+        signer = f", signed by {record.key_id}" if record.key_id else ", unsigned"
+        print(f"installed {record.name} ({record.sha256[:12]}{signer}): {len(record.functions)} functions")
+    return 0
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    con, _ = _connect(args.db, args.engine)
+    try:
+        report = attach(con, policy=_policy(args))
+    finally:
+        con.close()
+    if args.json:
+        print(json.dumps(dataclasses.asdict(report)))
+    else:
+        for name, functions in report.registered.items():
+            print(f"attached {name}: {', '.join(functions)}")
+    _print_refused(report)
+    return 1 if report.refused else 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    con, _ = _connect(args.db, args.engine)
+    try:
+        modules = installed(con)
+    finally:
+        con.close()
+    if args.json:
+        print(json.dumps([dataclasses.asdict(m) for m in modules]))
+        return 0
+    for m in modules:
+        signer = f"signed by {m.key_id}" if m.key_id else "unsigned"
+        extra = f", tenant {m.tenant}" if m.tenant else ""
+        grants = f", grants {', '.join(m.grants)}" if m.grants else ""
+        print(f"{m.name}  sha256:{m.sha256[:12]}  {signer}{extra}{grants}")
+        for f in m.functions:
+            print(f"    {f}")
+    return 0
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    con, _ = _connect(args.db, args.engine)
+    try:
+        functions = uninstall(con, args.name)
+    finally:
+        con.close()
+    print(f"uninstalled {args.name}: {', '.join(functions)}")
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    key, pub, kid = trust.generate_key(args.out)
+    print(f"wrote {key} (private, keep it secret) and {pub} (public); key id {kid}")
+    return 0
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    wasm = Path(args.module).read_bytes()
+    signed = trust.sign(wasm, trust.load_private_key(args.key))
+    out = Path(args.output or args.module)
+    out.write_bytes(signed)
+    sig = trust.read_signature(signed)
+    assert sig is not None
+    print(f"signed {out} with key {sig.key_id}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    wasm = Path(args.module).read_bytes()
+    sig = Policy(require_signature=True, trusted_keys=args.trusted_key).check(wasm, args.module)
+    assert sig is not None
+    print(f"{args.module}: signed by {sig.key_id}, signature valid")
     return 0
 
 
@@ -86,6 +252,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         wasm = f.read()
     manifest = read_manifest(wasm, args.module)
     module = load(wasm, grant=manifest.capabilities, tenant="inspect")
+    signature = trust.read_signature(wasm, args.module)
     compiled = module._compiled
     info = {
         "module": args.module,
@@ -109,6 +276,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         "imports": [f"{i.module}.{i.name}" for i in compiled.imports],
         "exports": [e.name for e in compiled.exports],
         "custom_sections": [s.name for s in wasmbin.sections(wasm) if s.name is not None],
+        "signed_by": signature.key_id if signature else None,
     }
     if args.json:
         print(json.dumps(info, indent=2))
@@ -117,6 +285,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"sha256        {info['sha256']}")
     print(f"size          {info['size']} bytes, ABI {info['abi']}")
     print(f"capabilities  {', '.join(info['capabilities']) or '(none)'}")
+    print(f"signed by     {info['signed_by'] or '(unsigned)'}")
     print(f"imports       {', '.join(info['imports']) or '(none)'}")
     print(f"exports       {', '.join(info['exports'])}")
     print("functions")
@@ -141,11 +310,12 @@ def parser() -> argparse.ArgumentParser:
         "the example UDF modules registered, and print the result.",
     )
     sql.add_argument("query", help="the SQL statement")
-    sql.add_argument("--engine", choices=("duckdb", "sqlite"), default="duckdb")
-    sql.add_argument("--db", help="database file (default: in memory)")
+    sql.add_argument("--engine", choices=("duckdb", "sqlite"), help="default: the --db file's, else duckdb")
+    sql.add_argument("--db", help="database file (default: in memory); its installed modules are attached")
     sql.add_argument("--udf", action="append", metavar="X.wasm", help="register another module")
     sql.add_argument("--no-examples", action="store_true", help="do not register the examples")
     sql.add_argument("--json", action="store_true", help="print rows as JSON objects")
+    _policy_args(sql)
     sql.set_defaults(run=cmd_sql)
 
     build = sub.add_parser(
@@ -165,7 +335,86 @@ def parser() -> argparse.ArgumentParser:
     inspect.add_argument("module", help="the .wasm file")
     inspect.add_argument("--json", action="store_true", help="print JSON")
     inspect.set_defaults(run=cmd_inspect)
+
+    install_p = sub.add_parser(
+        "install",
+        help="check a module, store it in a database's catalog and register it",
+        description="Store a module in the database's wasmudf_modules table (replacing one of the same "
+        "name), after checking it as load() does. Capabilities must be granted with --grant.",
+    )
+    install_p.add_argument("module", help="the .wasm file")
+    _db_args(install_p)
+    install_p.add_argument("--name", help="catalog name (default: the file name without .wasm)")
+    install_p.add_argument("--tenant", help="whose secrets secret_get may read")
+    install_p.add_argument("--grant", action="append", metavar="CAP", help="allow a capability (repeat)")
+    install_p.add_argument("--config", action="append", metavar="KEY=VALUE", help="config for config_get")
+    install_p.add_argument("--timeout-ms", type=float, help="Limits.timeout_ms for this module")
+    install_p.add_argument("--memory-mb", type=int, help="Limits.memory_bytes for this module, in MiB")
+    install_p.add_argument("--sha256", help="refuse the module unless it has this digest")
+    install_p.add_argument("--json", action="store_true", help="print the catalog record as JSON")
+    _policy_args(install_p)
+    install_p.set_defaults(run=cmd_install)
+
+    attach_p = sub.add_parser(
+        "attach",
+        help="check every installed module of a database again",
+        description="Load every module in the database's catalog as a new connection would, re-checking "
+        "digests, signatures and grants; exit 1 when any is refused.",
+    )
+    _db_args(attach_p)
+    attach_p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _policy_args(attach_p)
+    attach_p.set_defaults(run=cmd_attach)
+
+    list_p = sub.add_parser("list", help="list installed modules", description="List a database's installed modules.")
+    _db_args(list_p)
+    list_p.add_argument("--json", action="store_true", help="print JSON")
+    list_p.set_defaults(run=cmd_list)
+
+    uninstall_p = sub.add_parser(
+        "uninstall", help="remove an installed module", description="Remove a module from the catalog."
+    )
+    uninstall_p.add_argument("name", help="the catalog name")
+    _db_args(uninstall_p)
+    uninstall_p.set_defaults(run=cmd_uninstall)
+
+    keygen = sub.add_parser(
+        "keygen",
+        help="make an Ed25519 signing key",
+        description="Write a private key (PEM, mode 0600) to OUT and its public key (hex) to OUT.pub.",
+    )
+    keygen.add_argument("--out", required=True, help="where to write the private key")
+    keygen.set_defaults(run=cmd_keygen)
+
+    sign_p = sub.add_parser(
+        "sign",
+        help="sign a module",
+        description="Add (or replace) the module's wasmudf.signature section, covering every other byte.",
+    )
+    sign_p.add_argument("module", help="the .wasm file")
+    sign_p.add_argument("--key", required=True, help="the private key from keygen")
+    sign_p.add_argument("-o", "--output", help="where to write the signed module (default: in place)")
+    sign_p.set_defaults(run=cmd_sign)
+
+    verify_p = sub.add_parser(
+        "verify",
+        help="check a module's signature",
+        description="Exit 0 when the module is signed by one of the trusted keys and unchanged since.",
+    )
+    verify_p.add_argument("module", help="the .wasm file")
+    verify_p.add_argument("--trusted-key", action="append", required=True, metavar="PUB", help="a .pub file or hex key")
+    verify_p.set_defaults(run=cmd_verify)
     return p
+
+
+def _db_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", required=True, help="the SQLite or DuckDB database file")
+    p.add_argument("--engine", choices=("duckdb", "sqlite"), help="for a new file (default: duckdb)")
+
+
+def _policy_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--require-signature", action="store_true", help="refuse unsigned modules")
+    p.add_argument("--trusted-key", action="append", metavar="PUB", help="a trusted public key (.pub or hex)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
