@@ -45,7 +45,7 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def _engine_for(db: str | None, engine: str | None) -> str:
     """The engine a database file belongs to, from its header; ``engine`` (or DuckDB) for a
     new file or memory."""
-    if db and Path(db).is_file():
+    if db and Path(db).is_file() and Path(db).stat().st_size > 0:  # SQLite leaves new files empty
         with open(db, "rb") as f:
             head = f.read(16)
         if head.startswith(b"SQLite format 3\0"):
