@@ -136,6 +136,7 @@ REFERENCES = {
     "is_finite": is_finite,
     "coalesce_f64": coalesce_f64,
     "edit_distance": edit_distance,
+    "lev_distance": edit_distance,  # the same definition, implemented in C
     "ascii_fold": ascii_fold,
     "slugify": slugify,
     "luhn_check": luhn_check,

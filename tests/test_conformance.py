@@ -51,6 +51,7 @@ CASES: dict[str, tuple[str, list[Any]]] = {
     "is_finite": ("numeric", [F64]),
     "coalesce_f64": ("numeric", [F64, F64]),
     "edit_distance": ("text", [TEXT | LATIN, TEXT | LATIN]),
+    "lev_distance": ("strings", [TEXT | LATIN, TEXT | LATIN]),
     "ascii_fold": ("text", [LATIN | TEXT]),
     "slugify": ("text", [LATIN | TEXT]),
     "luhn_check": ("text", [CARD]),

@@ -13,6 +13,7 @@ MODULES = {
     "text/text.wasm": ["text/text.zig"],
     "binary/binary.wasm": ["binary/binary.c"],
     "stats/stats.wasm": ["stats/stats.c"],
+    "strings/strings.wasm": ["strings/strings.c"],
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-NAMES = ("numeric", "text", "binary", "stats")
+NAMES = ("numeric", "text", "binary", "stats", "strings")
 UDFS_DIR = Path(__file__).resolve().parent.parent / "udfs"
 
 
