@@ -226,3 +226,26 @@ def test_direct_pyarrow_and_registered_results_agree(conn, example_modules):
     direct = mod.functions["slugify"](pa.array(words)).to_pylist()
     via_sql = [query(conn, "SELECT slugify(?)", (w,))[0][0] for w in words]
     assert direct == via_sql == ["cafe-au-lait", "", "naive-resume", "lodz"]
+
+
+def test_register_is_all_or_nothing_and_never_replaces_built_ins(conn):
+    # `abs` is built in on both engines; `add_i64` comes first and must not stay behind.
+    body = wat.ADD_I64 + '(func (export "abs") (param i32 i32 i32) (result i32) (i32.const 0))'
+    module = wasmudf.load(wat.module(body, [OK, wat.scalar("abs", ["int64"], "int64")]))
+    with pytest.raises(wasmudf.RegistrationError, match="`abs` is a built-in"):
+        wasmudf.register(conn, module, replace=True)
+    with pytest.raises(Exception, match="add_i64"):
+        query(conn, "SELECT add_i64(1, 2)")
+    assert query(conn, "SELECT abs(-3)") == [(3,)]
+
+
+def test_replace_takes_over_an_applications_own_python_udf(conn):
+    if type(conn).__module__.split(".")[0] in ("duckdb", "_duckdb"):
+        conn.create_function("add_i64", lambda a, b: 0, ["BIGINT", "BIGINT"], "BIGINT")
+    else:
+        conn.create_scalar_function("add_i64", lambda a, b: 0, 2)
+    module = wasmudf.load(wat.module(wat.ADD_I64, [OK]))
+    with pytest.raises(wasmudf.RegistrationError, match="already exists.*replace=True"):
+        wasmudf.register(conn, module)
+    wasmudf.register(conn, module, replace=True)
+    assert query(conn, "SELECT add_i64(1, 2)") == [(3,)]

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from importlib import import_module
 from typing import Any
 
-from .adapters import engine_of
+from .adapters import NameTaken, engine_of
 from .errors import RegistrationError
 from .module import Module, Source, load
 
@@ -55,12 +55,35 @@ def register(con: Any, source: Module | Source, *, replace: bool = False, **load
                 f"a function named `{name}` already exists on this {engine} connection; "
                 "pass replace=True to replace it"
             )
-    for fn in functions:
-        for name in adapter.sql_names(fn):
-            if name.lower() in existing:
-                adapter.unregister(con, name)
-        adapter.register_function(con, fn)
+    done: list[Any] = []
+    try:
+        for fn in functions:
+            for name in adapter.sql_names(fn):
+                if name.lower() in existing:
+                    adapter.unregister(con, name, numargs=len(fn.spec.params))
+            _register_one(adapter, con, fn, replace, engine)
+            done.append(fn)
+    except BaseException:
+        unregister(con, done)  # all or nothing
+        raise
     return names
+
+
+def _register_one(adapter: Any, con: Any, fn: Any, replace: bool, engine: str) -> None:
+    try:
+        adapter.register_function(con, fn)
+    except NameTaken as taken:
+        if taken.builtin:
+            raise RegistrationError(
+                f"`{taken.name}` is a built-in {engine} function and cannot be replaced"
+            ) from None
+        if not replace:
+            raise RegistrationError(
+                f"a function named `{taken.name}` already exists on this {engine} connection; "
+                "pass replace=True to replace it"
+            ) from None
+        adapter.unregister(con, taken.name, numargs=len(fn.spec.params))
+        adapter.register_function(con, fn)
 
 
 def interrupt(con: Any) -> None:
@@ -84,13 +107,10 @@ def interrupt(con: Any) -> None:
 
 def unregister(con: Any, functions: Iterable[Any]) -> None:
     """Remove functions (function objects or FunctionSpecs) from ``con``; names that are not
-    registered are skipped."""
+    there are skipped. Built-in functions are never touched."""
     engine = engine_of(con)
     adapter = import_module(f".adapters.{engine}", __package__)
-    functions = list(functions)
-    existing = adapter.existing_functions(con, [n for fn in functions for n in adapter.sql_names(fn)])
     for fn in functions:
         spec = getattr(fn, "spec", fn)
         for name in adapter.sql_names(fn):
-            if existing.get(name.lower()) is False:
-                adapter.unregister(con, name, numargs=len(spec.params))
+            adapter.unregister(con, name, numargs=len(spec.params))

@@ -7,6 +7,15 @@ from typing import Any
 from ..errors import RegistrationError
 
 
+class NameTaken(Exception):
+    """The engine refused a name that already exists (found only when registering)."""
+
+    def __init__(self, name: str, builtin: bool):
+        super().__init__(name)
+        self.name = name
+        self.builtin = builtin
+
+
 def engine_of(con: Any) -> str:
     """``"duckdb"`` or ``"sqlite"`` for a supported connection object."""
     cls = type(con)

@@ -20,6 +20,7 @@ import pyarrow as pa
 from ..aggregates import AggregateFunction
 from ..errors import RegistrationError
 from ..functions import ScalarFunction
+from . import NameTaken
 
 SQL_TYPES = {
     "bool": "BOOLEAN",
@@ -32,16 +33,20 @@ SQL_TYPES = {
 }
 
 
+# The names wasmudf registered, per connection. Asking DuckDB (duckdb_functions()) costs
+# ~20 ms, most of a cold registration, so other names are found when DuckDB refuses them.
+_OURS: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+
+
+def _ours(con: Any) -> set[str]:
+    return _OURS.setdefault(con, set())
+
+
 def existing_functions(con: Any, names: list[str]) -> dict[str, bool]:
-    """Which of ``names`` exist on the connection (lower-cased), mapped to "is built in"."""
-    # duckdb_functions() marks Python UDFs as internal too, so "built in" is decided when
-    # removal is refused (see unregister).
-    rows = con.execute(
-        "SELECT DISTINCT lower(function_name) FROM duckdb_functions() "
-        "WHERE lower(function_name) IN (SELECT unnest($1::VARCHAR[]))",
-        [[n.lower() for n in names]],
-    ).fetchall()
-    return {name: False for (name,) in rows}
+    """Which of ``names`` this connection already has from wasmudf (lower-cased → False,
+    "not built in"); other existing names surface as NameTaken from register_function."""
+    ours = _ours(con)
+    return {n.lower(): False for n in names if n.lower() in ours}
 
 
 def check_supported(fn: Any) -> None:
@@ -66,26 +71,41 @@ def list_form(name: str) -> str:
 
 
 def unregister(con: Any, name: str, numargs: int = -1) -> None:
-    kinds = {
-        kind
-        for (kind,) in con.execute(
-            "SELECT DISTINCT function_type FROM duckdb_functions() WHERE lower(function_name) = lower($1)", [name]
-        ).fetchall()
-    }
-    if kinds == {"macro"}:
-        con.execute(f'DROP MACRO IF EXISTS temp.main."{name}"')
-        if con.execute(
-            "SELECT count(*) FROM duckdb_functions() WHERE lower(function_name) = lower($1)", [name]
-        ).fetchone()[0]:
-            raise RegistrationError(f"`{name}` is a macro of this DuckDB database that wasmudf did not create")
-        return
+    """Remove a Python UDF or a temporary macro of that name, if there is one."""
+    _ours(con).discard(name.lower())
     try:
         con.remove_function(name)
-    except Exception as exc:  # duckdb raises InvalidInputException for built-ins
-        raise RegistrationError(
-            f"`{name}` exists on this DuckDB connection and is not a Python UDF that can be "
-            f"replaced ({str(exc).strip().splitlines()[0]})"
-        ) from exc
+        return
+    except Exception:  # noqa: BLE001 - not a Python UDF: maybe our macro, maybe nothing
+        pass
+    con.execute(f'DROP MACRO IF EXISTS temp.main."{name}"')
+
+
+def _created(con: Any, name: str, create: Any) -> None:
+    """Run a creation, turning DuckDB's "exists" errors into NameTaken."""
+    import duckdb
+
+    try:
+        create()
+    except duckdb.NotImplementedException as exc:  # "... is already created": a Python UDF
+        if "already" not in str(exc):
+            raise
+        raise NameTaken(name, builtin=False) from exc
+    except duckdb.CatalogException as exc:  # a built-in function, or a macro
+        if "already exists" not in str(exc) and "is not an scalar function" not in str(exc):
+            raise
+        raise NameTaken(name, builtin=not _is_temp_macro(con, name)) from exc
+    _ours(con).add(name.lower())
+
+
+def _is_temp_macro(con: Any, name: str) -> bool:
+    # Rare (a clash), so the slow catalog query is fine here.
+    rows = con.execute(
+        "SELECT count(*) FROM duckdb_functions() WHERE lower(function_name) = lower($1) "
+        "AND function_type = 'macro' AND database_name = 'temp'",
+        [name],
+    ).fetchall()
+    return bool(rows[0][0])
 
 
 def _plain(a: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
@@ -132,17 +152,21 @@ def register_function(con: Any, fn: ScalarFunction | AggregateFunction) -> None:
     udf.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inspect.Parameter(f"arg{i}", inspect.Parameter.POSITIONAL_ONLY) for i in range(len(spec.params))]
     )
-    con.create_function(
+    _created(
+        con,
         spec.name,
-        udf,
-        [SQL_TYPES[t.name] for t in spec.params],
-        SQL_TYPES[spec.returns.name],
-        type="arrow",
-        # "special" even for strict functions: a strict function may still return NULL
-        # (DuckDB rejects NULL results under "default"), and ScalarFunction skips NULL rows
-        # of strict functions itself.
-        null_handling="special",
-        side_effects=not spec.deterministic,
+        lambda: con.create_function(
+            spec.name,
+            udf,
+            [SQL_TYPES[t.name] for t in spec.params],
+            SQL_TYPES[spec.returns.name],
+            type="arrow",
+            # "special" even for strict functions: a strict function may still return NULL
+            # (DuckDB rejects NULL results under "default"), and ScalarFunction skips NULL
+            # rows of strict functions itself.
+            null_handling="special",
+            side_effects=not spec.deterministic,
+        ),
     )
 
 
@@ -167,15 +191,23 @@ def _register_aggregate(con: Any, fn: AggregateFunction) -> None:
         fields = ", ".join(f"a{i} {SQL_TYPES[t.name]}" for i, t in enumerate(spec.params))
         list_types = [f"STRUCT({fields})[]"]
         lists = "list({" + ", ".join(f"'a{i}': a{i}" for i in range(len(spec.params))) + "})"
-    con.create_function(
+    _created(
+        con,
         impl,
-        udf,
-        list_types,
-        SQL_TYPES[spec.returns.name],
-        type="arrow",
-        null_handling="special",  # a NULL list is an empty group: the guest decides its result
-        side_effects=not spec.deterministic,
+        lambda: con.create_function(
+            impl,
+            udf,
+            list_types,
+            SQL_TYPES[spec.returns.name],
+            type="arrow",
+            null_handling="special",  # a NULL list is an empty group: the guest decides its result
+            side_effects=not spec.deterministic,
+        ),
     )
     params = ", ".join(f"a{i}" for i in range(len(spec.params)))
-    # TEMP: the macro must not outlive the connection whose Python function it calls.
-    con.execute(f'CREATE TEMP MACRO "{spec.name}"({params}) AS "{impl}"({lists})')
+    try:
+        # TEMP: the macro must not outlive the connection whose Python function it calls.
+        _created(con, spec.name, lambda: con.execute(f'CREATE TEMP MACRO "{spec.name}"({params}) AS "{impl}"({lists})'))
+    except BaseException:
+        unregister(con, impl)
+        raise
