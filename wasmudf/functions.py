@@ -36,6 +36,15 @@ BATCH_ROWS = 65_536
 BATCH_VARLEN_BYTES = 16 * 1024 * 1024
 
 _VARLEN_CLASSES = (pa.StringArray, pa.BinaryArray)
+_ARRAY_CLASSES = {
+    "bool": pa.BooleanArray,
+    "int32": pa.Int32Array,
+    "int64": pa.Int64Array,
+    "float32": pa.FloatArray,
+    "float64": pa.DoubleArray,
+    "utf8": pa.StringArray,
+    "binary": pa.BinaryArray,
+}
 _ROW_FORMATS = {"bool": "<B", "int32": "<i", "int64": "<q", "float32": "<f", "float64": "<d"}
 _INT_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
 
@@ -65,7 +74,7 @@ class ScalarFunction:
         self.spec = spec
         self.name = spec.name
         self._arrow_params = [ARROW_TYPES[t.name] for t in spec.params]
-        self._array_classes = [type(pa.array([], type=t)) for t in self._arrow_params]
+        self._array_classes = [_ARRAY_CLASSES[t.name] for t in spec.params]
         self._param_codes = [(t.code, t.is_varlen) for t in spec.params]
         limit = module.limits.output_bytes
         self._output_limit = -1 if limit is None else limit

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -53,7 +54,8 @@ class Module:
         self.manifest = manifest
         self.granted = frozenset(granted)
         self._compiled = compiled
-        export_names = {e.name for e in compiled.exports}
+        facts = _facts(compiled)
+        export_names = facts.exports
         engine, ticker = ENGINES.engine(EngineKey.for_limits(limits))
         self._spec = InstanceSpec(
             label=label,
@@ -62,8 +64,8 @@ class Module:
             ticker=ticker,
             limits=limits,
             capabilities=capabilities,
-            granted_imports={i.name for i in compiled.imports if i.module == "wasmudf"},
-            wasi=any(i.module == "wasi_snapshot_preview1" for i in compiled.imports),
+            granted_imports=set(facts.host_imports),
+            wasi=facts.wasi,
             has_initialize="_initialize" in export_names,
             has_error_export="wasmudf_error" in export_names,
             tick_ms=EPOCH_TICK_MS,
@@ -142,12 +144,16 @@ def load(
                 f"{label} defines {count} functions, over Limits.max_functions = {limits.max_functions}"
             )
     sha = hashlib.sha256(wasm).hexdigest()
+    key = EngineKey.for_limits(limits)
     try:
-        compiled = ENGINES.compile(EngineKey.for_limits(limits), sha, wasm)
+        compiled = ENGINES.compile(key, sha, wasm)
     except wasmtime.WasmtimeError as exc:
         raise ModuleError(f"{label} is not a module wasmudf can run: {_first_line(exc)}") from exc
-    _check_imports(compiled, manifest, grant_set, label)
-    _check_exports(compiled, manifest, label)
+    checked = (key, sha, frozenset(grant_set))
+    if checked not in _PASSED_CHECKS:  # the checks depend only on these; a reload skips them
+        _check_imports(compiled, manifest, grant_set, label)
+        _check_exports(compiled, manifest, label)
+        _PASSED_CHECKS.add(checked)
     caps = CapabilityContext(label=label, config=dict(config or {}), tenant=tenant, secrets=secrets)
     return Module(
         wasm,
@@ -169,6 +175,33 @@ def _read_source(source: Source) -> tuple[bytes, str]:
         return path.read_bytes(), path.name
     except OSError as exc:
         raise ModuleError(f"cannot read module {str(path)!r}: {exc.strerror}") from exc
+
+
+#: Modules (engine key, sha256, grants) that passed the import and export checks.
+_PASSED_CHECKS: set[tuple[EngineKey, str, frozenset[str]]] = set()
+
+
+@dataclass(frozen=True)
+class _Facts:
+    exports: frozenset[str]
+    host_imports: frozenset[str]
+    wasi: bool
+
+
+_FACTS: dict[int, tuple[wasmtime.Module, _Facts]] = {}
+
+
+def _facts(compiled: wasmtime.Module) -> _Facts:
+    """What a compiled module exports and imports (wasmtime-py's listings are slow to build)."""
+    found = _FACTS.get(id(compiled))
+    if found is None or found[0] is not compiled:
+        facts = _Facts(
+            exports=frozenset(e.name for e in compiled.exports),
+            host_imports=frozenset(i.name for i in compiled.imports if i.module == "wasmudf"),
+            wasi=any(i.module == "wasi_snapshot_preview1" for i in compiled.imports),
+        )
+        found = _FACTS[id(compiled)] = (compiled, facts)  # the module object keeps the id unique
+    return found[1]
 
 
 def read_manifest(wasm: bytes, label: str = "module") -> Manifest:
