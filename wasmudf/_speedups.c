@@ -56,6 +56,7 @@ static struct {
 #define RESET_EVERY 64     /* see Instance.frame_block */
 #define NO_DEADLINE (1ULL << 62)
 #define BATCH_MAX_BYTES 0x7fff0000u
+#define RELEASE_GIL_ABOVE_NS 50000.0
 
 enum { ABI_BOOL = 1, ABI_INT32, ABI_INT64, ABI_FLOAT32, ABI_FLOAT64, ABI_UTF8, ABI_BINARY };
 
@@ -179,6 +180,8 @@ typedef struct {
     uint8_t *base;   /* linear memory: the engine never moves it (see engine._make_config) */
     volatile uint64_t *epoch; /* the native ticker's count, or NULL: arm before every call */
     uint64_t armed_epoch;
+    int armed_per_tick;   /* the armed deadline is one tick (interruptible) rather than the limit */
+    double call_ns;       /* recent batch-call durations (EWMA): is releasing the GIL worth it? */
     long long ticks; /* epoch ticks per call; < 0: no time limit */
     long long fuel;  /* fuel per call; < 0: no fuel metering */
     uint32_t block, capacity;
@@ -226,14 +229,13 @@ static int invoke(Core *c, void *func, uint32_t a0, uint32_t a1, uint32_t a2, in
        was set, setting it again would change nothing. A call that can be interrupted gets a
        deadline every tick instead, where epoch_reached looks at interrupt_check. */
     uint64_t epoch = c->epoch ? __atomic_load_n(c->epoch, __ATOMIC_RELAXED) : 0;
-    if (c->interrupt_check != Py_None) {
-        api.set_deadline(c->ctx, 1);
-        c->ticks_left = c->ticks;
-        c->armed_epoch = UINT64_MAX;
-    } else if (!c->epoch || epoch != c->armed_epoch) {
-        api.set_deadline(c->ctx, c->ticks < 0 ? NO_DEADLINE : (uint64_t)c->ticks);
+    int per_tick = c->interrupt_check != Py_None;
+    if (!c->epoch || epoch != c->armed_epoch || per_tick != c->armed_per_tick) {
+        api.set_deadline(c->ctx, per_tick ? 1 : c->ticks < 0 ? NO_DEADLINE : (uint64_t)c->ticks);
         c->armed_epoch = epoch;
+        c->armed_per_tick = per_tick;
     }
+    c->ticks_left = c->ticks;
     if (c->fuel >= 0) {
         void *err = api.set_fuel(c->ctx, (uint64_t)c->fuel);
         if (err) return fail(c, "call", what, Py_BuildValue("(KK)", (unsigned long long)(uintptr_t)err, 0ULL));
@@ -627,9 +629,20 @@ static PyObject *Core_call_batch(Core *self, PyObject *args) {
     long long output_limit;
     int shape = SHAPE_SCALAR;
     unsigned int state = 0;
-    if (!PyArg_ParseTuple(args, "KUniLOO|iI", &func, &what, &rows, &rcode, &output_limit, &allocate, &columns, &shape,
-                          &state))
+    PyObject *interrupt_check = NULL;
+    if (!PyArg_ParseTuple(args, "KUniLOO|iIO", &func, &what, &rows, &rcode, &output_limit, &allocate, &columns, &shape,
+                          &state, &interrupt_check))
         return NULL;
+    if (interrupt_check && interrupt_check != Py_None) {
+        /* For this call only: stop within a tick once interrupt_check() is true. */
+        PyObject *previous = self->interrupt_check;
+        self->interrupt_check = Py_NewRef(interrupt_check);
+        PyObject *again = PyTuple_GetSlice(args, 0, PyTuple_GET_SIZE(args) - 1);
+        PyObject *result = again ? Core_call_batch(self, again) : NULL;
+        Py_XDECREF(again);
+        Py_SETREF(self->interrupt_check, previous);
+        return result;
+    }
     PyObject *seq = PySequence_Fast(columns, "columns must be a sequence");
     if (!seq) return NULL;
     Py_ssize_t nargs = PySequence_Fast_GET_SIZE(seq);
@@ -688,12 +701,21 @@ static PyObject *Core_call_batch(Core *self, PyObject *args) {
     release_columns(cols, (int)nargs);
     memset(cols, 0, sizeof(cols));
     int failed;
+    /* Let other threads run while the guest works, when the work is long enough to pay for
+       handing the GIL over and back (a short call is faster holding it, and with DuckDB's
+       threads the hand-over itself is what costs). */
+    int release = self->call_ns > RELEASE_GIL_ABOVE_NS;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     if (shape == SHAPE_SCALAR)
-        failed = invoke_status(self, (void *)(uintptr_t)func, block, (uint32_t)nargs, out_at, 1, what);
+        failed = invoke_status(self, (void *)(uintptr_t)func, block, (uint32_t)nargs, out_at, release, what);
     else if (shape == SHAPE_FOLD)
-        failed = invoke_status(self, (void *)(uintptr_t)func, state, block, (uint32_t)nargs, 1, what);
+        failed = invoke_status(self, (void *)(uintptr_t)func, state, block, (uint32_t)nargs, release, what);
     else
         failed = invoke_status(self, (void *)(uintptr_t)func, state, out_at, 0, 0, what);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ns = (double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec);
+    self->call_ns = 0.75 * self->call_ns + 0.25 * ns;
     if (failed) goto done;
     result = has_output ? read_result(self, what, out_at, want, rcode, rows, output_limit, allocate) : Py_NewRef(Py_None);
 done:

@@ -90,11 +90,11 @@ class ScalarFunction:
     def __call__(
         self, *args: Any, rows: int | None = None, interrupted: Callable[[], bool] | None = None
     ) -> pa.Array | pa.ChunkedArray:
+        if self._direct_ok(args):  # the common case, DuckDB's vectors among it
+            return self._invoke(args, len(args[0]), interrupted)
         if interrupted is not None:
             with self.module._pool.get().interruptible(interrupted):
                 return self(*args, rows=rows)
-        if self._direct_ok(args):  # the common case, DuckDB's vectors among it
-            return self._invoke(args, len(args[0]))
         spec = self.spec
         if len(args) != len(spec.params):
             raise ArgumentTypeError(
@@ -181,45 +181,43 @@ class ScalarFunction:
             return pieces[0]
         return pa.concat_arrays(pieces) if pieces else pa.array([], type=self.return_type)
 
-    def _invoke(self, arrays: Sequence[pa.Array], rows: int) -> pa.Array:
+    def _invoke(
+        self, arrays: Sequence[pa.Array], rows: int, interrupted: Callable[[], bool] | None = None
+    ) -> pa.Array:
         """One guest call on plain arrays of the parameter types, NULLs already handled."""
         inst = self.module._pool.get()
         try:
             if inst.core is not None and rows:
-                return self._invoke_native(inst, arrays, rows)
+                return self._invoke_native(inst, arrays, rows, interrupted)
             cols = [input_column(a, t) for a, t in zip(arrays, self.spec.params)]
-            frame = write_frame(inst, cols, self.spec.returns, rows, self.name)
-            inst.status_call(self.spec.export, (frame.args, len(cols), frame.out), what=self.name)
-            return read_output(inst, frame, self.name, self.module.limits.output_bytes)
+            with inst.interruptible(interrupted):
+                frame = write_frame(inst, cols, self.spec.returns, rows, self.name)
+                inst.status_call(self.spec.export, (frame.args, len(cols), frame.out), what=self.name)
+                return read_output(inst, frame, self.name, self.module.limits.output_bytes)
         except GuestError:
             self.module._pool.discard()
             raise
 
-    def _invoke_native(self, inst: Instance, arrays: list[pa.Array], rows: int) -> pa.Array:
+    def _invoke_native(
+        self, inst: Instance, arrays: Sequence[pa.Array], rows: int, interrupted: Callable[[], bool] | None
+    ) -> pa.Array:
         """The same call through the C accelerator: it reads Arrow's buffers directly."""
         columns = []
-        for a, t in zip(arrays, self.spec.params):
+        for a, (code, varlen) in zip(arrays, self._param_codes):
             bufs = a.buffers()
             nulls = a.null_count
-            columns.append(
-                (
-                    t.code,
-                    a.offset,
-                    nulls,
-                    bufs[0] if nulls else None,
-                    bufs[1],
-                    bufs[2] if t.is_varlen else None,
-                )
-            )
-        limit = self.module.limits.output_bytes
+            columns.append((code, a.offset, nulls, bufs[0] if nulls else None, bufs[1], bufs[2] if varlen else None))
         result = inst.core.call_batch(
             inst.func_addr(self.spec.export),
             self.name,
             rows,
             self.spec.returns.code,
-            -1 if limit is None else limit,
+            self._output_limit,
             pa.allocate_buffer,
             columns,
+            0,
+            0,
+            interrupted,
         )
         validity = pa.py_buffer(result[0]) if result[0] is not None else None
         arr = pa.Array.from_buffers(self.return_type, rows, [validity, *result[1:]])
