@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from .columns import ARROW_TYPES, input_column, read_output, write_frame
 from .errors import ArgumentTypeError, GuestError, GuestFailure, UsageError
+from .frames import to_arrow
 from .functions import BATCH_ROWS, row_ranges, sql_type_name
 
 if TYPE_CHECKING:
@@ -194,6 +195,7 @@ class AggregateFunction:
         return pa.table({"key": grouped["key"], self.name: self.aggregate_lists(*lists)})
 
     def _coerce(self, index: int, value: Any) -> pa.Array | pa.ChunkedArray:
+        value = to_arrow(value)  # a pandas/polars Series
         target = self._arrow_params[index]
         if not isinstance(value, (pa.Array, pa.ChunkedArray)):
             try:

@@ -26,6 +26,7 @@ from .columns import (
     write_frame,
 )
 from .errors import ArgumentTypeError, GuestError
+from .frames import frame_kind, from_arrow, to_arrow
 
 if TYPE_CHECKING:
     from .module import Module
@@ -54,7 +55,7 @@ class ScalarFunction:
 
     Call it on pyarrow arrays (or anything ``pyarrow.array`` accepts) with one argument per
     parameter; it returns a ``pyarrow.Array``, or a ``pyarrow.ChunkedArray`` when an argument
-    was chunked. Rows are sent to the guest export in batches of up to ``BATCH_ROWS``.
+    was chunked. Given pandas or polars Series it answers with a Series of the same kind. Rows are sent to the guest export in batches of up to ``BATCH_ROWS``.
     ``interrupted``, a callable, stops a running guest call within one epoch tick once it
     returns true (``CallInterrupted``).
 
@@ -92,6 +93,10 @@ class ScalarFunction:
     ) -> pa.Array | pa.ChunkedArray:
         if self._direct_ok(args):  # the common case, DuckDB's vectors among it
             return self._invoke(args, len(args[0]), interrupted)
+        frames = frame_kind(args)
+        if frames is not None:  # pandas/polars Series in: the same kind out
+            result = self(*[to_arrow(a) for a in args], rows=rows, interrupted=interrupted)
+            return from_arrow(frames[0], frames[1], result, self.name)
         if interrupted is not None:
             with self.module._pool.get().interruptible(interrupted):
                 return self(*args, rows=rows)
