@@ -6,9 +6,9 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pytest
+from references import haversine_km
 
 import wasmudf
-from references import haversine_km
 
 
 @pytest.fixture(scope="module")
