@@ -1,7 +1,17 @@
 #!/usr/bin/env bash
-# Create .venv and install wasmudf with its pinned test and build dependencies.
+# Create .venv and install wasmudf with its pinned test and build dependencies, and the Rust
+# guest toolchain from Debian's packages (rustc 1.63 with the wasm32 standard library).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+RUST_PACKAGES=(rustc=1.63.0+dfsg1-2 libstd-rust-dev-wasm32=1.63.0+dfsg1-2 lld=1:14.0-55.7~deb12u1)
+if ! dpkg -s libstd-rust-dev-wasm32 >/dev/null 2>&1 || [ ! -x /usr/bin/rustc ]; then
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${RUST_PACKAGES[@]}" >/dev/null
+fi
+
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade "pip>=24,<27"
 .venv/bin/python -m pip install --quiet -e ".[test]"

@@ -78,6 +78,28 @@ def edit_distance(a, b):
     return prev[-1]
 
 
+def collatz_steps(n):
+    if n < 1:
+        return None
+    steps = 0
+    while n != 1:
+        n = n // 2 if n % 2 == 0 else 3 * n + 1
+        steps += 1
+    return steps
+
+
+def title_case(s):
+    out, start = [], True
+    for c in s:
+        if c.isalnum():
+            out.append(c.upper() if start else c.lower())
+            start = False
+        else:
+            out.append(c)
+            start = True
+    return "".join(out)
+
+
 def ascii_fold(s):
     return "".join((fold_char(c) if 0xC0 <= ord(c) < 0x180 else None) or c for c in s)
 
@@ -137,6 +159,8 @@ REFERENCES = {
     "coalesce_f64": coalesce_f64,
     "edit_distance": edit_distance,
     "lev_distance": edit_distance,  # the same definition, implemented in C
+    "collatz_steps": collatz_steps,
+    "title_case": title_case,
     "ascii_fold": ascii_fold,
     "slugify": slugify,
     "luhn_check": luhn_check,

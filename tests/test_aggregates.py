@@ -76,6 +76,7 @@ REFERENCES = {
     "hll_distinct": "count(DISTINCT ...), in test_grouped_aggregates_match_references and the bound test",
     "longest": longest,
     "char_total": char_total,
+    "spread": "test_rust_spread_as_aggregate_and_window",
 }
 
 
@@ -369,3 +370,26 @@ def test_a_state_lost_to_another_failure_fails_too(stats):
     mod._pool.get().broken = True  # what any failure in this instance does
     with pytest.raises(GuestFailure, match="state was lost"):
         state.finish()
+
+
+def test_rust_spread_as_aggregate_and_window(engine, example_modules):
+    def spread(xs):
+        xs = [x for x in xs if x is not None]
+        return max(xs) - min(xs) if xs else None
+
+    con = connect(engine)
+    wasmudf.register(con, example_modules["rust"])
+    data = [(p, t, float((t * 37 + p * 11) % 23)) for p in range(2) for t in range(10)]
+    query(con, "CREATE TABLE s (p BIGINT, t BIGINT, x DOUBLE)")
+    for row in data:
+        query(con, "INSERT INTO s VALUES (?, ?, ?)", row)
+    grouped = dict(query(con, "SELECT p, spread(x) FROM s GROUP BY p"))
+    assert grouped == {p: spread([r[2] for r in data if r[0] == p]) for p in range(2)}
+    windowed = query(
+        con, "SELECT p, t, spread(x) OVER (PARTITION BY p ORDER BY t ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) "
+        "FROM s ORDER BY p, t"
+    )
+    for p, t, got in windowed:
+        frame = [r[2] for r in data if r[0] == p and t - 2 <= r[1] <= t]
+        assert got == spread(frame)
+    con.close()

@@ -52,6 +52,8 @@ CASES: dict[str, tuple[str, list[Any]]] = {
     "coalesce_f64": ("numeric", [F64, F64]),
     "edit_distance": ("text", [TEXT | LATIN, TEXT | LATIN]),
     "lev_distance": ("strings", [TEXT | LATIN, TEXT | LATIN]),
+    "collatz_steps": ("rust", [st.integers(-5, 10**6) | st.sampled_from([1, 27, 837799])]),
+    "title_case": ("rust", [TEXT | LATIN]),
     "ascii_fold": ("text", [LATIN | TEXT]),
     "slugify": ("text", [LATIN | TEXT]),
     "luhn_check": ("text", [CARD]),

@@ -14,6 +14,7 @@ MODULES = {
     "binary/binary.wasm": ["binary/binary.c"],
     "stats/stats.wasm": ["stats/stats.c"],
     "strings/strings.wasm": ["strings/strings.c"],
+    "rust/rust.wasm": ["rust/rust.rs"],
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -93,8 +94,41 @@ def compile_sources(sources: Sequence[str | os.PathLike[str]], output: Path) -> 
             f"-femit-bin={output}",
             cwd=paths[0].parent,
         )
+    elif kinds == {".rs"} and len(paths) == 1:
+        _rust(paths[0], output, sdk)
     else:
-        raise BuildError("give C files (.c), or one Zig root file (.zig)")
+        raise BuildError("give C files (.c), one Zig root file (.zig), or one Rust file (.rs)")
+
+
+#: Debian's rustc 1.63 with libstd-rust-dev-wasm32 (scripts/setup.sh installs them); a
+#: rustup toolchain usually has no wasm32 std, so /usr/bin/rustc comes first.
+RUSTC_CANDIDATES = ("/usr/bin/rustc", "rustc")
+
+
+def _rustc() -> str:
+    configured = os.environ.get("WASMUDF_RUSTC")
+    for candidate in ([configured] if configured else []) + list(RUSTC_CANDIDATES):
+        found = shutil.which(candidate)
+        if found:
+            return found
+    raise BuildError("no rustc: install Debian's rustc and libstd-rust-dev-wasm32 (scripts/setup.sh does)")
+
+
+def _rust(source: Path, output: Path, sdk: Path) -> None:
+    """The SDK as a crate of its own, then the UDF file as a cdylib linked against it."""
+    rustc = _rustc()
+    common = ["--edition", "2021", "--target", "wasm32-unknown-unknown", "-C", "opt-level=3", "-C", "debuginfo=0"]
+    with tempfile.TemporaryDirectory() as tmp:
+        lib = Path(tmp) / "libwasmudf.rlib"
+        steps = [
+            [rustc, *common, "--crate-type", "rlib", "--crate-name", "wasmudf", "-o", str(lib), str(sdk / "wasmudf.rs")],
+            [rustc, *common, "--crate-type", "cdylib", "--crate-name", "udf", "-C", "strip=symbols",
+             "-L", tmp, "--extern", f"wasmudf={lib}", "-o", str(output), str(source)],
+        ]
+        for cmd in steps:
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=source.parent)
+            if proc.returncode != 0:
+                raise BuildError(f"compilation failed:\n{proc.stderr.strip()}")
 
 
 def manifest_from_fragments(wasm: bytes) -> dict[str, Any]:
@@ -122,7 +156,7 @@ def manifest_from_fragments(wasm: bytes) -> dict[str, Any]:
                 functions.append(fragment)
             pos = segment.find(MARKER, pos + 1)
     if not functions:
-        raise BuildError("the sources declare no function (use WASMUDF_SCALAR or udf.scalar)")
+        raise BuildError("the sources declare no function (use WASMUDF_SCALAR, udf.scalar or scalar!)")
     manifest: dict[str, Any] = {"abi": abi.ABI_VERSION}
     if capabilities:
         manifest["capabilities"] = list(dict.fromkeys(capabilities))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-NAMES = ("numeric", "text", "binary", "stats", "strings")
+NAMES = ("numeric", "text", "binary", "stats", "strings", "rust")
 UDFS_DIR = Path(__file__).resolve().parent.parent / "udfs"
 
 

@@ -1,0 +1,63 @@
+//! Rust UDFs: a scalar over integers, one over text, and a window aggregate.
+use wasmudf::{scalar, window_aggregate};
+
+/// Steps of the Collatz sequence from n down to 1 (NULL for n < 1).
+fn collatz_steps(n: i64) -> Option<i64> {
+    if n < 1 {
+        return None;
+    }
+    let (mut n, mut steps) = (n as u64, 0i64);
+    while n != 1 {
+        n = if n % 2 == 0 { n / 2 } else { n.wrapping_mul(3).wrapping_add(1) };
+        steps += 1;
+    }
+    Some(steps)
+}
+scalar!(collatz_steps(int64) -> int64, "Collatz steps from n to 1; NULL below 1");
+
+/// Words with their first letter upper-cased and the rest lower-cased.
+fn title_case(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut start = true;
+    for c in s.chars() {
+        if c.is_alphanumeric() {
+            if start {
+                out.extend(c.to_uppercase());
+            } else {
+                out.extend(c.to_lowercase());
+            }
+            start = false;
+        } else {
+            out.push(c);
+            start = true;
+        }
+    }
+    out
+}
+scalar!(title_case(utf8) -> utf8, "Title Case: each word capitalized");
+
+/// max - min of the values in the window, by keeping every value (so rows can leave).
+#[derive(Default)]
+struct Spread {
+    values: Vec<f64>,
+}
+
+impl Spread {
+    fn step(&mut self, x: f64) {
+        self.values.push(x);
+    }
+    fn inverse(&mut self, x: f64) {
+        if let Some(i) = self.values.iter().position(|v| *v == x || (v.is_nan() && x.is_nan())) {
+            self.values.swap_remove(i);
+        }
+    }
+    fn finish(&mut self) -> Option<f64> {
+        let lo = self.values.iter().cloned().fold(f64::INFINITY, f64::min);
+        let hi = self.values.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        if self.values.is_empty() { None } else { Some(hi - lo) }
+    }
+    fn merge(&mut self, other: Spread) {
+        self.values.extend(other.values);
+    }
+}
+window_aggregate!(spread(float64) -> float64, "largest minus smallest value", Spread, merge);

@@ -1,0 +1,470 @@
+//! wasmudf.rs — write SQL functions for wasmudf in Rust (ABI version 1).
+//!
+//! A UDF is a plain Rust function, declared once next to its code with its SQL types:
+//!
+//!     use wasmudf::scalar;
+//!
+//!     fn add_i64(a: i64, b: i64) -> i64 { a.wrapping_add(b) }
+//!     scalar!(add_i64(int64, int64) -> int64, "a + b, wrapping on overflow");
+//!
+//! Build with `wasmudf build add.rs -o add.wasm` (Debian's rustc 1.63 with the wasm32 std;
+//! no crates beyond this file). SQL types and their Rust types:
+//!     bool → bool, int32 → i32, int64 → i64, float32 → f32, float64 → f64,
+//!     utf8 → &str (parameter) / String (result), binary → &[u8] / Vec<u8>
+//! - Return `Option<T>` for a result that may be NULL; NULL arguments never reach the
+//!   function (`nulls: "strict"`).
+//! - Return `Result<T, String>` (or `Result<Option<T>, String>`) to fail the whole call
+//!   with that message.
+//!
+//! An aggregate is a state type (`Default`) with methods, declared with its SQL types:
+//!
+//!     #[derive(Default)]
+//!     struct Span { lo: f64, hi: f64, seen: bool }
+//!     impl Span {
+//!         fn step(&mut self, x: f64) { ... }                 // one row (NULLs skipped)
+//!         fn finish(&mut self) -> Option<f64> { ... }        // the result
+//!         fn merge(&mut self, other: Span) { ... }           // with `aggregate!(..., merge)`
+//!         fn inverse(&mut self, x: f64) { ... }              // with `window_aggregate!`
+//!     }
+//!     aggregate!(span(float64) -> float64, "max - min", Span);
+//!
+//! States live in the Rust heap, outside the arena the host resets between calls.
+#![allow(clippy::missing_safety_doc)]
+
+use std::alloc::{alloc, dealloc, Layout};
+
+pub const ABI_VERSION: u32 = 1;
+
+/// A column descriptor (ABI §3).
+#[repr(C)]
+pub struct Column {
+    pub ty: u32,
+    pub length: u32,
+    pub null_count: u32,
+    pub validity: u32,
+    pub offsets: u32,
+    pub values: u32,
+    pub values_len: u32,
+    pub reserved: u32,
+}
+
+// --------------------------------------------------------------------------- the arena
+// Blocks live until wasmudf_reset; the host never frees them one by one.
+
+static mut ARENA: Vec<(usize, Layout)> = Vec::new();
+static mut MESSAGE: [u8; 512] = [0; 512];
+
+pub fn set_message(text: &str) {
+    unsafe {
+        let n = text.len().min(MESSAGE.len() - 1);
+        MESSAGE[..n].copy_from_slice(&text.as_bytes()[..n]);
+        MESSAGE[n] = 0;
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn wasmudf_abi_version() -> u32 {
+    ABI_VERSION
+}
+
+#[no_mangle]
+pub extern "C" fn wasmudf_alloc(size: u32, align: u32) -> u32 {
+    if align == 0 || !align.is_power_of_two() || align > 16 {
+        set_message("wasmudf_alloc: align must be a power of two, at most 16");
+        return 0;
+    }
+    let layout = match Layout::from_size_align(size.max(1) as usize, align as usize) {
+        Ok(layout) => layout,
+        Err(_) => return 0,
+    };
+    let p = unsafe { alloc(layout) };
+    if p.is_null() {
+        set_message("wasmudf_alloc: out of memory");
+        return 0;
+    }
+    unsafe { ARENA.push((p as usize, layout)) };
+    p as u32
+}
+
+#[no_mangle]
+pub extern "C" fn wasmudf_reset() {
+    unsafe {
+        for (p, layout) in ARENA.drain(..) {
+            dealloc(p as *mut u8, layout);
+        }
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn wasmudf_error() -> u32 {
+    unsafe { MESSAGE.as_ptr() as u32 }
+}
+
+// ------------------------------------------------------------------------ reading rows
+
+pub unsafe fn valid(c: &Column, i: u32) -> bool {
+    c.validity == 0 || (*((c.validity + (i >> 3)) as *const u8) >> (i & 7)) & 1 == 1
+}
+
+/// A parameter type: how to read row `i` of a column.
+pub trait Arg: Sized {
+    unsafe fn get(c: &Column, i: u32) -> Self;
+}
+
+macro_rules! fixed_arg {
+    ($($t:ty),*) => {$(
+        impl Arg for $t {
+            unsafe fn get(c: &Column, i: u32) -> Self {
+                *((c.values as usize + i as usize * std::mem::size_of::<$t>()) as *const $t)
+            }
+        }
+    )*};
+}
+fixed_arg!(i32, i64, f32, f64);
+
+impl Arg for bool {
+    unsafe fn get(c: &Column, i: u32) -> Self {
+        *((c.values + i) as *const u8) != 0
+    }
+}
+
+unsafe fn bytes_at(c: &Column, i: u32) -> &'static [u8] {
+    let offsets = c.offsets as *const u32;
+    let start = *offsets.add(i as usize);
+    let end = *offsets.add(i as usize + 1);
+    std::slice::from_raw_parts((c.values + start) as *const u8, (end - start) as usize)
+}
+
+impl Arg for &'static [u8] {
+    unsafe fn get(c: &Column, i: u32) -> Self {
+        bytes_at(c, i)
+    }
+}
+
+impl Arg for &'static str {
+    unsafe fn get(c: &Column, i: u32) -> Self {
+        // The host sends valid UTF-8 for utf8 columns.
+        std::str::from_utf8_unchecked(bytes_at(c, i))
+    }
+}
+
+// ----------------------------------------------------------------------- writing rows
+
+/// A result value: fixed-width ones go straight into the host's buffer, variable-length
+/// ones are gathered and packed into one arena block at the end.
+pub trait Output {
+    const VARLEN: bool;
+    unsafe fn write(self, o: &mut Column, spans: &mut Vec<Vec<u8>>, i: u32);
+}
+
+macro_rules! fixed_output {
+    ($($t:ty),*) => {$(
+        impl Output for $t {
+            const VARLEN: bool = false;
+            unsafe fn write(self, o: &mut Column, _: &mut Vec<Vec<u8>>, i: u32) {
+                *((o.values as usize + i as usize * std::mem::size_of::<$t>()) as *mut $t) = self;
+            }
+        }
+    )*};
+}
+fixed_output!(i32, i64, f32, f64);
+
+impl Output for bool {
+    const VARLEN: bool = false;
+    unsafe fn write(self, o: &mut Column, _: &mut Vec<Vec<u8>>, i: u32) {
+        *((o.values + i) as *mut u8) = self as u8;
+    }
+}
+
+impl Output for Vec<u8> {
+    const VARLEN: bool = true;
+    unsafe fn write(self, _: &mut Column, spans: &mut Vec<Vec<u8>>, _: u32) {
+        spans.push(self);
+    }
+}
+
+impl Output for String {
+    const VARLEN: bool = true;
+    unsafe fn write(self, _: &mut Column, spans: &mut Vec<Vec<u8>>, _: u32) {
+        spans.push(self.into_bytes());
+    }
+}
+
+impl<T: Output> Output for Option<T> {
+    const VARLEN: bool = T::VARLEN;
+    unsafe fn write(self, o: &mut Column, spans: &mut Vec<Vec<u8>>, i: u32) {
+        match self {
+            Some(v) => v.write(o, spans, i),
+            None => {
+                let byte = (o.validity + (i >> 3)) as *mut u8;
+                *byte &= !(1u8 << (i & 7));
+                o.null_count += 1;
+                if T::VARLEN {
+                    spans.push(Vec::new());
+                }
+            }
+        }
+    }
+}
+
+/// A function's return value: the value itself, or an error that fails the call.
+pub trait Returned {
+    type Value: Output;
+    fn into_result(self) -> Result<Self::Value, String>;
+}
+
+impl<T: Output> Returned for T {
+    type Value = T;
+    fn into_result(self) -> Result<T, String> {
+        Ok(self)
+    }
+}
+
+impl<T: Output> Returned for Result<T, String> {
+    type Value = T;
+    fn into_result(self) -> Result<T, String> {
+        self
+    }
+}
+
+/// Pack gathered variable-length results into one arena block and fill the offsets.
+pub unsafe fn pack(o: &mut Column, spans: &[Vec<u8>]) -> i32 {
+    let total: usize = spans.iter().map(|s| s.len()).sum();
+    if total > u32::MAX as usize {
+        set_message("result over 4 GiB");
+        return 1;
+    }
+    let dst = wasmudf_alloc(total as u32, 1);
+    if dst == 0 {
+        return 1;
+    }
+    let offsets = o.offsets as *mut u32;
+    let mut pos = 0u32;
+    *offsets = 0;
+    for (i, s) in spans.iter().enumerate() {
+        std::ptr::copy_nonoverlapping(s.as_ptr(), (dst + pos) as *mut u8, s.len());
+        pos += s.len() as u32;
+        *offsets.add(i + 1) = pos;
+    }
+    o.values = dst;
+    o.values_len = pos;
+    0
+}
+
+/// Every row of `args` that has no NULL, in order (strict NULL handling).
+pub unsafe fn all_valid(args: &[Column], r: u32) -> bool {
+    args.iter().all(|c| valid(c, r))
+}
+
+// ----------------------------------------------------------------------- declarations
+
+#[macro_export]
+macro_rules! ctype {
+    (bool) => { bool };
+    (int32) => { i32 };
+    (int64) => { i64 };
+    (float32) => { f32 };
+    (float64) => { f64 };
+    (utf8) => { &'static str };
+    (binary) => { &'static [u8] };
+}
+
+#[macro_export]
+macro_rules! __fragment {
+    ($name:ident, $json:expr) => {
+        concat!("WASMUDF-MANIFEST-FRAGMENT:", $json, "\0")
+    };
+}
+
+/// `scalar!(name(types...) -> type, "doc")` exports the function `name` as a SQL scalar.
+#[macro_export]
+macro_rules! scalar {
+    ($name:ident ( $($t:ident),* ) -> $r:ident, $doc:literal) => {
+        const _: () = {
+            static FRAGMENT: &str = $crate::__fragment!($name, concat!(
+                "{\"name\":\"", stringify!($name), "\",\"kind\":\"scalar\",\"params\":[",
+                $crate::__json_types!($($t),*), "],\"returns\":\"", stringify!($r),
+                "\",\"nulls\":\"strict\",\"doc\":\"", $doc, "\"}"));
+
+            #[export_name = stringify!($name)]
+            pub unsafe extern "C" fn export(args: u32, nargs: u32, out: u32) -> i32 {
+                // Reading the fragment keeps it in the module for `wasmudf build`.
+                std::ptr::read_volatile(&FRAGMENT.as_ptr());
+                let n_params = [$(stringify!($t)),*].len() as u32;
+                if nargs != n_params {
+                    $crate::set_message(concat!(stringify!($name), ": wrong number of arguments"));
+                    return 1;
+                }
+                let a = std::slice::from_raw_parts(args as *const $crate::Column, nargs as usize);
+                let o = &mut *(out as *mut $crate::Column);
+                o.null_count = 0;
+                let mut spans: Vec<Vec<u8>> = Vec::new();
+                for r in 0..o.length {
+                    let mut k = 0usize;
+                    #[allow(unused_assignments)]
+                    let value = $name($({
+                        let v = <$crate::ctype!($t) as $crate::Arg>::get(&a[k], r);
+                        k += 1;
+                        v
+                    }),*);
+                    match $crate::Returned::into_result(value) {
+                        Ok(v) => $crate::Output::write(v, o, &mut spans, r),
+                        Err(message) => {
+                            $crate::set_message(&message);
+                            return 1;
+                        }
+                    }
+                }
+                let _ = a;
+                if !spans.is_empty() || $crate::__is_varlen!($r) {
+                    return $crate::pack(o, &spans);
+                }
+                0
+            }
+        };
+    };
+}
+
+#[macro_export]
+macro_rules! __is_varlen {
+    (utf8) => { true };
+    (binary) => { true };
+    ($other:ident) => { false };
+}
+
+#[macro_export]
+macro_rules! __json_types {
+    () => { "" };
+    ($t:ident) => { concat!("\"", stringify!($t), "\"") };
+    ($t:ident, $($rest:ident),+) => { concat!("\"", stringify!($t), "\",", $crate::__json_types!($($rest),+)) };
+}
+
+/// `aggregate!(name(types...) -> type, "doc", State)`: an aggregate over a `Default` state
+/// with `step(&mut self, args...)` and `finish(&mut self) -> T or Option<T>`. Add `, merge`
+/// when the state has `merge(&mut self, other: State)`.
+#[macro_export]
+macro_rules! aggregate {
+    ($name:ident ( $($t:ident),* ) -> $r:ident, $doc:literal, $state:ty) => {
+        $crate::__aggregate!($name ($($t),*) -> $r, $doc, $state, "false");
+    };
+    ($name:ident ( $($t:ident),* ) -> $r:ident, $doc:literal, $state:ty, merge) => {
+        $crate::__aggregate!($name ($($t),*) -> $r, $doc, $state, "false");
+        $crate::__merge!($name, $state);
+    };
+}
+
+/// `window_aggregate!(...)`: as `aggregate!`, plus `inverse(&mut self, args...)` to take a
+/// row out again, so it works as a SQL window function.
+#[macro_export]
+macro_rules! window_aggregate {
+    ($name:ident ( $($t:ident),* ) -> $r:ident, $doc:literal, $state:ty) => {
+        $crate::__aggregate!($name ($($t),*) -> $r, $doc, $state, "true");
+        const _: () = {
+            #[export_name = concat!(stringify!($name), "__inverse")]
+            pub unsafe extern "C" fn inverse(state: u32, args: u32, nargs: u32) -> i32 {
+                let s = &mut *(state as *mut $state);
+                $crate::__fold!(s, inverse, args, nargs, $($t),*)
+            }
+            #[export_name = concat!(stringify!($name), "__value")]
+            pub unsafe extern "C" fn value(state: u32, out: u32) -> i32 {
+                let s = &mut *(state as *mut $state);
+                $crate::__result!(s, out)
+            }
+        };
+    };
+    ($name:ident ( $($t:ident),* ) -> $r:ident, $doc:literal, $state:ty, merge) => {
+        $crate::window_aggregate!($name ($($t),*) -> $r, $doc, $state);
+        $crate::__merge!($name, $state);
+    };
+}
+
+#[macro_export]
+macro_rules! __fold {
+    ($s:ident, $method:ident, $args:ident, $nargs:ident, $($t:ident),*) => {{
+        let n_params = [$(stringify!($t)),*].len() as u32;
+        if $nargs != n_params {
+            $crate::set_message("wrong number of arguments");
+            return 1;
+        }
+        let a = std::slice::from_raw_parts($args as *const $crate::Column, $nargs as usize);
+        let n = if a.is_empty() { 0 } else { a[0].length };
+        for r in 0..n {
+            if !$crate::all_valid(a, r) {
+                continue; // strict: a row with a NULL argument is skipped
+            }
+            let mut k = 0usize;
+            #[allow(unused_assignments)]
+            $s.$method($({
+                let v = <$crate::ctype!($t) as $crate::Arg>::get(&a[k], r);
+                k += 1;
+                v
+            }),*);
+        }
+        0
+    }};
+}
+
+#[macro_export]
+macro_rules! __result {
+    ($s:ident, $out:ident) => {{
+        let o = &mut *($out as *mut $crate::Column);
+        o.null_count = 0;
+        let mut spans: Vec<Vec<u8>> = Vec::new();
+        match $crate::Returned::into_result($s.finish()) {
+            Ok(v) => {
+                $crate::Output::write(v, o, &mut spans, 0);
+                if spans.is_empty() { 0 } else { $crate::pack(o, &spans) }
+            }
+            Err(message) => {
+                $crate::set_message(&message);
+                1
+            }
+        }
+    }};
+}
+
+#[macro_export]
+macro_rules! __aggregate {
+    ($name:ident ( $($t:ident),* ) -> $r:ident, $doc:literal, $state:ty, $window:literal) => {
+        const _: () = {
+            static FRAGMENT: &str = $crate::__fragment!($name, concat!(
+                "{\"name\":\"", stringify!($name), "\",\"kind\":\"aggregate\",\"params\":[",
+                $crate::__json_types!($($t),*), "],\"returns\":\"", stringify!($r),
+                "\",\"window\":", $window, ",\"doc\":\"", $doc, "\"}"));
+
+            #[export_name = concat!(stringify!($name), "__init")]
+            pub unsafe extern "C" fn init() -> u32 {
+                std::ptr::read_volatile(&FRAGMENT.as_ptr());
+                Box::into_raw(Box::new(<$state as Default>::default())) as u32
+            }
+            #[export_name = concat!(stringify!($name), "__update")]
+            pub unsafe extern "C" fn update(state: u32, args: u32, nargs: u32) -> i32 {
+                let s = &mut *(state as *mut $state);
+                $crate::__fold!(s, step, args, nargs, $($t),*)
+            }
+            #[export_name = concat!(stringify!($name), "__finalize")]
+            pub unsafe extern "C" fn finalize(state: u32, out: u32) -> i32 {
+                // The result is packed into the arena before the state (which it may
+                // borrow from) is dropped.
+                let mut s = Box::from_raw(state as *mut $state);
+                let s = &mut *s;
+                $crate::__result!(s, out)
+            }
+        };
+    };
+}
+
+#[macro_export]
+macro_rules! __merge {
+    ($name:ident, $state:ty) => {
+        const _: () = {
+            #[export_name = concat!(stringify!($name), "__merge")]
+            pub unsafe extern "C" fn merge(state: u32, other: u32) -> i32 {
+                let s = &mut *(state as *mut $state);
+                let o = Box::from_raw(other as *mut $state);
+                s.merge(*o);
+                0
+            }
+        };
+    };
+}
