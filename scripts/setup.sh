@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create .venv and install wasmudf with its pinned test and build dependencies, and the Rust
-# guest toolchain from Debian's packages (rustc 1.63 with the wasm32 standard library).
+# Create .venv and install wasmudf with its pinned test and build dependencies, the Rust guest
+# toolchain from Debian's packages (rustc 1.63 with the wasm32 standard library) and the
+# AssemblyScript compiler from npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,9 @@ if ! dpkg -s libstd-rust-dev-wasm32 >/dev/null 2>&1 || [ ! -x /usr/bin/rustc ]; 
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${RUST_PACKAGES[@]}" >/dev/null
 fi
+
+# The AssemblyScript compiler, pinned in package-lock.json.
+npm ci --silent --no-audit --no-fund
 
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade "pip>=24,<27"

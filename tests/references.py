@@ -100,6 +100,23 @@ def title_case(s):
     return "".join(out)
 
 
+def fizzbuzz(n):
+    # Remainders truncate toward zero in all four languages; == 0 is the same either way.
+    if n % 15 == 0:
+        return "FizzBuzz"
+    if n % 3 == 0:
+        return "Fizz"
+    if n % 5 == 0:
+        return "Buzz"
+    return str(n)
+
+
+def celsius_to_kelvin(c):
+    if c < -273.15:  # False for NaN, as in the guest: NaN stays NaN
+        return None
+    return c + 273.15
+
+
 def ascii_fold(s):
     return "".join((fold_char(c) if 0xC0 <= ord(c) < 0x180 else None) or c for c in s)
 
@@ -161,6 +178,11 @@ REFERENCES = {
     "lev_distance": edit_distance,  # the same definition, implemented in C
     "collatz_steps": collatz_steps,
     "title_case": title_case,
+    "fizzbuzz": fizzbuzz,
+    "fizzbuzz_c": fizzbuzz,
+    "fizzbuzz_zig": fizzbuzz,
+    "fizzbuzz_rs": fizzbuzz,
+    "celsius_to_kelvin": celsius_to_kelvin,
     "ascii_fold": ascii_fold,
     "slugify": slugify,
     "luhn_check": luhn_check,

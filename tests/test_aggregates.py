@@ -77,6 +77,7 @@ REFERENCES = {
     "longest": longest,
     "char_total": char_total,
     "spread": "test_rust_spread_as_aggregate_and_window",
+    "sum_squares": "test_assemblyscript_sum_squares",
 }
 
 
@@ -392,4 +393,27 @@ def test_rust_spread_as_aggregate_and_window(engine, example_modules):
     for p, t, got in windowed:
         frame = [r[2] for r in data if r[0] == p and t - 2 <= r[1] <= t]
         assert got == spread(frame)
+    con.close()
+
+
+def test_assemblyscript_sum_squares(engine, example_modules):
+    con = connect(engine)
+    wasmudf.register(con, example_modules["assemblyscript"])
+    data = [(p, t, float(t % 5) - p) for p in range(2) for t in range(12)]
+    query(con, "CREATE TABLE q (p BIGINT, t BIGINT, x DOUBLE)")
+    for row in data:
+        query(con, "INSERT INTO q VALUES (?, ?, ?)", row)
+    assert dict(query(con, "SELECT p, sum_squares(x) FROM q GROUP BY p")) == {
+        p: sum(r[2] ** 2 for r in data if r[0] == p) for p in range(2)
+    }
+    for p, t, got in query(
+        con, "SELECT p, t, sum_squares(x) OVER (PARTITION BY p ORDER BY t ROWS 3 PRECEDING) FROM q ORDER BY p, t"
+    ):
+        assert got == pytest.approx(sum(r[2] ** 2 for r in data if r[0] == p and t - 3 <= r[1] <= t))
+    fn = example_modules["assemblyscript"].functions["sum_squares"]
+    left, right = fn.start(), fn.start()
+    left.update([1.0, 2.0])
+    right.update([3.0])
+    left.merge(right)
+    assert left.finish() == 14.0
     con.close()

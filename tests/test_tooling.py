@@ -40,7 +40,7 @@ def test_rebuilding_the_examples_gives_the_same_bytes(tmp_path):
 
 def test_every_example_has_its_source_beside_it():
     for path in EXAMPLES.values():
-        sources = [p for p in path.parent.iterdir() if p.suffix in (".c", ".zig", ".rs")]
+        sources = [p for p in path.parent.iterdir() if p.suffix in (".c", ".zig", ".rs", ".ts")]
         assert sources, path
 
 

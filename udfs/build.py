@@ -15,6 +15,7 @@ MODULES = {
     "stats/stats.wasm": ["stats/stats.c"],
     "strings/strings.wasm": ["strings/strings.c"],
     "rust/rust.wasm": ["rust/rust.rs"],
+    "assemblyscript/assemblyscript.wasm": ["assemblyscript/assemblyscript.ts"],
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -51,8 +52,9 @@ def _zig(*args: str, cwd: Path) -> None:
         raise BuildError(f"compilation failed:\n{proc.stderr.strip()}")
 
 
-def compile_sources(sources: Sequence[str | os.PathLike[str]], output: Path) -> None:
-    """Compile C files (any number) or one Zig root file into ``output``."""
+def compile_sources(sources: Sequence[str | os.PathLike[str]], output: Path) -> dict[str, Any] | None:
+    """Compile C files (any number) or one Zig, Rust or AssemblyScript file into ``output``;
+    returns the manifest when the language declares it outside the code (AssemblyScript)."""
     paths = [Path(s).resolve() for s in sources]
     if not paths:
         raise BuildError("no source files given")
@@ -96,8 +98,11 @@ def compile_sources(sources: Sequence[str | os.PathLike[str]], output: Path) -> 
         )
     elif kinds == {".rs"} and len(paths) == 1:
         _rust(paths[0], output, sdk)
+    elif kinds == {".ts"} and len(paths) == 1:
+        return _assemblyscript(paths[0], output, sdk)
     else:
-        raise BuildError("give C files (.c), one Zig root file (.zig), or one Rust file (.rs)")
+        raise BuildError("give C files (.c), one Zig (.zig), Rust (.rs) or AssemblyScript (.ts) file")
+    return None
 
 
 #: Debian's rustc 1.63 with libstd-rust-dev-wasm32 (scripts/setup.sh installs them); a
@@ -129,6 +134,125 @@ def _rust(source: Path, output: Path, sdk: Path) -> None:
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=source.parent)
             if proc.returncode != 0:
                 raise BuildError(f"compilation failed:\n{proc.stderr.strip()}")
+
+
+# -- AssemblyScript: no macros, so `wasmudf build` reads the declaration comments and writes
+#    the ABI exports around the author's functions itself.
+
+_AS_DECLARATION = re.compile(
+    r'^\s*//\s*@wasmudf\s+(scalar|aggregate)\s+(\w+)\s*\(([^)]*)\)\s*->\s*(\w+)((?:\s+(?:window|merge))*)\s+"([^"\\]*)"\s*$'
+)
+_AS_TYPES = {"bool": "bool", "int32": "i32", "int64": "i64", "float32": "f32", "float64": "f64", "utf8": "string"}
+_AS_ITEM = re.compile(r"^\s*export\s+(function|class)\s+(\w+)")
+
+
+def _as_declarations(source: str) -> list[dict[str, Any]]:
+    lines = source.splitlines()
+    found = []
+    for i, line in enumerate(lines):
+        m = _AS_DECLARATION.match(line)
+        if not m:
+            if "@wasmudf" in line:
+                raise BuildError(f"line {i + 1}: cannot read this declaration: {line.strip()}")
+            continue
+        kind, name, params, returns, flags, doc = m.groups()
+        types = [t.strip() for t in params.split(",") if t.strip()]
+        for t in [*types, returns]:
+            if t not in _AS_TYPES:
+                raise BuildError(f"line {i + 1}: AssemblyScript UDFs take {', '.join(_AS_TYPES)}, not {t!r}")
+        item = next((_AS_ITEM.match(x) for x in lines[i + 1 :] if x.strip() and not x.strip().startswith("//")), None)
+        want = "function" if kind == "scalar" else "class"
+        if item is None or item.group(1) != want:
+            raise BuildError(f"line {i + 1}: the declaration must be followed by `export {want} ...`")
+        if kind == "scalar" and not 1 <= len(types) <= 3 or kind == "aggregate" and not 1 <= len(types) <= 2:
+            raise BuildError(f"line {i + 1}: {name}: this SDK handles 1-3 parameters (aggregates 1-2)")
+        found.append({"kind": kind, "name": name, "params": types, "returns": returns, "flags": flags.split(),
+                      "doc": doc, "item": item.group(2)})
+    if not found:
+        raise BuildError("the source declares no function (a `// @wasmudf scalar ...` line)")
+    return found
+
+
+def _as_entry(decls: list[dict[str, Any]]) -> str:
+    """The generated entry file: the SDK's exports and one ABI export per declaration."""
+    items = ", ".join(sorted({f"{d['item']} as user_{d['item']}" for d in decls}))
+    out = [
+        'import * as udf from "./wasmudf";',
+        f'import {{ {items} }} from "./udf_source";',
+        'export { wasmudf_abi_version, wasmudf_alloc, wasmudf_reset, wasmudf_error } from "./wasmudf";',
+    ]
+    for d in decls:
+        name, user = d["name"], f"user_{d['item']}"
+        ts = [_AS_TYPES[t] for t in d["params"]]
+        ret = _AS_TYPES[d["returns"]]
+        n = len(ts)
+        if d["kind"] == "scalar":
+            out.append(
+                f"export function {name}(args: u32, nargs: u32, out: u32): i32 {{ "
+                f"return udf.scalar{n}<{', '.join(ts)}, {ret}>(args, nargs, out, {user}); }}"
+            )
+            continue
+        params = ", ".join(f"a{i}: {t}" for i, t in enumerate(ts))
+        names = ", ".join(f"a{i}" for i in range(n))
+        fold = f"udf.fold{n}<{user}, {', '.join(ts)}>"
+        out += [
+            f"export function {name}__init(): u32 {{ return udf.stateNew<{user}>(); }}",
+            f"export function {name}__update(s: u32, args: u32, nargs: u32): i32 {{ return {fold}(s, args, nargs, "
+            f"(st: {user}, {params}): void => {{ st.step({names}); }}); }}",
+            f"export function {name}__finalize(s: u32, out: u32): i32 {{ return udf.result<{user}, {ret}>(s, out, "
+            f"(st: {user}): {ret} => st.finish(), true); }}",
+        ]
+        if "window" in d["flags"]:
+            out += [
+                f"export function {name}__inverse(s: u32, args: u32, nargs: u32): i32 {{ return {fold}(s, args, nargs, "
+                f"(st: {user}, {params}): void => {{ st.inverse({names}); }}); }}",
+                f"export function {name}__value(s: u32, out: u32): i32 {{ return udf.result<{user}, {ret}>(s, out, "
+                f"(st: {user}): {ret} => st.finish(), false); }}",
+            ]
+        if "merge" in d["flags"]:
+            out.append(
+                f"export function {name}__merge(s: u32, o: u32): i32 {{ return udf.merge<{user}>(s, o, "
+                f"(st: {user}, other: {user}): void => {{ st.merge(other); }}); }}"
+            )
+    return "\n".join(out) + "\n"
+
+
+def _asc() -> list[str]:
+    configured = os.environ.get("WASMUDF_ASC")
+    if configured:
+        return [configured]
+    for start in (Path.cwd(), Path(__file__).resolve().parent):
+        for folder in (start, *start.parents):
+            asc = folder / "node_modules" / ".bin" / "asc"
+            if asc.is_file():
+                return [str(asc)]
+    raise BuildError(
+        "the AssemblyScript compiler is missing: run `npm ci` in the project "
+        "(assemblyscript@0.28.20 is pinned in package-lock.json), or set WASMUDF_ASC"
+    )
+
+
+def _assemblyscript(source: Path, output: Path, sdk: Path) -> dict[str, Any]:
+    text = source.read_text()
+    decls = _as_declarations(text)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "udf_source.ts").write_text(text)
+        shutil.copyfile(sdk / "wasmudf.ts", work / "wasmudf.ts")
+        (work / "entry.ts").write_text(_as_entry(decls))
+        cmd = [*_asc(), "entry.ts", "--outFile", str(output), "--runtime", "stub", "--use", "abort=", "-O3",
+               "--noAssert"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
+        if proc.returncode != 0:
+            raise BuildError(f"compilation failed:\n{(proc.stderr or proc.stdout).strip()}")
+    functions = []
+    for d in decls:
+        entry: dict[str, Any] = {"name": d["name"], "kind": d["kind"], "params": d["params"], "returns": d["returns"]}
+        if d["kind"] == "aggregate":
+            entry["window"] = "window" in d["flags"]
+        entry["doc"] = d["doc"]
+        functions.append(entry)
+    return {"abi": abi.ABI_VERSION, "functions": functions}
 
 
 def manifest_from_fragments(wasm: bytes) -> dict[str, Any]:
@@ -172,9 +296,9 @@ def build(sources: Sequence[str | os.PathLike[str]], output: str | os.PathLike[s
     out = Path(output)
     with tempfile.TemporaryDirectory() as tmp:
         raw_path = Path(tmp) / "raw.wasm"
-        compile_sources(sources, raw_path)
+        declared = compile_sources(sources, raw_path)
         wasm = raw_path.read_bytes()
-    manifest = manifest_from_fragments(wasm)
+    manifest = declared if declared is not None else manifest_from_fragments(wasm)
     content = json.dumps(manifest, separators=(",", ":"), ensure_ascii=False).encode()
     abi.parse_manifest(content)  # refuse to write a module the host would reject
     out.write_bytes(wasmbin.with_custom_section(wasm, abi.MANIFEST_SECTION, content))

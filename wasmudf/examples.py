@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-NAMES = ("numeric", "text", "binary", "stats", "strings", "rust")
+NAMES = ("numeric", "text", "binary", "stats", "strings", "rust", "assemblyscript")
 UDFS_DIR = Path(__file__).resolve().parent.parent / "udfs"
 
 

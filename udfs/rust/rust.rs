@@ -36,6 +36,17 @@ fn title_case(s: &str) -> String {
 }
 scalar!(title_case(utf8) -> utf8, "Title Case: each word capitalized");
 
+/// FizzBuzz, the same function as fizzbuzz_c, fizzbuzz_zig and the AssemblyScript fizzbuzz.
+fn fizzbuzz_rs(n: i64) -> String {
+    match (n % 3 == 0, n % 5 == 0) {
+        (true, true) => "FizzBuzz".to_string(),
+        (true, false) => "Fizz".to_string(),
+        (false, true) => "Buzz".to_string(),
+        _ => n.to_string(),
+    }
+}
+scalar!(fizzbuzz_rs(int64) -> utf8, "Fizz for multiples of 3, Buzz of 5, FizzBuzz of both, else the number");
+
 /// max - min of the values in the window, by keeping every value (so rows can leave).
 #[derive(Default)]
 struct Spread {

@@ -39,3 +39,21 @@ static int64_t lev_distance(wasmudf_str a_text, wasmudf_str b_text) {
     return row[m];
 }
 WASMUDF_SCALAR(lev_distance, int64, "Levenshtein distance between two strings, in code points", utf8, utf8)
+
+/* FizzBuzz, the same function as fizzbuzz_zig, fizzbuzz_rs and the AssemblyScript fizzbuzz. */
+static wasmudf_str fizzbuzz_c(int64_t n) {
+    if (n % 15 == 0) return wasmudf_str_of("FizzBuzz", 8);
+    if (n % 3 == 0) return wasmudf_str_of("Fizz", 4);
+    if (n % 5 == 0) return wasmudf_str_of("Buzz", 4);
+    char digits[20];
+    uint32_t len = 0;
+    uint64_t u = n < 0 ? (uint64_t)0 - (uint64_t)n : (uint64_t)n; /* INT64_MIN too */
+    do { digits[len++] = (char)('0' + u % 10); u /= 10; } while (u);
+    char *out = wasmudf_str_alloc(len + (n < 0));
+    if (!out) return wasmudf_str_of(0, 0);
+    uint32_t pos = 0;
+    if (n < 0) out[pos++] = '-';
+    while (len) out[pos++] = digits[--len];
+    return wasmudf_str_of(out, pos);
+}
+WASMUDF_SCALAR(fizzbuzz_c, utf8, "Fizz for multiples of 3, Buzz of 5, FizzBuzz of both, else the number", int64)

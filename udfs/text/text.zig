@@ -113,6 +113,14 @@ fn luhn_check(s: []const u8) bool {
     return digits >= 2 and sum % 10 == 0;
 }
 
+/// FizzBuzz, the same function as fizzbuzz_c, fizzbuzz_rs and the AssemblyScript fizzbuzz.
+fn fizzbuzz_zig(n: i64) ![]const u8 {
+    if (@rem(n, 15) == 0) return "FizzBuzz";
+    if (@rem(n, 3) == 0) return "Fizz";
+    if (@rem(n, 5) == 0) return "Buzz";
+    return std.fmt.allocPrint(udf.allocator, "{d}", .{n});
+}
+
 /// The longest string of a group; of equally long ones the smallest (byte order).
 const Longest = struct {
     best: []u8 = &.{},
@@ -159,6 +167,7 @@ comptime {
         udf.scalar("ascii_fold", ascii_fold, .{ .doc = "accented Latin letters replaced by ASCII (é to e, ß to ss)" }),
         udf.scalar("slugify", slugify, .{ .doc = "lower-case ASCII slug with '-' between words" }),
         udf.scalar("luhn_check", luhn_check, .{ .doc = "true when the digits pass the Luhn checksum (spaces ignored)" }),
+        udf.scalar("fizzbuzz_zig", fizzbuzz_zig, .{ .doc = "Fizz for multiples of 3, Buzz of 5, FizzBuzz of both, else the number" }),
         udf.aggregate("longest", Longest, .{ .doc = "the longest string (in UTF-8 bytes); the smallest of equally long ones" }),
         udf.aggregate("char_total", CharCount, .{ .doc = "total characters (code points) of the strings; a window function" }),
     });
