@@ -1,0 +1,31 @@
+"""Every example in docs/first-udf.md builds and answers as the guide says."""
+
+from __future__ import annotations
+
+import re
+
+import duckdb
+import pytest
+from conftest import ROOT
+
+import wasmudf
+from wasmudf.build import build
+
+GUIDE = (ROOT / "docs" / "first-udf.md").read_text()
+BLOCKS = re.findall(r"```(c|zig|rust|ts)\n(.*?)```", GUIDE, flags=re.S)
+SUFFIX = {"c": ".c", "zig": ".zig", "rust": ".rs", "ts": ".ts"}
+
+
+def test_the_guide_covers_four_languages():
+    assert sorted(lang for lang, _ in BLOCKS) == ["c", "rust", "ts", "zig"]
+
+
+@pytest.mark.parametrize(("lang", "source"), BLOCKS, ids=[lang for lang, _ in BLOCKS])
+def test_guide_example_builds_and_answers(lang, source, tmp_path):
+    src = tmp_path / f"fahrenheit{SUFFIX[lang]}"
+    src.write_text(source)
+    out = tmp_path / "fahrenheit.wasm"
+    build([src], out)
+    con = duckdb.connect()
+    assert wasmudf.register(con, out) == ["to_fahrenheit"]
+    assert con.execute("SELECT to_fahrenheit(100.0)").fetchall() == [(212.0,)]
