@@ -17,8 +17,7 @@ import pyarrow as pa
 
 from .columns import ARROW_TYPES, input_column, read_output, write_frame
 from .errors import ArgumentTypeError, GuestError, GuestFailure, UsageError
-from .frames import to_arrow
-from .functions import BATCH_ROWS, row_ranges, sql_type_name
+from .functions import BATCH_ROWS, ArrowArguments, row_ranges, sql_type_name
 
 if TYPE_CHECKING:
     from .instance import Instance
@@ -33,7 +32,7 @@ ROW_BUFFER = 4096
 _SHAPE_FOLD, _SHAPE_RESULT = 1, 2
 
 
-class AggregateFunction:
+class AggregateFunction(ArrowArguments):
     """An aggregate SQL function of a loaded module.
 
     >>> geo = mod.functions["geo_mean"]                                    # doctest: +SKIP
@@ -193,26 +192,6 @@ class AggregateFunction:
         grouped = table.group_by("key", use_threads=False).aggregate([(f"arg{i}", "list") for i in range(len(args))])
         lists = [grouped[f"arg{i}_list"] for i in range(len(args))]
         return pa.table({"key": grouped["key"], self.name: self.aggregate_lists(*lists)})
-
-    def _coerce(self, index: int, value: Any) -> pa.Array | pa.ChunkedArray:
-        value = to_arrow(value)  # a pandas/polars Series
-        target = self._arrow_params[index]
-        if not isinstance(value, (pa.Array, pa.ChunkedArray)):
-            try:
-                value = pa.array(value, type=target)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
-                raise self._type_error(index, f"a {type(value).__name__} ({exc})") from None
-        if value.type != target:
-            try:
-                value = value.cast(target, safe=True)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-                raise self._type_error(index, f"{value.type} ({exc})") from None
-        return value
-
-    def _type_error(self, index: int, found: str) -> ArgumentTypeError:
-        return ArgumentTypeError(
-            f"`{self.name}` argument {index + 1} must be {self.spec.params[index].name}, got {found}"
-        )
 
 
 class AggregateState:

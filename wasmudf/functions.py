@@ -50,7 +50,36 @@ _ROW_FORMATS = {"bool": "<B", "int32": "<i", "int64": "<q", "float32": "<f", "fl
 _INT_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
 
 
-class ScalarFunction:
+class ArrowArguments:
+    """Call arguments as Arrow arrays of the parameter types, with errors that say which
+    argument and what it was (shared by scalar and aggregate functions)."""
+
+    name: str
+    spec: FunctionSpec
+    _arrow_params: list[pa.DataType]
+
+    def _coerce(self, index: int, value: Any) -> pa.Array | pa.ChunkedArray:
+        value = to_arrow(value)  # a pandas/polars Series
+        target = self._arrow_params[index]
+        if not isinstance(value, (pa.Array, pa.ChunkedArray)):
+            try:
+                value = pa.array(value, type=target)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
+                raise self._type_error(index, f"a {type(value).__name__} ({exc})") from None
+        if value.type != target:
+            try:
+                value = value.cast(target, safe=True)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+                raise self._type_error(index, f"{value.type} ({exc})") from None
+        return value
+
+    def _type_error(self, index: int, found: str) -> ArgumentTypeError:
+        return ArgumentTypeError(
+            f"`{self.name}` argument {index + 1} must be {self.spec.params[index].name}, got {found}"
+        )
+
+
+class ScalarFunction(ArrowArguments):
     """A scalar SQL function of a loaded module.
 
     Call it on pyarrow arrays (or anything ``pyarrow.array`` accepts) with one argument per
@@ -143,25 +172,6 @@ class ScalarFunction:
             if cls in _VARLEN_CLASSES:
                 varlen += _data_bytes(a)
         return varlen <= BATCH_VARLEN_BYTES
-
-    def _coerce(self, index: int, value: Any) -> pa.Array | pa.ChunkedArray:
-        target = self._arrow_params[index]
-        if not isinstance(value, (pa.Array, pa.ChunkedArray)):
-            try:
-                value = pa.array(value, type=target)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
-                raise self._type_error(index, f"a {type(value).__name__} ({exc})") from None
-        if value.type != target:
-            try:
-                value = value.cast(target, safe=True)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-                raise self._type_error(index, f"{value.type} ({exc})") from None
-        return value
-
-    def _type_error(self, index: int, found: str) -> ArgumentTypeError:
-        return ArgumentTypeError(
-            f"`{self.name}` argument {index + 1} must be {self.spec.params[index].name}, got {found}"
-        )
 
     def _call_arrays(self, arrays: list[pa.Array], n: int) -> pa.Array:
         """Call on one batch of plain arrays, applying the function's NULL handling."""
