@@ -138,3 +138,25 @@ def test_each_thread_gets_its_own_instance(ident):
     for t in threads:
         t.join()
     assert len({id(i) for i in seen}) == 3
+
+
+def test_columns_longer_than_one_batch(example_modules):
+    """Several batches written into one result: sliced inputs, and NULL results in some
+    batches only (safe_div is NULL on a zero divisor)."""
+    import numpy as np
+
+    from references import safe_div, wrap_i64
+    from wasmudf.functions import BATCH_ROWS
+
+    fns = example_modules["numeric"].functions
+    n = 3 * BATCH_ROWS + 123
+    rng = np.random.default_rng(5)
+    a = pa.array(rng.integers(-(2**62), 2**62, n + 7))[7:]  # an offset that is not 0
+    b = pa.array(rng.integers(-(2**62), 2**62, n))
+    assert fns["add_i64"](a, b).to_pylist() == [wrap_i64(x + y) for x, y in zip(a.to_pylist(), b.to_pylist())]
+    divisors = np.ones(n, dtype=np.int64)
+    divisors[BATCH_ROWS + 5 :: 997] = 0  # zeros from the second batch on
+    num, den = pa.array(np.arange(n, dtype=np.int64)), pa.array(divisors)
+    got = fns["safe_div"](num, den)
+    assert got.to_pylist() == [safe_div(x, y) for x, y in zip(num.to_pylist(), den.to_pylist())]
+    assert got.null_count == int((divisors == 0).sum())

@@ -67,7 +67,7 @@ def compile_sources(sources: Sequence[str | os.PathLike[str]], output: Path) -> 
         _zig(
             "cc",
             "--target=wasm32-freestanding",
-            "-Os",
+            "-O3",
             "-s",
             "-std=c11",
             "-Wall",
@@ -87,7 +87,7 @@ def compile_sources(sources: Sequence[str | os.PathLike[str]], output: Path) -> 
             "-fno-entry",
             "-rdynamic",
             "-O",
-            "ReleaseSmall",
+            "ReleaseFast",
             "-fstrip",
             "--dep",
             "wasmudf",

@@ -84,7 +84,8 @@ class ScalarFunction(ArrowArguments):
 
     Call it on pyarrow arrays (or anything ``pyarrow.array`` accepts) with one argument per
     parameter; it returns a ``pyarrow.Array``, or a ``pyarrow.ChunkedArray`` when an argument
-    was chunked. Given pandas or polars Series it answers with a Series of the same kind. Rows are sent to the guest export in batches of up to ``BATCH_ROWS``.
+    was chunked. Given pandas or polars Series it answers with a Series of the same kind.
+    Rows are sent to the guest export in batches of up to ``BATCH_ROWS``.
     ``interrupted``, a callable, stops a running guest call within one epoch tick once it
     returns true (``CallInterrupted``).
 
@@ -122,6 +123,8 @@ class ScalarFunction(ArrowArguments):
     ) -> pa.Array | pa.ChunkedArray:
         if self._direct_ok(args):  # the common case, DuckDB's vectors among it
             return self._invoke(args, len(args[0]), interrupted)
+        if self._large_ok(args):  # long numeric columns: batches written into one result
+            return self._call_large(args, interrupted)
         frames = frame_kind(args)
         if frames is not None:  # pandas/polars Series in: the same kind out
             result = self(*[to_arrow(a) for a in args], rows=rows, interrupted=interrupted)
@@ -187,6 +190,65 @@ class ScalarFunction(ArrowArguments):
             return result.take(positions)
         return self._call_dense(arrays, n)
 
+    def _large_ok(self, args: tuple[Any, ...]) -> bool:
+        """Plain numeric arrays of the right types, longer than one batch, without NULLs, and
+        a fixed-width result that is not bool: the case _call_large serves."""
+        classes = self._array_classes
+        if not args or len(args) != len(classes) or self.spec.returns.name in ("bool", "utf8", "binary"):
+            return False
+        n = len(args[0])
+        if n <= BATCH_ROWS or _native.speedups is None:
+            return False
+        return all(
+            type(a) is cls
+            and cls not in _VARLEN_CLASSES
+            and cls is not pa.BooleanArray
+            and len(a) == n
+            and not a.null_count
+            for a, cls in zip(args, classes)
+        )
+
+    def _call_large(self, arrays: Sequence[pa.Array], interrupted: Callable[[], bool] | None) -> pa.Array:
+        """Batch after batch into one preallocated result buffer: no per-batch arrays to
+        concatenate afterwards (one copy of the result saved)."""
+        n = len(arrays[0])
+        width = self.return_type.bit_width // 8
+        result = pa.allocate_buffer(n * width)
+        window = memoryview(result)  # writable: the guest's output is copied straight in
+        values = [a.buffers()[1] for a in arrays]
+        nulls: list[tuple[int, int, bytes]] = []
+        inst = self.module._pool.get()
+        if inst.core is None:  # switched to the pure-Python path after this call began
+            return self._call_dense(list(arrays), n)
+        func = inst.func_addr(self.spec.export)
+        try:
+            for start in range(0, n, BATCH_ROWS):
+                m = min(BATCH_ROWS, n - start)
+                columns = [
+                    (code, a.offset + start, 0, None, buf, None)
+                    for a, buf, (code, _) in zip(arrays, values, self._param_codes)
+                ]
+                part = window[start * width : (start + m) * width]
+                validity, _ = inst.core.call_batch(
+                    func,
+                    self.name,
+                    m,
+                    self.spec.returns.code,
+                    self._output_limit,
+                    lambda size, part=part: part,
+                    columns,
+                    0,
+                    0,
+                    interrupted,
+                )
+                if validity is not None:
+                    nulls.append((start, m, validity))
+        except GuestError:
+            self.module._pool.discard()
+            raise
+        bitmap = _merge_validity(n, nulls) if nulls else None
+        return pa.Array.from_buffers(self.return_type, n, [bitmap, result])
+
     def _call_dense(self, arrays: list[pa.Array], n: int) -> pa.Array:
         pieces = []
         for start, stop in row_ranges(arrays, n):
@@ -221,7 +283,9 @@ class ScalarFunction(ArrowArguments):
         for a, (code, varlen) in zip(arrays, self._param_codes):
             bufs = a.buffers()
             nulls = a.null_count
-            columns.append((code, a.offset, nulls, bufs[0] if nulls else None, bufs[1], bufs[2] if varlen else None))
+            columns.append(
+                (code, a.offset, nulls, bufs[0] if nulls else None, bufs[1], bufs[2] if varlen else None)
+            )
         result = inst.core.call_batch(
             inst.func_addr(self.spec.export),
             self.name,
@@ -256,7 +320,11 @@ class ScalarFunction(ArrowArguments):
         back to :meth:`call_row`.
         """
         speedups = _native.speedups
-        fallback = self.call_row if interrupted is None else functools.partial(self.call_row, interrupted=interrupted)
+        fallback = (
+            self.call_row
+            if interrupted is None
+            else functools.partial(self.call_row, interrupted=interrupted)
+        )
         if speedups is None or self._row_plan is None:
             return fallback
         return speedups.RowCaller(
@@ -482,6 +550,16 @@ def row_ranges(arrays: list[pa.Array], n: int) -> Iterator[tuple[int, int]]:
         stop = min(max(stop, start + 1), n)
         yield start, stop
         start = stop
+
+
+def _merge_validity(n: int, parts: list[tuple[int, int, bytes]]) -> pa.Buffer:
+    """One validity bitmap for ``n`` rows from the bitmaps of the batches that had NULLs."""
+    bits = np.ones(n, dtype=bool)
+    for start, rows, bitmap in parts:
+        bits[start : start + rows] = np.unpackbits(
+            np.frombuffer(bitmap, np.uint8), bitorder="little", count=rows
+        )
+    return pa.py_buffer(np.packbits(bits, bitorder="little"))
 
 
 def _data_bytes(a: pa.Array) -> int:
