@@ -48,3 +48,35 @@ def test_row_function_uses_the_calling_threads_instance():
     worker.join()
     assert seen == [1, 2, 3]  # its own instance, counting from the start
     assert count(0) == 3  # back on this thread: this thread's instance again
+
+
+def test_duckdb_workers_keep_one_instance_each():
+    # DuckDB's workers are not Python threads: each GIL acquisition gives them a new Python
+    # thread state, which must not cost a new instance (a store and an instantiation).
+    import duckdb
+
+    from wasmudf.instance import Instance
+
+    module = wasmudf.load(wat.module(wat.ADD_I64, [wat.scalar("add_i64", ["int64", "int64"], "int64")]))
+    created = []
+    factory = module._pool._factory
+    module._pool._factory = lambda: created.append(1) or factory()
+    con = duckdb.connect()
+    con.execute("SET threads = 4")
+    wasmudf.register(con, module)
+    for _ in range(3):
+        total = con.execute("SELECT sum(add_i64(range, 1)) FROM range(2000000)").fetchall()[0][0]
+        assert total == sum(range(2_000_000)) + 2_000_000
+    assert 1 <= len(created) <= 5  # one per worker (and the calling thread), not one per vector
+    assert all(isinstance(i, Instance) for i in module._pool._instances.values())
+
+
+def test_a_python_threads_instance_goes_with_the_thread():
+    module = wasmudf.load(wat.module(COUNTER, [wat.scalar("count", ["int64"], "int64")]))
+    worker = threading.Thread(target=lambda: module.functions["count"]([0]))
+    worker.start()
+    worker.join()
+    import gc
+
+    gc.collect()
+    assert worker.ident not in module._pool._instances

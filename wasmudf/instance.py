@@ -518,17 +518,41 @@ def _sandboxed_wasi() -> wasmtime.WasiConfig:
 
 
 class InstancePool:
-    """One live instance per thread, created on first use and replaced after a failure."""
+    """One live instance per thread, created on first use and replaced after a failure.
+
+    Keyed by the OS thread id, not ``threading.local``: DuckDB's worker threads are not
+    Python threads, and each time one takes the GIL it gets a fresh Python thread state, so
+    thread-local data (an instance) would be thrown away after every vector. A Python
+    thread's entry is removed when the thread ends; a foreign thread's stays (engines keep
+    a fixed pool of workers).
+    """
 
     def __init__(self, factory: Callable[[], Instance]):
         self._factory = factory
+        self._instances: dict[int, Instance] = {}
         self._local = threading.local()
 
     def get(self) -> Instance:
-        inst = getattr(self._local, "instance", None)
+        ident = threading.get_ident()
+        inst = self._instances.get(ident)
         if inst is None or inst.broken:
-            inst = self._local.instance = self._factory()
+            inst = self._instances[ident] = self._factory()
+            if not isinstance(threading.current_thread(), threading._DummyThread):  # a Python thread
+                if getattr(self._local, "forget", None) is None:
+                    self._local.forget = _ForgetOnExit(self._instances, ident)
         return inst
 
     def discard(self) -> None:
-        self._local.instance = None
+        self._instances.pop(threading.get_ident(), None)
+
+
+class _ForgetOnExit:
+    """Held in a Python thread's thread-local storage: drops the thread's instance when the
+    thread (and with it this object) goes away."""
+
+    def __init__(self, instances: dict[int, Instance], ident: int):
+        self._instances = instances
+        self._ident = ident
+
+    def __del__(self) -> None:
+        self._instances.pop(self._ident, None)
