@@ -144,8 +144,8 @@ def test_columns_longer_than_one_batch(example_modules):
     """Several batches written into one result: sliced inputs, and NULL results in some
     batches only (safe_div is NULL on a zero divisor)."""
     import numpy as np
-
     from references import safe_div, wrap_i64
+
     from wasmudf.functions import BATCH_ROWS
 
     fns = example_modules["numeric"].functions
