@@ -22,18 +22,20 @@ def warm_disk_cache():
     wasmudf.load(NUMERIC)  # compiles once and writes the disk cache
 
 
+@pytest.mark.parametrize("engine", ["duckdb", "sqlite"])
 @pytest.mark.parametrize("cache", ["memory", "disk"])
-def test_load_and_register_on_a_fresh_connection(benchmark, warm_disk_cache, cache):
+def test_load_and_register_on_a_fresh_connection(benchmark, warm_disk_cache, cache, engine):
+    import apsw
     import duckdb
 
-    benchmark.group = "cold start: load a cached module and register it on a fresh connection"
+    benchmark.group = f"cold start: load a cached module and register its 8 functions on a fresh {engine} connection"
     wasm = NUMERIC.read_bytes()
     connections = []
 
     def fresh_connection():
         if cache == "disk":
             ENGINES.forget_compiled()  # the disk cache's deserialization is part of the time
-        con = duckdb.connect()  # opening the database is not ours to count
+        con = duckdb.connect() if engine == "duckdb" else apsw.Connection(":memory:")  # not ours to count
         connections.append(con)
         return (con,), {}
 
