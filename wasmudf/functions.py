@@ -107,6 +107,13 @@ class ScalarFunction(ArrowArguments):
         self._arrow_params = [ARROW_TYPES[t.name] for t in spec.params]
         self._array_classes = [_ARRAY_CLASSES[t.name] for t in spec.params]
         self._param_codes = [(t.code, t.is_varlen) for t in spec.params]
+        # Looked up once: the per-call path below runs for every DuckDB vector.
+        self._pool = module._pool
+        self._export = spec.export
+        self._rcode = spec.returns.code
+        self._strict = spec.strict
+        self._utf8_result = spec.returns.name == "utf8"
+        self._checks = list(zip(self._array_classes, [t.is_varlen for t in spec.params]))
         limit = module.limits.output_bytes
         self._output_limit = -1 if limit is None else limit
         self.return_type = ARROW_TYPES[spec.returns.name]
@@ -160,19 +167,19 @@ class ScalarFunction(ArrowArguments):
     def _direct_ok(self, args: tuple[Any, ...]) -> bool:
         """Can ``args`` go to the guest as they are: one batch of plain arrays of the right
         types, no NULLs to strip for a strict function, no more varlen data than one call takes?"""
-        classes = self._array_classes
-        if not args or len(args) != len(classes):
+        checks = self._checks
+        if not args or len(args) != len(checks):
             return False
         n = len(args[0])
         if not 0 < n <= BATCH_ROWS:
             return False
-        strict = self.spec.strict
+        strict = self._strict
         varlen = 0
-        for a, cls in zip(args, classes):
+        for a, (cls, is_varlen) in zip(args, checks):
             # The exact class pins the Arrow type (an Int64Array is int64, never an extension).
             if type(a) is not cls or len(a) != n or (strict and a.null_count):
                 return False
-            if cls in _VARLEN_CLASSES:
+            if is_varlen:
                 varlen += _data_bytes(a)
         return varlen <= BATCH_VARLEN_BYTES
 
@@ -262,7 +269,7 @@ class ScalarFunction(ArrowArguments):
         self, arrays: Sequence[pa.Array], rows: int, interrupted: Callable[[], bool] | None = None
     ) -> pa.Array:
         """One guest call on plain arrays of the parameter types, NULLs already handled."""
-        inst = self.module._pool.get()
+        inst = self._pool.get()
         try:
             if inst.core is not None and rows:
                 return self._invoke_native(inst, arrays, rows, interrupted)
@@ -287,10 +294,10 @@ class ScalarFunction(ArrowArguments):
                 (code, a.offset, nulls, bufs[0] if nulls else None, bufs[1], bufs[2] if varlen else None)
             )
         result = inst.core.call_batch(
-            inst.func_addr(self.spec.export),
+            inst.func_addr(self._export),
             self.name,
             rows,
-            self.spec.returns.code,
+            self._rcode,
             self._output_limit,
             pa.allocate_buffer,
             columns,
@@ -300,7 +307,7 @@ class ScalarFunction(ArrowArguments):
         )
         validity = pa.py_buffer(result[0]) if result[0] is not None else None
         arr = pa.Array.from_buffers(self.return_type, rows, [validity, *result[1:]])
-        if self.spec.returns.name == "utf8":
+        if self._utf8_result:
             try:
                 arr.validate(full=True)
             except pa.ArrowInvalid as exc:
