@@ -17,14 +17,22 @@ import pyarrow as pa
 
 from .columns import ARROW_TYPES, input_column, read_output, write_frame
 from .errors import ArgumentTypeError, GuestError, GuestFailure, UsageError
-from .functions import BATCH_ROWS, ArrowArguments, row_ranges, sql_type_name
+from .functions import (
+    BATCH_ROWS,
+    STRUCT_CODES,
+    ArrowArguments,
+    arrow_columns,
+    plain_array,
+    result_array,
+    row_ranges,
+    sql_type_name,
+    valid_rows,
+)
 
 if TYPE_CHECKING:
     from .instance import Instance
     from .module import Module
 from .abi import FunctionSpec
-
-_STRUCT_CODES = {"int32": "i", "int64": "q", "float32": "f", "float64": "d", "bool": "?"}
 
 #: Rows SQLite hands over one at a time are buffered and sent to the guest this many at once.
 ROW_BUFFER = 4096
@@ -83,7 +91,7 @@ class AggregateFunction(ArrowArguments):
         """One result per row of list arrays: row i holds group i's values, a NULL list is an
         empty group. Give one list array per parameter, or, for several parameters, one list
         of structs with a field per parameter (what DuckDB's ``list({...})`` makes)."""
-        columns = [_combine(c) for c in lists]
+        columns = [plain_array(c) for c in lists]
         nparams = len(self._arrow_params)
         for i, c in enumerate(columns):
             if not (pa.types.is_list(c.type) or pa.types.is_large_list(c.type)):
@@ -93,14 +101,14 @@ class AggregateFunction(ArrowArguments):
             if struct_values.type.num_fields != nparams:
                 raise ArgumentTypeError(f"`{self.name}` takes structs of {nparams} fields")
             fields = struct_values.flatten()  # parent NULLs become NULL fields
-            columns = [pa.ListArray.from_arrays(_offsets_of(columns[0]), f) for f in fields]
+            columns = [pa.ListArray.from_arrays(columns[0].offsets, f) for f in fields]
         if len(columns) != nparams:
             raise ArgumentTypeError(f"`{self.name}` takes {nparams} arguments, {len(columns)} given")
         groups = len(columns[0]) if columns else 0
         if any(len(c) != groups for c in columns):
             raise ArgumentTypeError(f"`{self.name}`: the list arguments differ in length")
-        offsets = [_offsets_of(c).to_numpy() for c in columns]
-        values = [self._coerce(i, _values_of(c)) for i, c in enumerate(columns)]
+        offsets = [c.offsets.to_numpy() for c in columns]
+        values = [self._coerce(i, c.values) for i, c in enumerate(columns)]
         present = np.zeros(groups, dtype=bool)
         for c in columns:
             present |= c.is_valid().to_numpy(zero_copy_only=False)
@@ -142,7 +150,7 @@ class AggregateFunction(ArrowArguments):
         spec = self.spec
         if spec.returns.is_varlen or any(t.is_varlen for t in spec.params):
             return None
-        values = [_combine(v) for v in values]
+        values = [plain_array(v) for v in values]
         if any(v.null_count for v in values) or any(t.name == "bool" for t in spec.params):
             return None
         if any(not np.array_equal(o, offsets[0]) for o in offsets[1:]):
@@ -159,7 +167,7 @@ class AggregateFunction(ArrowArguments):
         update_f = inst.func_addr(f"{export}__update")
         final_f = inst.func_addr(f"{export}__finalize")
         bufs = [(t.code, v.offset, v.buffers()[1]) for t, v in zip(spec.params, values)]
-        unpack = struct.Struct("<" + _STRUCT_CODES[spec.returns.name]).unpack_from
+        unpack = struct.Struct("<" + STRUCT_CODES[spec.returns.name]).unpack_from
         rcode, limit, allocate = spec.returns.code, self._output_limit, pa.allocate_buffer
         results: list[Any] = []
         try:
@@ -357,7 +365,7 @@ class AggregateState:
         every parameter is a fixed-width number and no value is NULL; False otherwise."""
         inst, spec = self._inst, self.fn.spec
         core = inst.core
-        if core is None or any(t.name not in _STRUCT_CODES or t.name == "bool" for t in spec.params):
+        if core is None or any(t.name not in STRUCT_CODES or t.name == "bool" for t in spec.params):
             return False
         n = len(values[0])
         columns = []
@@ -365,7 +373,7 @@ class AggregateState:
             if None in column:
                 return False
             try:
-                data = struct.pack(f"<{n}{_STRUCT_CODES[t.name]}", *column)
+                data = struct.pack(f"<{n}{STRUCT_CODES[t.name]}", *column)
             except struct.error:
                 return False  # out of range: the general path names the value
             columns.append((t.code, 0, 0, None, data, None))
@@ -382,15 +390,12 @@ class AggregateState:
             raise ArgumentTypeError(
                 f"`{fn.name}` takes {len(fn._arrow_params)} arguments, {len(args)} given"
             )
-        arrays = [_combine(fn._coerce(i, a)) for i, a in enumerate(args)]
+        arrays = [plain_array(fn._coerce(i, a)) for i, a in enumerate(args)]
         n = len(arrays[0]) if arrays else 0
         if any(len(a) != n for a in arrays):
             raise ArgumentTypeError(f"`{fn.name}`: the arguments differ in length")
         if fn.spec.strict and any(a.null_count for a in arrays):
-            mask = np.ones(n, dtype=bool)
-            for a in arrays:
-                if a.null_count:
-                    mask &= a.is_valid().to_numpy(zero_copy_only=False)
+            mask = valid_rows(arrays, n)
             kept = pa.array(mask)
             arrays = [a.filter(kept) for a in arrays]
             n = int(mask.sum())
@@ -403,13 +408,7 @@ class AggregateState:
         inst, export, name = self._inst, f"{self._export}__{part}", self.fn.name
         core = inst.core
         if core is not None:
-            columns = []
-            for a, t in zip(arrays, self.fn.spec.params):
-                bufs = a.buffers()
-                nulls = a.null_count
-                columns.append(
-                    (t.code, a.offset, nulls, bufs[0] if nulls else None, bufs[1], bufs[2] if t.is_varlen else None)
-                )
+            columns = arrow_columns(arrays, [(t.code, t.is_varlen) for t in self.fn.spec.params])
             core.call_batch(inst.func_addr(export), name, rows, 0, -1, None, columns, _SHAPE_FOLD, self._handle)
             return
         cols = [input_column(a, t) for a, t in zip(arrays, self.fn.spec.params)]
@@ -443,17 +442,11 @@ class AggregateState:
                 self._handle,
             )
             rname = fn.spec.returns.name
-            if rname in _STRUCT_CODES:  # one fixed-width value: no Arrow array needed
+            if rname in STRUCT_CODES:  # one fixed-width value: no Arrow array needed
                 if result[0] is not None and not result[0][0] & 1:
                     return None
-                return struct.unpack_from("<" + _STRUCT_CODES[rname], result[1])[0]
-            validity = pa.py_buffer(result[0]) if result[0] is not None else None
-            arr = pa.Array.from_buffers(fn.return_type, 1, [validity, *result[1:]])
-            if fn.spec.returns.name == "utf8":
-                try:
-                    arr.validate(full=True)
-                except pa.ArrowInvalid as exc:
-                    raise inst.invalid_output(name, f"a utf8 result is not valid UTF-8 ({exc})") from None
+                return struct.unpack_from("<" + STRUCT_CODES[rname], result[1])[0]
+            arr = result_array(inst, name, fn.return_type, rname == "utf8", 1, result)
         else:
             frame = write_frame(inst, [], fn.spec.returns, 1, name)
             inst.status_call(export, (self._handle, frame.out), what=name)
@@ -461,20 +454,6 @@ class AggregateState:
         return arr[0].as_py()
 
 
-def _offsets_of(lists: pa.Array) -> pa.Array:
-    """A list array's offsets for its own rows (slices included), starting wherever they start."""
-    return lists.offsets
-
-
-def _values_of(lists: pa.Array) -> pa.Array:
-    """The child values the offsets of :func:`_offsets_of` index into."""
-    return lists.values
-
-
-def _combine(a: pa.Array | pa.ChunkedArray) -> pa.Array:
-    if isinstance(a, pa.ChunkedArray):
-        return a.chunk(0) if a.num_chunks == 1 else a.combine_chunks()
-    return a
 
 
 def _batches(arrays: list[pa.Array], n: int) -> Iterator[tuple[int, int]]:

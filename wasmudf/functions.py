@@ -46,7 +46,8 @@ _ARRAY_CLASSES = {
     "utf8": pa.StringArray,
     "binary": pa.BinaryArray,
 }
-_ROW_FORMATS = {"bool": "<B", "int32": "<i", "int64": "<q", "float32": "<f", "float64": "<d"}
+#: struct codes of the fixed-width ABI types (little-endian when prefixed with "<").
+STRUCT_CODES = {"bool": "?", "int32": "i", "int64": "q", "float32": "f", "float64": "d"}
 _INT_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
 
 
@@ -186,10 +187,7 @@ class ScalarFunction(ArrowArguments):
     def _call_arrays(self, arrays: list[pa.Array], n: int) -> pa.Array:
         """Call on one batch of plain arrays, applying the function's NULL handling."""
         if self.spec.strict and any(a.null_count for a in arrays):
-            mask = np.ones(n, dtype=bool)
-            for a in arrays:
-                if a.null_count:
-                    mask &= a.is_valid().to_numpy(zero_copy_only=False)
+            mask = valid_rows(arrays, n)
             kept = pa.array(mask)
             result = self._call_dense([a.filter(kept) for a in arrays], int(mask.sum()))
             # Put the results back in place, NULL where a row was skipped.
@@ -286,13 +284,6 @@ class ScalarFunction(ArrowArguments):
         self, inst: Instance, arrays: Sequence[pa.Array], rows: int, interrupted: Callable[[], bool] | None
     ) -> pa.Array:
         """The same call through the C accelerator: it reads Arrow's buffers directly."""
-        columns = []
-        for a, (code, varlen) in zip(arrays, self._param_codes):
-            bufs = a.buffers()
-            nulls = a.null_count
-            columns.append(
-                (code, a.offset, nulls, bufs[0] if nulls else None, bufs[1], bufs[2] if varlen else None)
-            )
         result = inst.core.call_batch(
             inst.func_addr(self._export),
             self.name,
@@ -300,19 +291,12 @@ class ScalarFunction(ArrowArguments):
             self._rcode,
             self._output_limit,
             pa.allocate_buffer,
-            columns,
+            arrow_columns(arrays, self._param_codes),
             0,
             0,
             interrupted,
         )
-        validity = pa.py_buffer(result[0]) if result[0] is not None else None
-        arr = pa.Array.from_buffers(self.return_type, rows, [validity, *result[1:]])
-        if self._utf8_result:
-            try:
-                arr.validate(full=True)
-            except pa.ArrowInvalid as exc:
-                raise inst.invalid_output(self.name, f"a utf8 result is not valid UTF-8 ({exc})") from None
-        return arr
+        return result_array(inst, self.name, self.return_type, self._utf8_result, rows, result)
 
     # -- one row (SQLite) ------------------------------------------------------------------
 
@@ -394,11 +378,11 @@ class ScalarFunction(ArrowArguments):
             lo, hi = _INT_RANGES[name]
             if not lo <= v <= hi:
                 raise ArgumentTypeError(f"`{self.name}` argument {index + 1} ({name}) is out of range: {v}")
-            data = struct.pack(_ROW_FORMATS[name], v)
+            data = struct.pack("<" + STRUCT_CODES[name], v)
         elif name in ("float32", "float64"):
             if not isinstance(v, (int, float)):
                 raise self._type_error(index, f"{sql_type_name(v)} {v!r}")
-            data = struct.pack(_ROW_FORMATS[name], float(v))
+            data = struct.pack("<" + STRUCT_CODES[name], float(v))
         elif name == "bool":
             if not isinstance(v, int):
                 raise self._type_error(index, f"{sql_type_name(v)} {v!r}")
@@ -446,7 +430,7 @@ class RowPlan:
         self.size = self.out_value_at + 8
         self.args_struct = struct.Struct("<" + "".join(self._FORMATS[t.name] for t in spec.params))
         self.bools = [i for i, t in enumerate(spec.params) if t.name == "bool"]
-        self.result = struct.Struct("<32sB7x" + _ROW_FORMATS[spec.returns.name][1:])
+        self.result = struct.Struct("<32sB7x" + STRUCT_CODES[spec.returns.name])
         self._headers: dict[int, tuple[bytes, bytes]] = {}
 
     def pack_args(self, values: tuple[Any, ...]) -> bytes:
@@ -523,7 +507,7 @@ def _batches(columns: Sequence[pa.Array | pa.ChunkedArray], n: int) -> Iterator[
         yield [c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in columns], 0
         return
     if n <= BATCH_ROWS:  # one batch: DuckDB's vectors, most direct calls
-        yield [_plain(c) for c in columns], n
+        yield [plain_array(c) for c in columns], n
         return
     for start in range(0, n, BATCH_ROWS):
         m = min(BATCH_ROWS, n - start)
@@ -534,10 +518,45 @@ def _batches(columns: Sequence[pa.Array | pa.ChunkedArray], n: int) -> Iterator[
         yield part, m
 
 
-def _plain(c: pa.Array | pa.ChunkedArray) -> pa.Array:
+def plain_array(c: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One contiguous array (a chunked one combined, without a copy when it has one chunk)."""
     if isinstance(c, pa.Array):
         return c
     return c.chunk(0) if c.num_chunks == 1 else c.combine_chunks()
+
+
+def valid_rows(arrays: Sequence[pa.Array], n: int) -> np.ndarray:
+    """A boolean mask of the rows where no array is NULL (strict NULL handling)."""
+    mask = np.ones(n, dtype=bool)
+    for a in arrays:
+        if a.null_count:
+            mask &= a.is_valid().to_numpy(zero_copy_only=False)
+    return mask
+
+
+def arrow_columns(arrays: Sequence[pa.Array], param_codes: Sequence[tuple[int, bool]]) -> list[tuple]:
+    """Plain arrays as the C accelerator's column descriptions, in Arrow's own layout:
+    (type code, offset, null count, validity, values or offsets, data)."""
+    columns = []
+    for a, (code, varlen) in zip(arrays, param_codes):
+        bufs = a.buffers()
+        nulls = a.null_count
+        columns.append((code, a.offset, nulls, bufs[0] if nulls else None, bufs[1], bufs[2] if varlen else None))
+    return columns
+
+
+def result_array(
+    inst: Instance, name: str, arrow_type: pa.DataType, utf8: bool, rows: int, result: tuple
+) -> pa.Array:
+    """The array of a C accelerator result (already checked there), its utf8 rows checked here."""
+    validity = pa.py_buffer(result[0]) if result[0] is not None else None
+    arr = pa.Array.from_buffers(arrow_type, rows, [validity, *result[1:]])
+    if utf8:
+        try:
+            arr.validate(full=True)
+        except pa.ArrowInvalid as exc:
+            raise inst.invalid_output(name, f"a utf8 result is not valid UTF-8 ({exc})") from None
+    return arr
 
 
 def row_ranges(arrays: list[pa.Array], n: int) -> Iterator[tuple[int, int]]:
