@@ -11,15 +11,17 @@ import dataclasses
 import hashlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import trust, wasmbin
 from .catalog import AttachReport, attach, install, installed, uninstall
 from .errors import UsageError, WasmUdfError
 from .limits import Limits
 from .trust import Policy
+
+T = TypeVar("T")
 
 
 def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -69,6 +71,15 @@ def _connect(db: str | None, engine: str | None) -> tuple[Any, str]:
     import apsw
 
     return apsw.Connection(db or ":memory:"), engine
+
+
+def _on_db(args: argparse.Namespace, work: Callable[[Any], T]) -> T:
+    """``work(con)`` on the --db database, closed afterwards."""
+    con, _ = _connect(args.db, args.engine)
+    try:
+        return work(con)
+    finally:
+        con.close()
 
 
 def _policy(args: argparse.Namespace) -> Policy | None:
@@ -144,9 +155,9 @@ def cmd_install(args: argparse.Namespace) -> int:
             timeout_ms=args.timeout_ms if args.timeout_ms is not None else Limits().timeout_ms,
             memory_bytes=args.memory_mb * 1024 * 1024 if args.memory_mb is not None else Limits().memory_bytes,
         )
-    con, _ = _connect(args.db, args.engine)
-    try:
-        record = install(
+    record = _on_db(
+        args,
+        lambda con: install(
             con,
             args.module,
             name=args.name,
@@ -156,9 +167,8 @@ def cmd_install(args: argparse.Namespace) -> int:
             limits=limits,
             policy=_policy(args),
             sha256=args.sha256,
-        )
-    finally:
-        con.close()
+        ),
+    )
     if args.json:
         print(json.dumps(dataclasses.asdict(record)))
     else:
@@ -168,11 +178,7 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
-    con, _ = _connect(args.db, args.engine)
-    try:
-        report = attach(con, policy=_policy(args))
-    finally:
-        con.close()
+    report = _on_db(args, lambda con: attach(con, policy=_policy(args)))
     if args.json:
         print(json.dumps(dataclasses.asdict(report)))
     else:
@@ -183,11 +189,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    con, _ = _connect(args.db, args.engine)
-    try:
-        modules = installed(con)
-    finally:
-        con.close()
+    modules = _on_db(args, installed)
     if args.json:
         print(json.dumps([dataclasses.asdict(m) for m in modules]))
         return 0
@@ -202,11 +204,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
-    con, _ = _connect(args.db, args.engine)
-    try:
-        functions = uninstall(con, args.name)
-    finally:
-        con.close()
+    functions = _on_db(args, lambda con: uninstall(con, args.name))
     print(f"uninstalled {args.name}: {', '.join(functions)}")
     return 0
 
