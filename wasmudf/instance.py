@@ -439,18 +439,8 @@ def translate_errors(instance: Instance, what: str) -> Iterator[None]:
         yield
     except wasmtime.Trap as exc:
         instance.broken = True
-        limits = instance.spec.limits
-        kind = _LIMIT_TRAPS.get(exc.trap_code)
-        if kind is not None:
-            cls, text = kind
-            message = text.format(
-                timeout=f"{limits.timeout_ms:g} ms" if limits.timeout_ms else "(unset)",
-                fuel=limits.fuel,
-                stack=limits.stack_bytes // 1024,
-            )
-            raise cls(
-                f"`{what}` in {instance.label} {message}", function=what, module=instance.label
-            ) from exc
+        if exc.trap_code in _LIMIT_TRAPS:
+            raise _limit_error(instance, what, exc.trap_code) from exc
         code = exc.trap_code.name.lower() if exc.trap_code is not None else None
         first_line = _trap_reason(str(exc.message or ""))
         guest = instance.guest_message() if what not in ("wasmudf_error", "instantiation") else None
@@ -464,16 +454,9 @@ def translate_errors(instance: Instance, what: str) -> Iterator[None]:
     except wasmtime.WasmtimeError as exc:
         instance.broken = True
         text = str(exc).strip()
-        # The C accelerator's epoch callback stops a call with these texts.
+        # The epoch callbacks (C accelerator and Python path alike) stop a call with these texts.
         if "wasmudf: time limit" in text:
-            limits = instance.spec.limits
-            raise TimeLimitExceeded(
-                f"`{what}` in {instance.label} " + _LIMIT_TRAPS[wasmtime.TrapCode.INTERRUPT][1].format(
-                    timeout=f"{limits.timeout_ms:g} ms" if limits.timeout_ms else "(unset)", fuel=None, stack=0
-                ),
-                function=what,
-                module=instance.label,
-            ) from exc
+            raise _limit_error(instance, what, wasmtime.TrapCode.INTERRUPT) from exc
         if "wasmudf: interrupted" in text:
             raise CallInterrupted(
                 f"`{what}` in {instance.label} was stopped: its query was interrupted",
@@ -499,6 +482,18 @@ def translate_errors(instance: Instance, what: str) -> Iterator[None]:
             function=what,
             module=instance.label,
         ) from exc
+
+
+def _limit_error(instance: Instance, what: str, trap_code: Any) -> GuestError:
+    """The LimitExceeded subclass for a limit trap, naming the limit and its value."""
+    cls, text = _LIMIT_TRAPS[trap_code]
+    limits = instance.spec.limits
+    message = text.format(
+        timeout=f"{limits.timeout_ms:g} ms" if limits.timeout_ms else "(unset)",
+        fuel=limits.fuel,
+        stack=limits.stack_bytes // 1024,
+    )
+    return cls(f"`{what}` in {instance.label} {message}", function=what, module=instance.label)
 
 
 def _trap_reason(message: str) -> str:
