@@ -141,19 +141,8 @@ static PyObject *Ticker_get_epoch(Ticker *self, void *closure) {
     return PyLong_FromUnsignedLongLong(__atomic_load_n(&self->epoch, __ATOMIC_RELAXED));
 }
 
-static PyObject *Ticker_bump(Ticker *self, PyObject *unused) {
-    api.increment_epoch(self->engine);
-    __atomic_add_fetch(&self->epoch, 1, __ATOMIC_RELAXED);
-    Py_RETURN_NONE;
-}
-
 static PyGetSetDef Ticker_getset[] = {
     {"epoch", (getter)Ticker_get_epoch, NULL, "epochs advanced so far", NULL},
-    {NULL},
-};
-
-static PyMethodDef Ticker_methods[] = {
-    {"bump", (PyCFunction)Ticker_bump, METH_NOARGS, "advance the epoch now"},
     {NULL},
 };
 
@@ -166,7 +155,6 @@ static PyTypeObject TickerType = {
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Ticker_init,
     .tp_getset = Ticker_getset,
-    .tp_methods = Ticker_methods,
 };
 
 /* ---- Core ------------------------------------------------------------------------- */
@@ -621,6 +609,10 @@ static PyObject *read_result(Core *c, PyObject *what, uint32_t out_at, const uin
    shape RESULT: func(state, out), no columns, one result row (__finalize/__value). */
 enum { SHAPE_SCALAR = 0, SHAPE_FOLD = 1, SHAPE_RESULT = 2 };
 
+static PyObject *run_batch(Core *self, unsigned long long func, PyObject *what, Py_ssize_t rows, int rcode,
+                           long long output_limit, PyObject *allocate, PyObject *columns, int shape,
+                           unsigned int state);
+
 static PyObject *Core_call_batch(Core *self, PyObject *args) {
     unsigned long long func;
     PyObject *what, *columns, *allocate;
@@ -629,20 +621,23 @@ static PyObject *Core_call_batch(Core *self, PyObject *args) {
     long long output_limit;
     int shape = SHAPE_SCALAR;
     unsigned int state = 0;
-    PyObject *interrupt_check = NULL;
+    PyObject *interrupt_check = Py_None;
     if (!PyArg_ParseTuple(args, "KUniLOO|iIO", &func, &what, &rows, &rcode, &output_limit, &allocate, &columns, &shape,
                           &state, &interrupt_check))
         return NULL;
-    if (interrupt_check && interrupt_check != Py_None) {
-        /* For this call only: stop within a tick once interrupt_check() is true. */
-        PyObject *previous = self->interrupt_check;
-        self->interrupt_check = Py_NewRef(interrupt_check);
-        PyObject *again = PyTuple_GetSlice(args, 0, PyTuple_GET_SIZE(args) - 1);
-        PyObject *result = again ? Core_call_batch(self, again) : NULL;
-        Py_XDECREF(again);
-        Py_SETREF(self->interrupt_check, previous);
-        return result;
-    }
+    if (interrupt_check == Py_None)
+        return run_batch(self, func, what, rows, rcode, output_limit, allocate, columns, shape, state);
+    /* For this call only: stop within a tick once interrupt_check() is true. */
+    PyObject *previous = self->interrupt_check; /* owned; restored below */
+    self->interrupt_check = Py_NewRef(interrupt_check);
+    PyObject *result = run_batch(self, func, what, rows, rcode, output_limit, allocate, columns, shape, state);
+    Py_SETREF(self->interrupt_check, previous);
+    return result;
+}
+
+static PyObject *run_batch(Core *self, unsigned long long func, PyObject *what, Py_ssize_t rows, int rcode,
+                           long long output_limit, PyObject *allocate, PyObject *columns, int shape,
+                           unsigned int state) {
     PyObject *seq = PySequence_Fast(columns, "columns must be a sequence");
     if (!seq) return NULL;
     Py_ssize_t nargs = PySequence_Fast_GET_SIZE(seq);

@@ -53,7 +53,7 @@ class EngineKey:
 def start_ticker(engine: wasmtime.Engine) -> Any:
     """A ticker for ``engine``: the C accelerator's native thread when it is built (it needs
     no GIL, so a guest running while the GIL is held still meets its deadline), else a
-    Python thread. Both have ``epoch`` and ``bump()``."""
+    Python thread. Both count the ticks in ``epoch``."""
     speedups = _native.speedups
     if speedups is not None:
         # The thread ticks a clone of the engine handle that is never freed: wasmtime-py may
@@ -83,11 +83,6 @@ class Ticker:
             time.sleep(interval)
             self._engine.increment_epoch()
             self.epoch += 1
-
-    def bump(self) -> None:
-        """Advance the epoch now: running guests past their deadline stop at once."""
-        self._engine.increment_epoch()
-        self.epoch += 1
 
 
 def _make_config(key: EngineKey) -> wasmtime.Config:
