@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import string
 import sys
 import zlib
 from pathlib import Path
@@ -89,14 +90,15 @@ def collatz_steps(n):
 
 
 def title_case(s):
+    separators = " \t\n\x0c\r" + string.punctuation  # Rust's is_ascii_whitespace / _punctuation
     out, start = [], True
     for c in s:
-        if c.isalnum():
-            out.append(c.upper() if start else c.lower())
-            start = False
-        else:
+        if c in separators:
             out.append(c)
             start = True
+        else:
+            out.append(c.upper() if start else c.lower())
+            start = False
     return "".join(out)
 
 

@@ -15,26 +15,28 @@ fn collatz_steps(n: i64) -> Option<i64> {
 }
 scalar!(collatz_steps(int64) -> int64, "Collatz steps from n to 1; NULL below 1");
 
-/// Words with their first letter upper-cased and the rest lower-cased.
+/// Words with their first character upper-cased and the rest lower-cased. Words are split at
+/// ASCII whitespace and punctuation only: Unicode's "alphanumeric" differs between languages
+/// and versions (combining marks, for one), and the result must not.
 fn title_case(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut start = true;
     for c in s.chars() {
-        if c.is_alphanumeric() {
+        if c.is_ascii_whitespace() || c.is_ascii_punctuation() {
+            out.push(c);
+            start = true;
+        } else {
             if start {
                 out.extend(c.to_uppercase());
             } else {
                 out.extend(c.to_lowercase());
             }
             start = false;
-        } else {
-            out.push(c);
-            start = true;
         }
     }
     out
 }
-scalar!(title_case(utf8) -> utf8, "Title Case: each word capitalized");
+scalar!(title_case(utf8) -> utf8, "Title Case: each word capitalized (words split at ASCII spaces and punctuation)");
 
 /// FizzBuzz, the same function as fizzbuzz_c, fizzbuzz_zig and the AssemblyScript fizzbuzz.
 fn fizzbuzz_rs(n: i64) -> String {

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from ..aggregates import AggregateFunction
 from ..errors import RegistrationError
-from ..functions import ScalarFunction
+from ..functions import ScalarFunction, plain_array
 from . import NameTaken
 
 SQL_TYPES = {
@@ -108,10 +108,6 @@ def _is_temp_macro(con: Any, name: str) -> bool:
     return bool(rows[0][0])
 
 
-def _plain(a: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
-    return a.chunk(0) if type(a) is pa.ChunkedArray and a.num_chunks == 1 else a
-
-
 # When wasmudf.interrupt(con) last ran, per connection. DuckDB's own interrupt() is not
 # visible to a running UDF, so this is how a running guest call learns about it.
 _INTERRUPTED_AT: weakref.WeakKeyDictionary[Any, list[float]] = weakref.WeakKeyDictionary()
@@ -145,7 +141,7 @@ def register_function(con: Any, fn: ScalarFunction | AggregateFunction) -> None:
     def udf(*arrays: pa.ChunkedArray | pa.Array) -> pa.Array:
         # DuckDB hands over one vector (≤ 2048 rows), each column a one-chunk ChunkedArray;
         # plain arrays take the function's direct path.
-        result = fn(*[_plain(a) for a in arrays], interrupted=check_for_call())
+        result = fn(*[plain_array(a) for a in arrays], interrupted=check_for_call())
         return result.combine_chunks() if isinstance(result, pa.ChunkedArray) else result
 
     # DuckDB counts the callable's parameters, so give it one per SQL argument.
