@@ -10,9 +10,10 @@ setup(
     ext_modules=[
         Extension(
             "wasmudf._speedups",
-            ["wasmudf/_speedups.c"],
+            ["wasmudf/_speedups.c", "wasmudf/_rows.c"],
+            depends=["wasmudf/_speedups.h"],
             optional=True,
-            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wno-missing-braces"],
+            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wno-missing-braces", "-fvisibility=hidden"],
         )
     ]
 )

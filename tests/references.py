@@ -51,8 +51,8 @@ def gcd_i32(a, b):
 
 
 def lerp_f32(a, b, t):
-    a, b, t = np.float32(a), np.float32(b), np.float32(t)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"):  # past float32's range is +-inf, as in C
+        a, b, t = np.float32(a), np.float32(b), np.float32(t)
         return float(a + (b - a) * t)
 
 

@@ -13,75 +13,24 @@
  *              running with the GIL held still meets its deadline.
  *   Core       one per wasmudf Instance (one store, one thread): calls exports, manages
  *              the call frame block, and runs a whole batch (copy in, call, check, copy out).
- *   RowCaller  the per-row SQL function SQLite calls for a fixed-width scalar; anything it
- *              cannot handle itself (NULL in a `called` function, a value of the wrong type)
- *              goes to the Python path, which explains the problem.
+ *   RowCaller  (_rows.c) the per-row SQL function for a fixed-width scalar on SQLite, called
+ *              by apsw or registered with SQLite directly.
  *
  * Failures are reported by calling the Instance's `on_failure(kind, what, detail)`, which
  * raises the right WasmUdfError; the messages live in one place, in Python.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_speedups.h"
 #include <structmember.h>
 #include <pthread.h>
-#include <stdint.h>
-#include <string.h>
 #include <time.h>
 
-/* ---- the wasmtime C API, by address ----------------------------------------------- */
+WasmtimeApi api;
 
-typedef void *(*call_unchecked_fn)(void *ctx, const void *func, void *args, size_t nargs, void **trap);
-typedef uint8_t *(*memory_data_fn)(const void *ctx, const void *mem);
-typedef size_t (*memory_size_fn)(const void *ctx, const void *mem);
-typedef void (*set_deadline_fn)(void *ctx, uint64_t ticks);
-typedef void *(*set_fuel_fn)(void *ctx, uint64_t fuel);
-typedef void (*increment_epoch_fn)(void *engine);
-typedef void *(*error_new_fn)(const char *message);
-typedef void *(*epoch_reached_fn)(void *ctx, void *data, uint64_t *delta, uint8_t *kind);
-typedef void (*deadline_callback_fn)(void *store, epoch_reached_fn callback, void *data, void (*finalizer)(void *));
-
-static struct {
-    call_unchecked_fn call;
-    memory_data_fn memory_data;
-    memory_size_fn memory_size;
-    set_deadline_fn set_deadline;
-    set_fuel_fn set_fuel;
-    increment_epoch_fn increment_epoch;
-    error_new_fn error_new;
-    deadline_callback_fn deadline_callback;
-} api;
-
-#define DESC 32            /* bytes per column descriptor */
-#define MAX_PARAMS 32      /* ABI: at most 32 parameters */
-#define RESET_EVERY 64     /* see Instance.frame_block */
 #define NO_DEADLINE (1ULL << 62)
 #define BATCH_MAX_BYTES 0x7fff0000u
 #define RELEASE_GIL_ABOVE_NS 50000.0
 
-enum { ABI_BOOL = 1, ABI_INT32, ABI_INT64, ABI_FLOAT32, ABI_FLOAT64, ABI_UTF8, ABI_BINARY };
-
-static int type_width(int code) {
-    switch (code) {
-    case ABI_BOOL: return 1;
-    case ABI_INT32: case ABI_FLOAT32: return 4;
-    case ABI_INT64: case ABI_FLOAT64: return 8;
-    default: return 0;
-    }
-}
-
-static int is_varlen(int code) { return code == ABI_UTF8 || code == ABI_BINARY; }
-
-static uint64_t align8(uint64_t n) { return (n + 7) & ~(uint64_t)7; }
-
-static void put_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); } /* wasm is little-endian, so is x86/arm */
-static void put_u64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
-static uint32_t get_u32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-
-static void put_desc(uint8_t *p, uint32_t type, uint32_t length, uint32_t null_count, uint32_t validity,
-                     uint32_t offsets, uint32_t values, uint32_t values_len) {
-    put_u32(p, type); put_u32(p + 4, length); put_u32(p + 8, null_count); put_u32(p + 12, validity);
-    put_u32(p + 16, offsets); put_u32(p + 20, values); put_u32(p + 24, values_len); put_u32(p + 28, 0);
-}
+const char *FIELD_NAMES[8] = {"type", "length", "null_count", "validity", "offsets", "values", "values_len", "reserved"};
 
 static PyObject *py_init(PyObject *self, PyObject *args) {
     unsigned long long call, data, size, deadline, fuel, epoch, error_new, callback;
@@ -159,33 +108,11 @@ static PyTypeObject TickerType = {
 
 /* ---- Core ------------------------------------------------------------------------- */
 
-typedef struct {
-    PyObject_HEAD
-    void *ctx;
-    void *mem;
-    void *reset_fn;
-    void *alloc_fn;
-    uint8_t *base;   /* linear memory: the engine never moves it (see engine._make_config) */
-    volatile uint64_t *epoch; /* the native ticker's count, or NULL: arm before every call */
-    uint64_t armed_epoch;
-    int armed_per_tick;   /* the armed deadline is one tick (interruptible) rather than the limit */
-    double call_ns;       /* recent batch-call durations (EWMA): is releasing the GIL worth it? */
-    long long ticks; /* epoch ticks per call; < 0: no time limit */
-    long long fuel;  /* fuel per call; < 0: no fuel metering */
-    uint32_t block, capacity;
-    int calls_since_reset;
-    int dead;
-    PyObject *before_call; /* None, or called before every guest call */
-    PyObject *on_failure;  /* raises the WasmUdfError for (kind, what, detail) */
-    PyObject *interrupt_check; /* None, or true once the caller's query was interrupted */
-    long long ticks_left;  /* with interrupt_check: epoch ticks this call has left */
-    PyObject *owner;       /* the Instance: keeps the store and the Func structs alive */
-} Core;
 
 static PyObject *s_reset; /* interned "wasmudf_reset" */
 
 /* Report a failure through on_failure, which raises; always returns -1. */
-static int fail(Core *c, const char *kind, PyObject *what, PyObject *detail) {
+int fail(Core *c, const char *kind, PyObject *what, PyObject *detail) {
     c->dead = 1;
     if (!detail) return -1;
     PyObject *r = PyObject_CallFunction(c->on_failure, "sOO", kind, what, detail);
@@ -197,7 +124,7 @@ static int fail(Core *c, const char *kind, PyObject *what, PyObject *detail) {
     return -1;
 }
 
-static int fail_invalid(Core *c, PyObject *what, const char *fmt, ...) {
+int fail_invalid(Core *c, PyObject *what, const char *fmt, ...) {
     va_list va;
     va_start(va, fmt);
     PyObject *msg = PyUnicode_FromFormatV(fmt, va);
@@ -205,7 +132,34 @@ static int fail_invalid(Core *c, PyObject *what, const char *fmt, ...) {
     return fail(c, "invalid", what, msg);
 }
 
-/* Call an export with up to three i32 arguments; its i32 result in *result. */
+int core_call(Core *c, void *func, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t *result, void **err, void **trap) {
+    /* A deadline is absolute (engine epoch + ticks): while the ticker has not moved since it
+       was set, setting it again would change nothing. A call that can be interrupted gets a
+       deadline every tick instead, where epoch_reached asks whether to stop. */
+    uint64_t epoch = c->epoch ? __atomic_load_n(c->epoch, __ATOMIC_RELAXED) : 0;
+    int per_tick = c->interrupt_check != Py_None || c->native_check;
+    if (!c->epoch || epoch != c->armed_epoch || per_tick != c->armed_per_tick) {
+        api.set_deadline(c->ctx, per_tick ? 1 : c->ticks < 0 ? NO_DEADLINE : (uint64_t)c->ticks);
+        c->armed_epoch = epoch;
+        c->armed_per_tick = per_tick;
+    }
+    c->ticks_left = c->ticks;
+    *trap = NULL;
+    if (c->fuel >= 0 && (*err = api.set_fuel(c->ctx, (uint64_t)c->fuel))) return -1;
+    /* wasmtime_val_raw_t is a 16-byte union; an i32 sits in its first four bytes. */
+    uint64_t slots[8] = {a0, 0, a1, 0, a2, 0, 0, 0};
+    *err = api.call(c->ctx, func, slots, 4, trap);
+    if (*err || *trap) return -1;
+    *result = (uint32_t)slots[0];
+    return 0;
+}
+
+int report_call_failure(Core *c, PyObject *what, void *err, void *trap) {
+    return fail(c, "call", what,
+                Py_BuildValue("(KK)", (unsigned long long)(uintptr_t)err, (unsigned long long)(uintptr_t)trap));
+}
+
+/* core_call with the Python side: before_call, optionally without the GIL, failures raised. */
 static int invoke(Core *c, void *func, uint32_t a0, uint32_t a1, uint32_t a2, int release_gil,
                   uint32_t *result, PyObject *what) {
     if (c->before_call != Py_None) {
@@ -213,36 +167,16 @@ static int invoke(Core *c, void *func, uint32_t a0, uint32_t a1, uint32_t a2, in
         if (!r) return -1;
         Py_DECREF(r);
     }
-    /* A deadline is absolute (engine epoch + ticks): while the ticker has not moved since it
-       was set, setting it again would change nothing. A call that can be interrupted gets a
-       deadline every tick instead, where epoch_reached looks at interrupt_check. */
-    uint64_t epoch = c->epoch ? __atomic_load_n(c->epoch, __ATOMIC_RELAXED) : 0;
-    int per_tick = c->interrupt_check != Py_None;
-    if (!c->epoch || epoch != c->armed_epoch || per_tick != c->armed_per_tick) {
-        api.set_deadline(c->ctx, per_tick ? 1 : c->ticks < 0 ? NO_DEADLINE : (uint64_t)c->ticks);
-        c->armed_epoch = epoch;
-        c->armed_per_tick = per_tick;
-    }
-    c->ticks_left = c->ticks;
-    if (c->fuel >= 0) {
-        void *err = api.set_fuel(c->ctx, (uint64_t)c->fuel);
-        if (err) return fail(c, "call", what, Py_BuildValue("(KK)", (unsigned long long)(uintptr_t)err, 0ULL));
-    }
-    /* wasmtime_val_raw_t is a 16-byte union; an i32 sits in its first four bytes. */
-    uint64_t slots[8] = {a0, 0, a1, 0, a2, 0, 0, 0};
-    void *trap = NULL, *err;
+    void *err, *trap;
+    int rc;
     if (release_gil) {
         Py_BEGIN_ALLOW_THREADS
-        err = api.call(c->ctx, func, slots, 4, &trap);
+        rc = core_call(c, func, a0, a1, a2, result, &err, &trap);
         Py_END_ALLOW_THREADS
     } else {
-        err = api.call(c->ctx, func, slots, 4, &trap);
+        rc = core_call(c, func, a0, a1, a2, result, &err, &trap);
     }
-    if (err || trap)
-        return fail(c, "call", what,
-                    Py_BuildValue("(KK)", (unsigned long long)(uintptr_t)err, (unsigned long long)(uintptr_t)trap));
-    *result = (uint32_t)slots[0];
-    return 0;
+    return rc ? report_call_failure(c, what, err, trap) : 0;
 }
 
 static int invoke_status(Core *c, void *func, uint32_t a0, uint32_t a1, uint32_t a2, int release_gil, PyObject *what) {
@@ -271,32 +205,41 @@ static int core_reset(Core *c) {
     return 0;
 }
 
-/* The block for one call's frame; see Instance.frame_block for the reuse rule. */
-static int frame_block(Core *c, uint64_t size, int fresh, PyObject *what, uint32_t *out) {
+int frame_block_reusable(Core *c, uint64_t size, uint32_t *out) {
+    if (!c->block || c->capacity < size || c->calls_since_reset >= RESET_EVERY) return 0;
+    c->calls_since_reset++;
+    *out = c->block;
+    return 1;
+}
+
+int frame_block(Core *c, uint64_t size, int fresh, PyObject *what, uint32_t *out) {
     if (size > BATCH_MAX_BYTES) {
         PyErr_Format(PyExc_OverflowError, "one call's frame would be %llu bytes", (unsigned long long)size);
         return -1;
     }
-    if (fresh || !c->block || c->capacity < size || c->calls_since_reset >= RESET_EVERY) {
-        if (core_reset(c)) return -1;
-        uint32_t cap = size > 4096 ? (uint32_t)size : 4096;
-        uint32_t addr;
-        if (core_alloc(c, cap, 8, what, &addr)) return -1;
-        c->block = addr;
-        c->capacity = cap;
-    }
-    c->calls_since_reset++;
-    *out = c->block;
+    if (!fresh && frame_block_reusable(c, size, out)) return 0;
+    if (core_reset(c)) return -1;
+    uint32_t cap = size > 4096 ? (uint32_t)size : 4096;
+    uint32_t addr;
+    if (core_alloc(c, cap, 8, what, &addr)) return -1;
+    c->block = addr;
+    c->capacity = cap;
+    c->calls_since_reset = 1;
+    *out = addr;
     return 0;
 }
 
-/* The store's epoch deadline was reached. Without an interrupt check that is the time limit.
-   With one, it runs every tick: it lets other Python threads run (one of them may be calling
-   the engine's interrupt()), asks the check, and counts down the time limit itself. The
-   errors' texts are what instance.translate_errors recognizes. */
-static void *epoch_reached(void *ctx, void *data, uint64_t *delta, uint8_t *kind) {
-    Core *c = (Core *)data;
-    if (c->interrupt_check == NULL || c->interrupt_check == Py_None) return api.error_new("wasmudf: time limit");
+/* Whether the caller asked to stop: native_check needs no GIL; interrupt_check is Python.
+   Either way other Python threads get to run first when we hold the GIL (one of them may be
+   the one calling the engine's interrupt()). */
+static int interrupt_requested(Core *c) {
+    if (c->native_check) {
+        if (PyGILState_Check()) {
+            Py_BEGIN_ALLOW_THREADS
+            Py_END_ALLOW_THREADS
+        }
+        return c->native_check(c->native_check_arg);
+    }
     PyGILState_STATE gil = PyGILState_Ensure();
     Py_BEGIN_ALLOW_THREADS
     Py_END_ALLOW_THREADS
@@ -305,7 +248,17 @@ static void *epoch_reached(void *ctx, void *data, uint64_t *delta, uint8_t *kind
     if (r) Py_DECREF(r);
     else PyErr_Clear(); /* a failing check is not an interruption */
     PyGILState_Release(gil);
-    if (stop) return api.error_new("wasmudf: interrupted");
+    return stop;
+}
+
+/* The store's epoch deadline was reached. Without an interrupt check that is the time limit.
+   With one, it runs every tick: it asks the check and counts down the time limit itself.
+   The errors' texts are what instance.translate_errors recognizes. */
+static void *epoch_reached(void *ctx, void *data, uint64_t *delta, uint8_t *kind) {
+    Core *c = (Core *)data;
+    int interruptible = c->native_check || (c->interrupt_check != NULL && c->interrupt_check != Py_None);
+    if (!interruptible) return api.error_new("wasmudf: time limit");
+    if (interrupt_requested(c)) return api.error_new("wasmudf: interrupted");
     if (c->ticks >= 0 && --c->ticks_left <= 0) return api.error_new("wasmudf: time limit");
     *delta = 1;
     *kind = 0; /* WASMTIME_UPDATE_DEADLINE_CONTINUE */
@@ -511,7 +464,6 @@ static void write_column(uint8_t *frame, const Column *col, Py_ssize_t rows) {
     }
 }
 
-static const char *FIELD_NAMES[8] = {"type", "length", "null_count", "validity", "offsets", "values", "values_len", "reserved"};
 
 /* A new output buffer of `size` bytes from `allocate` (pyarrow's allocator: pooled, so large
    results do not cost fresh pages every call), with its bytes copied from `src`. */
@@ -736,7 +688,7 @@ static PyMethodDef Core_methods[] = {
     {NULL},
 };
 
-static PyTypeObject CoreType = {
+PyTypeObject CoreType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "wasmudf._speedups.Core",
     .tp_basicsize = sizeof(Core),
@@ -749,216 +701,6 @@ static PyTypeObject CoreType = {
     .tp_clear = (inquiry)Core_clear,
     .tp_members = Core_members,
     .tp_methods = Core_methods,
-};
-
-/* ---- RowCaller -------------------------------------------------------------------- */
-
-typedef struct {
-    PyObject_HEAD
-    vectorcallfunc vectorcall;
-    PyObject *bind;     /* bind() -> (Core, func address) for the calling thread */
-    PyObject *fallback; /* the Python per-row path */
-    PyObject *what;     /* the function's name */
-    int nargs;
-    int strict;
-    int codes[MAX_PARAMS];
-    int rcode;
-    PyObject *interrupt_check; /* None, or the connection's "was I interrupted" */
-    Core *core;         /* bound instance, or NULL */
-    void *func;
-    unsigned long thread;
-} RowCaller;
-
-/* Layout of a row frame: [nargs descriptors][out descriptor][8-byte slot per argument]
-   [out validity, 8 bytes][out value, 8 bytes]. */
-static int row_bind(RowCaller *r) {
-    PyObject *bound = PyObject_CallNoArgs(r->bind);
-    if (!bound) return -1;
-    PyObject *core;
-    unsigned long long func;
-    if (!PyArg_ParseTuple(bound, "O!K", &CoreType, &core, &func)) { Py_DECREF(bound); return -1; }
-    Py_INCREF(core);
-    Py_XSETREF(r->core, (Core *)core);
-    Py_DECREF(bound);
-    r->func = (void *)(uintptr_t)func;
-    r->thread = PyThread_get_thread_ident();
-    return 0;
-}
-
-static PyObject *to_fallback(RowCaller *r, PyObject *const *args, size_t nargsf) {
-    return PyObject_Vectorcall(r->fallback, args, PyVectorcall_NARGS(nargsf), NULL);
-}
-
-static PyObject *RowCaller_vectorcall(RowCaller *r, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
-    Py_ssize_t n = PyVectorcall_NARGS(nargsf);
-    if (n != r->nargs || kwnames) return PyObject_Vectorcall(r->fallback, args, nargsf, kwnames);
-    uint64_t slots[MAX_PARAMS];
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *v = args[i];
-        slots[i] = 0;
-        if (v == Py_None) {
-            if (r->strict) Py_RETURN_NONE;
-            return to_fallback(r, args, nargsf);
-        }
-        switch (r->codes[i]) {
-        case ABI_INT32: case ABI_INT64: case ABI_BOOL: {
-            if (!PyLong_Check(v)) return to_fallback(r, args, nargsf);
-            int overflow;
-            long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
-            if (overflow || (x == -1 && PyErr_Occurred())) { PyErr_Clear(); return to_fallback(r, args, nargsf); }
-            if (r->codes[i] == ABI_INT32) {
-                if (x < INT32_MIN || x > INT32_MAX) return to_fallback(r, args, nargsf);
-                int32_t y = (int32_t)x;
-                memcpy(&slots[i], &y, 4);
-            } else if (r->codes[i] == ABI_BOOL) {
-                slots[i] = x != 0;
-            } else {
-                memcpy(&slots[i], &x, 8);
-            }
-            break;
-        }
-        case ABI_FLOAT32: case ABI_FLOAT64: {
-            double d;
-            if (PyFloat_CheckExact(v)) d = PyFloat_AS_DOUBLE(v);
-            else if (PyLong_Check(v) || PyFloat_Check(v)) {
-                d = PyFloat_AsDouble(v);
-                if (d == -1.0 && PyErr_Occurred()) { PyErr_Clear(); return to_fallback(r, args, nargsf); }
-            } else return to_fallback(r, args, nargsf);
-            if (r->codes[i] == ABI_FLOAT32) {
-                float f = (float)d;
-                memcpy(&slots[i], &f, 4);
-            } else {
-                memcpy(&slots[i], &d, 8);
-            }
-            break;
-        }
-        default:
-            return to_fallback(r, args, nargsf);
-        }
-    }
-    if (!r->core || r->core->dead || r->thread != PyThread_get_thread_ident()) {
-        if (row_bind(r)) return NULL;
-    }
-    Core *c = r->core;
-    uint32_t slots_at = DESC * (uint32_t)(n + 1);
-    uint32_t validity_at = slots_at + 8 * (uint32_t)n, value_at = validity_at + 8;
-    uint32_t block;
-    Py_INCREF(c); /* a failure may unbind it */
-    PyObject *result = NULL;
-    if (frame_block(c, value_at + 8, 0, r->what, &block)) goto done;
-    uint8_t *frame = c->base + block;
-    for (Py_ssize_t i = 0; i < n; i++)
-        put_desc(frame + DESC * i, r->codes[i], 1, 0, 0, 0, block + slots_at + 8 * (uint32_t)i, type_width(r->codes[i]));
-    uint32_t want[8] = {(uint32_t)r->rcode, 1, 0, block + validity_at, 0, block + value_at, (uint32_t)type_width(r->rcode), 0};
-    put_desc(frame + DESC * n, want[0], want[1], want[2], want[3], want[4], want[5], want[6]);
-    /* Word stores: a memcpy/memset of a runtime size becomes `rep movs`, slow to start. */
-    for (Py_ssize_t i = 0; i < n; i++) put_u64(frame + slots_at + 8 * i, slots[i]);
-    put_u64(frame + validity_at, 0xFF);
-    put_u64(frame + value_at, 0);
-    uint32_t out_at = block + DESC * (uint32_t)n;
-    PyObject *previous = c->interrupt_check; /* owned; restored below */
-    c->interrupt_check = Py_NewRef(r->interrupt_check);
-    int failed = invoke_status(c, r->func, block, (uint32_t)n, out_at, 0, r->what);
-    Py_SETREF(c->interrupt_check, previous);
-    if (failed) goto done;
-    frame = c->base + block;
-    for (int f = 0; f < 8; f++) {
-        uint32_t got = get_u32(frame + DESC * n + 4 * f);
-        if (f != 2 && got != want[f]) {
-            fail_invalid(c, r->what, "it changed the output descriptor's '%s' field from %u to %u", FIELD_NAMES[f],
-                         want[f], got);
-            goto done;
-        }
-    }
-    if (!(frame[validity_at] & 1)) {
-        result = Py_NewRef(Py_None);
-        goto done;
-    }
-    const uint8_t *value = frame + value_at;
-    switch (r->rcode) {
-    case ABI_BOOL: result = PyBool_FromLong(value[0] != 0); break;
-    case ABI_INT32: { int32_t x; memcpy(&x, value, 4); result = PyLong_FromLong(x); break; }
-    case ABI_INT64: { int64_t x; memcpy(&x, value, 8); result = PyLong_FromLongLong(x); break; }
-    case ABI_FLOAT32: { float x; memcpy(&x, value, 4); result = PyFloat_FromDouble(x); break; }
-    case ABI_FLOAT64: { double x; memcpy(&x, value, 8); result = PyFloat_FromDouble(x); break; }
-    }
-done:
-    Py_DECREF(c);
-    return result;
-}
-
-static int RowCaller_init(RowCaller *self, PyObject *args, PyObject *kw) {
-    PyObject *bind, *fallback, *what, *codes, *interrupt_check = Py_None;
-    int strict, rcode;
-    if (!PyArg_ParseTuple(args, "OOUOpi|O", &bind, &fallback, &what, &codes, &strict, &rcode, &interrupt_check))
-        return -1;
-    Py_INCREF(interrupt_check);
-    Py_XSETREF(self->interrupt_check, interrupt_check);
-    PyObject *seq = PySequence_Fast(codes, "codes must be a sequence");
-    if (!seq) return -1;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    if (n < 1 || n > MAX_PARAMS || type_width(rcode) == 0) {
-        Py_DECREF(seq);
-        PyErr_SetString(PyExc_ValueError, "RowCaller handles 1..32 fixed-width parameters and a fixed-width result");
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        long code = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
-        if (type_width((int)code) == 0) {
-            Py_DECREF(seq);
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "RowCaller handles fixed-width parameters only");
-            return -1;
-        }
-        self->codes[i] = (int)code;
-    }
-    Py_DECREF(seq);
-    self->nargs = (int)n;
-    self->strict = strict;
-    self->rcode = rcode;
-    Py_INCREF(bind); Py_XSETREF(self->bind, bind);
-    Py_INCREF(fallback); Py_XSETREF(self->fallback, fallback);
-    Py_INCREF(what); Py_XSETREF(self->what, what);
-    self->vectorcall = (vectorcallfunc)RowCaller_vectorcall;
-    return 0;
-}
-
-static int RowCaller_traverse(RowCaller *self, visitproc visit, void *arg) {
-    Py_VISIT(self->bind);
-    Py_VISIT(self->fallback);
-    Py_VISIT(self->what);
-    Py_VISIT(self->interrupt_check);
-    Py_VISIT((PyObject *)self->core);
-    return 0;
-}
-
-static int RowCaller_clear(RowCaller *self) {
-    Py_CLEAR(self->bind);
-    Py_CLEAR(self->fallback);
-    Py_CLEAR(self->what);
-    Py_CLEAR(self->interrupt_check);
-    Py_CLEAR(self->core);
-    return 0;
-}
-
-static void RowCaller_dealloc(RowCaller *self) {
-    PyObject_GC_UnTrack(self);
-    RowCaller_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static PyTypeObject RowCallerType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "wasmudf._speedups.RowCaller",
-    .tp_basicsize = sizeof(RowCaller),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "RowCaller(bind, fallback, name, param_codes, strict, return_code, interrupt_check=None): a per-row SQL function",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)RowCaller_init,
-    .tp_dealloc = (destructor)RowCaller_dealloc,
-    .tp_traverse = (traverseproc)RowCaller_traverse,
-    .tp_clear = (inquiry)RowCaller_clear,
-    .tp_call = PyVectorcall_Call,
-    .tp_vectorcall_offset = offsetof(RowCaller, vectorcall),
 };
 
 /* ---- module ----------------------------------------------------------------------- */
@@ -974,14 +716,12 @@ static struct PyModuleDef module_def = {
 };
 
 PyMODINIT_FUNC PyInit__speedups(void) {
-    if (PyType_Ready(&TickerType) < 0 || PyType_Ready(&CoreType) < 0 || PyType_Ready(&RowCallerType) < 0)
-        return NULL;
+    if (PyType_Ready(&TickerType) < 0 || PyType_Ready(&CoreType) < 0) return NULL;
     s_reset = PyUnicode_InternFromString("wasmudf_reset");
     PyObject *m = PyModule_Create(&module_def);
     if (!m) return NULL;
     if (PyModule_AddObjectRef(m, "Ticker", (PyObject *)&TickerType) < 0 ||
-        PyModule_AddObjectRef(m, "Core", (PyObject *)&CoreType) < 0 ||
-        PyModule_AddObjectRef(m, "RowCaller", (PyObject *)&RowCallerType) < 0) {
+        PyModule_AddObjectRef(m, "Core", (PyObject *)&CoreType) < 0 || rows_add_to_module(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import math
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -348,8 +349,8 @@ class ScalarFunction(ArrowArguments):
         if self._row_plan is not None and None not in values:
             try:
                 data = self._row_plan.pack_args(values)
-            except (struct.error, TypeError):
-                pass  # the generic path below explains what is wrong with the value
+            except (struct.error, TypeError, OverflowError):
+                pass  # the generic path below explains the value or converts it as Arrow would
             else:
                 inst = self.module._pool.get()
                 try:
@@ -382,7 +383,13 @@ class ScalarFunction(ArrowArguments):
         elif name in ("float32", "float64"):
             if not isinstance(v, (int, float)):
                 raise self._type_error(index, f"{sql_type_name(v)} {v!r}")
-            data = struct.pack("<" + STRUCT_CODES[name], float(v))
+            try:
+                x = float(v)
+            except OverflowError:
+                raise ArgumentTypeError(
+                    f"`{self.name}` argument {index + 1} ({name}) is out of range: {v}"
+                ) from None
+            data = _pack_float(name, x)
         elif name == "bool":
             if not isinstance(v, int):
                 raise self._type_error(index, f"{sql_type_name(v)} {v!r}")
@@ -408,6 +415,14 @@ class ScalarFunction(ArrowArguments):
         frame = write_frame(inst, cols, self.spec.returns, 1, self.name)
         inst.status_call(self.spec.export, (frame.args, len(cols), frame.out), what=self.name)
         return read_output(inst, frame, self.name, self.module.limits.output_bytes)
+
+
+def _pack_float(name: str, x: float) -> bytes:
+    try:
+        return struct.pack("<" + STRUCT_CODES[name], x)
+    except OverflowError:
+        # Past float32's range: IEEE rounding gives +-inf, as C's conversion and Arrow's cast do.
+        return struct.pack("<f", math.copysign(math.inf, x))
 
 
 class RowPlan:
@@ -541,7 +556,9 @@ def arrow_columns(arrays: Sequence[pa.Array], param_codes: Sequence[tuple[int, b
     for a, (code, varlen) in zip(arrays, param_codes):
         bufs = a.buffers()
         nulls = a.null_count
-        columns.append((code, a.offset, nulls, bufs[0] if nulls else None, bufs[1], bufs[2] if varlen else None))
+        columns.append(
+            (code, a.offset, nulls, bufs[0] if nulls else None, bufs[1], bufs[2] if varlen else None)
+        )
     return columns
 
 

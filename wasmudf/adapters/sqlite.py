@@ -10,6 +10,7 @@ from typing import Any
 
 import apsw
 
+from .. import _native
 from ..aggregates import AggregateFunction, AggregateState
 from ..errors import RegistrationError
 from ..functions import ScalarFunction
@@ -44,9 +45,12 @@ def register_function(con: Any, fn: ScalarFunction | AggregateFunction) -> None:
     flags = apsw.SQLITE_DETERMINISTIC if spec.deterministic else 0
     interrupted = _interrupt_check(con)
     if isinstance(fn, ScalarFunction):
-        con.create_scalar_function(
-            spec.name, fn.row_function(interrupted), numargs=len(spec.params), deterministic=spec.deterministic
-        )
+        row = fn.row_function(interrupted)
+        speedups = _native.speedups
+        if speedups is not None and isinstance(row, speedups.RowCaller) and _sqlite_api_loaded(con):
+            speedups.sqlite_register(con.sqlite3pointer(), spec.name, spec.deterministic, row)
+        else:
+            con.create_scalar_function(spec.name, row, numargs=len(spec.params), deterministic=spec.deterministic)
     elif fn.window:
         con.create_window_function(
             spec.name, lambda: _Window(fn.start(interrupted)), numargs=len(spec.params), flags=flags
@@ -55,6 +59,32 @@ def register_function(con: Any, fn: ScalarFunction | AggregateFunction) -> None:
         con.create_aggregate_function(
             spec.name, lambda: _Aggregate(fn.start(interrupted)), numargs=len(spec.params), flags=flags
         )
+
+
+def _sqlite_api_loaded(con: Any) -> bool:
+    """Whether the C accelerator has SQLite's API table, so a fixed-width scalar can be
+    registered with SQLite directly (rows then reach the guest without Python objects).
+
+    SQLite gives its table to any loadable extension, and the accelerator is one: loading it
+    once per process is enough (apsw carries one SQLite library). Only the C-level loading
+    is switched on, for that moment, and then put back as it was; SQL's load_extension()
+    stays off.
+    """
+    speedups = _native.speedups
+    if speedups is None or not hasattr(speedups, "sqlite_ready"):
+        return False  # built without SQLite's header
+    if speedups.sqlite_ready():
+        return True
+    option = apsw.SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION
+    was = con.config(option, -1)
+    try:
+        con.config(option, 1)
+        con.load_extension(speedups.__file__, "wasmudf_sqlite_init")
+    except apsw.Error:
+        return False  # an SQLite built without extension loading: apsw calls the RowCaller
+    finally:
+        con.config(option, was)
+    return bool(speedups.sqlite_ready())
 
 
 def _interrupt_check(con: Any) -> Callable[[], bool]:

@@ -1,0 +1,196 @@
+"""Fixed-width scalars registered with SQLite directly (the C accelerator's native path).
+
+With the accelerator, ``register`` hands such a function to ``sqlite3_create_function_v2``
+on apsw's connection, so rows reach the guest without Python objects; everything unusual
+goes to the Python path. These tests hold the native registration to the apsw one, row by
+row, and check what only it does (extension loading, threads, releasing the function). On
+the pure-Python path the same tests check that apsw registration is used instead.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+from typing import Any
+
+import apsw
+import pytest
+import wat
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from references import lerp_f32, wrap_i64
+
+import wasmudf
+from wasmudf import _native
+from wasmudf.adapters import sqlite as sqlite_adapter
+from wasmudf.functions import ScalarFunction
+
+NATIVE = _native.speedups is not None
+NUMERIC = "udfs/numeric/numeric.wasm"
+COUNTER = """
+  (global $calls (mut i32) (i32.const 0))
+  (func (export "tally") (param $args i32) (param i32) (param $out i32) (result i32)
+    (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+    (i64.store (i32.load offset=20 (local.get $out)) (i64.extend_i32_u (global.get $calls)))
+    (i32.const 0))
+"""
+
+
+@pytest.fixture
+def registered_rows(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The per-row callables the SQLite adapter registers, as it makes them."""
+    made: list[Any] = []
+    original = ScalarFunction.row_function
+
+    def capture(self: ScalarFunction, *args: Any, **kwargs: Any) -> Any:
+        row = original(self, *args, **kwargs)
+        made.append(row)
+        return row
+
+    monkeypatch.setattr(ScalarFunction, "row_function", capture)
+    return made
+
+
+def _outcome(con: apsw.Connection, sql: str, values: tuple[Any, ...]) -> tuple[str, Any]:
+    try:
+        (value,) = con.execute(sql, values).fetchall()[0]
+    except wasmudf.WasmUdfError as exc:
+        return ("error", type(exc).__name__)
+    if isinstance(value, float) and math.isnan(value):
+        return ("ok", "nan")
+    return ("ok", value)
+
+
+def test_fixed_width_scalars_go_to_sqlite_directly(registered_rows: list[Any]) -> None:
+    con = apsw.Connection(":memory:")
+    wasmudf.register(con, NUMERIC)
+    assert registered_rows, "no per-row callable was registered"
+    if NATIVE:
+        assert all(type(row).__name__ == "RowCaller" and row.native for row in registered_rows)
+    else:
+        assert not any(type(row).__name__ == "RowCaller" for row in registered_rows)
+    assert con.execute("SELECT add_i64(40, 2), is_finite(1e308 * 10)").fetchall() == [(42, 0)]
+
+
+@pytest.mark.parametrize("enabled_before", [0, 1])
+def test_extension_loading_is_left_as_it_was(enabled_before: int) -> None:
+    con = apsw.Connection(":memory:")
+    option = apsw.SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION
+    con.config(option, enabled_before)
+    wasmudf.register(con, NUMERIC)
+    assert con.config(option, -1) == enabled_before
+    # SQL's own load_extension() is never switched on by registering.
+    with pytest.raises(apsw.SQLError, match="not authorized"):
+        con.execute("SELECT load_extension('/nonexistent')").fetchall()
+
+
+SQL_VALUES = st.one_of(
+    st.none(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.sampled_from([0, 1, -1, 2**31 - 1, -(2**31), 2**31, 2**63 - 1, -(2**63)]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=4),
+    st.binary(max_size=4),
+)
+CALLS = [
+    ("add_i64", 2),
+    ("safe_div", 2),
+    ("gcd_i32", 2),
+    ("lerp_f32", 3),
+    ("is_finite", 1),
+    ("clamp", 3),
+    ("coalesce_f64", 2),
+]
+
+
+@pytest.fixture(scope="module")
+def both_registrations() -> tuple[apsw.Connection, apsw.Connection]:
+    native = apsw.Connection(":memory:")
+    wasmudf.register(native, NUMERIC)
+    through_apsw = apsw.Connection(":memory:")
+    # The same module registered the other way: apsw calls the per-row callable.
+    saved = sqlite_adapter._sqlite_api_loaded
+    sqlite_adapter._sqlite_api_loaded = lambda con: False  # type: ignore[assignment]
+    try:
+        wasmudf.register(through_apsw, NUMERIC)
+    finally:
+        sqlite_adapter._sqlite_api_loaded = saved  # type: ignore[assignment]
+    return native, through_apsw
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(call=st.sampled_from(CALLS), data=st.data())
+def test_native_rows_match_apsw_rows(both_registrations: Any, call: tuple[str, int], data: Any) -> None:
+    native, through_apsw = both_registrations
+    name, arity = call
+    values = tuple(data.draw(SQL_VALUES) for _ in range(arity))
+    sql = f"SELECT {name}({', '.join('?' * arity)})"
+    assert _outcome(native, sql, values) == _outcome(through_apsw, sql, values)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    a=st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    b=st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    x=st.floats(allow_nan=False),  # SQLite stores a NaN parameter as NULL
+)
+def test_native_rows_match_python_references(both_registrations: Any, a: int, b: int, x: float) -> None:
+    native, _ = both_registrations
+    assert native.execute("SELECT add_i64(?, ?)", (a, b)).fetchall() == [(wrap_i64(a + b),)]
+    assert native.execute("SELECT is_finite(?)", (x,)).fetchall() == [(int(math.isfinite(x)),)]
+    small_a, small_b = a % 2**31, b % 2**31
+    assert native.execute("SELECT gcd_i32(?, ?)", (small_a, small_b)).fetchall() == [
+        (math.gcd(small_a, small_b),)
+    ]
+
+
+def test_a_wrong_type_in_a_long_scan_fails_the_statement_and_keeps_the_connection() -> None:
+    con = apsw.Connection(":memory:")
+    wasmudf.register(con, NUMERIC)
+    con.execute("CREATE TABLE t(a, b)")
+    con.executemany("INSERT INTO t VALUES (?, ?)", [(i, i) for i in range(5000)] + [("x", 1)])
+    with pytest.raises(wasmudf.ArgumentTypeError, match="add_i64"):
+        con.execute("SELECT sum(add_i64(a, b)) FROM t").fetchall()
+    assert con.execute("SELECT sum(add_i64(a, b)) FROM t WHERE typeof(a) = 'integer'").fetchall() == [
+        (2 * sum(range(5000)),)
+    ]
+
+
+def test_each_thread_calls_its_own_instance() -> None:
+    module = wasmudf.load(wat.module(COUNTER, [wat.scalar("tally", ["int64"], "int64")]))
+    con = apsw.Connection(":memory:")
+    wasmudf.register(con, module)
+    query = "SELECT tally(x) FROM (SELECT 1 AS x UNION ALL SELECT 2 UNION ALL SELECT 3)"
+    first = [row[0] for row in con.execute(query)]
+    in_thread: list[int] = []
+    worker = threading.Thread(target=lambda: in_thread.extend(row[0] for row in con.execute(query)))
+    worker.start()
+    worker.join()
+    again = [row[0] for row in con.execute(query)]
+    assert first == [1, 2, 3]
+    assert in_thread == [1, 2, 3]  # the worker's own instance, counting from the start
+    assert again == [4, 5, 6]  # back on this thread: this thread's instance
+
+
+def test_closing_the_connection_releases_the_function(registered_rows: list[Any]) -> None:
+    module = wasmudf.load(wat.module(COUNTER, [wat.scalar("tally", ["int64"], "int64")]))
+    con = apsw.Connection(":memory:")
+    wasmudf.register(con, module)
+    (row,) = registered_rows
+    held = sys.getrefcount(row)
+    con.close()
+    assert sys.getrefcount(row) == held - 1  # SQLite's (or apsw's) reference is given back
+
+
+@pytest.mark.parametrize(
+    "args", [(0.0, 1e39, 0.5), (0.0, -1e300, 1.0), (1e39, 0.0, 1.0), (0.0, 3.4028235677973366e38, 0.0)]
+)
+def test_doubles_past_float32_range_round_to_infinity(
+    both_registrations: Any, args: tuple[float, ...]
+) -> None:
+    # IEEE rounding, as C's conversion and Arrow's cast do; struct.pack("f") would raise.
+    expected = lerp_f32(*args)
+    for con in both_registrations:
+        (value,) = con.execute("SELECT lerp_f32(?, ?, ?)", args).fetchall()[0]
+        assert value == expected or (value is None and math.isnan(expected))

@@ -1,0 +1,569 @@
+/*
+ * Per-row SQL functions for SQLite: a scalar whose parameters and result are fixed-width.
+ *
+ *   RowCaller        a Python callable (vectorcall) that apsw can register like any function.
+ *   sqlite_register  hands a RowCaller to SQLite itself (sqlite3_create_function_v2 on apsw's
+ *                    connection handle), so rows reach the guest without Python objects and
+ *                    without the GIL. The SQLite API table comes the way SQLite gives it to any
+ *                    loadable extension: this module is one (entry point wasmudf_sqlite_init).
+ *
+ * Both paths share one frame call (row_call). A row neither handles itself (a NULL for a
+ * `called` function, a value of the wrong type, the frame block due for renewal) goes to the
+ * Python path, ScalarFunction.call_row, which explains the problem. The native path reports
+ * a failure the way apsw reports a Python function's: the exception is left set on the
+ * calling thread, where apsw raises it when the statement fails.
+ */
+#include "_speedups.h"
+#include <stddef.h>
+
+#if __has_include(<sqlite3ext.h>)
+#include <sqlite3ext.h>
+SQLITE_EXTENSION_INIT1
+#define HAVE_SQLITE 1
+#else
+#define HAVE_SQLITE 0
+#endif
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *bind;     /* bind() -> (Core, func address) for the calling thread */
+    PyObject *fallback; /* the Python per-row path */
+    PyObject *what;     /* the function's name */
+    int nargs;
+    int strict;
+    int codes[MAX_PARAMS];
+    int rcode;
+    PyObject *interrupt_check; /* None, or the connection's "was I interrupted" */
+    void *db;           /* the sqlite3 connection once registered natively, else NULL */
+    Core *core;         /* bound instance, or NULL */
+    void *func;
+    unsigned long thread;
+} RowCaller;
+
+static PyTypeObject RowCallerType;
+
+/* ---- one row's frame: [nargs descriptors][out descriptor][an 8-byte slot per argument]
+   [out validity, 8 bytes][out value, 8 bytes] ----------------------------------------- */
+
+static uint32_t slots_at(int n) { return DESC * (uint32_t)(n + 1); }
+static uint32_t validity_at(int n) { return slots_at(n) + 8 * (uint32_t)n; }
+static uint32_t value_at(int n) { return validity_at(n) + 8; }
+static uint32_t frame_size(int n) { return value_at(n) + 8; }
+
+enum { ROW_CALL = 1, ROW_STATUS, ROW_DESCRIPTOR };
+
+typedef struct {
+    int kind;
+    void *err, *trap;   /* ROW_CALL */
+    uint32_t status;    /* ROW_STATUS */
+    int field;          /* ROW_DESCRIPTOR: which field the guest changed */
+    uint32_t want, got;
+} RowFailure;
+
+/* Call the guest on one row of argument slots in `block`. Touches no Python object (the
+   native path runs it without the GIL): 0 with the result's raw 8 bytes in *value, or -1
+   with what went wrong in *failure, for row_report. */
+static int row_call(RowCaller *r, Core *c, uint32_t block, const uint64_t *slots, int *is_null, uint64_t *value,
+                    RowFailure *failure) {
+    int n = r->nargs;
+    uint8_t *frame = c->base + block;
+    for (int i = 0; i < n; i++)
+        put_desc(frame + DESC * i, r->codes[i], 1, 0, 0, 0, block + slots_at(n) + 8 * (uint32_t)i, type_width(r->codes[i]));
+    uint32_t want[8] = {(uint32_t)r->rcode, 1, 0, block + validity_at(n), 0, block + value_at(n),
+                        (uint32_t)type_width(r->rcode), 0};
+    put_desc(frame + DESC * n, want[0], want[1], want[2], want[3], want[4], want[5], want[6]);
+    /* Word stores: a memcpy/memset of a runtime size becomes `rep movs`, slow to start. */
+    for (int i = 0; i < n; i++) put_u64(frame + slots_at(n) + 8 * i, slots[i]);
+    put_u64(frame + validity_at(n), 0xFF);
+    put_u64(frame + value_at(n), 0);
+    uint32_t status;
+    if (core_call(c, r->func, block, (uint32_t)n, block + DESC * (uint32_t)n, &status, &failure->err, &failure->trap)) {
+        failure->kind = ROW_CALL;
+        return -1;
+    }
+    if (status) {
+        failure->kind = ROW_STATUS;
+        failure->status = status;
+        return -1;
+    }
+    /* The guest may write only null_count (ABI §5); anything else it changed is a lie. */
+    for (int f = 0; f < 8; f++) {
+        uint32_t got = get_u32(frame + DESC * n + 4 * f);
+        if (f != 2 && got != want[f]) {
+            failure->kind = ROW_DESCRIPTOR;
+            failure->field = f;
+            failure->want = want[f];
+            failure->got = got;
+            return -1;
+        }
+    }
+    *is_null = !(frame[validity_at(n)] & 1);
+    memcpy(value, frame + value_at(n), 8);
+    return 0;
+}
+
+/* Raise the error for a failed row_call (GIL held); returns -1. */
+static int row_report(RowCaller *r, Core *c, const RowFailure *failure) {
+    switch (failure->kind) {
+    case ROW_CALL: return report_call_failure(c, r->what, failure->err, failure->trap);
+    case ROW_STATUS: return fail(c, "status", r->what, PyLong_FromUnsignedLong(failure->status));
+    default:
+        return fail_invalid(c, r->what, "it changed the output descriptor's '%s' field from %u to %u",
+                            FIELD_NAMES[failure->field], failure->want, failure->got);
+    }
+}
+
+#if HAVE_SQLITE
+/* sqlite3_is_interrupted (3.41) comes after the last entry of an older header's table. */
+#if SQLITE_VERSION_NUMBER >= 3041000
+static int sqlite_interrupted(void *db) { return sqlite3_api->is_interrupted((sqlite3 *)db); }
+#else
+typedef struct {
+    sqlite3_api_routines known;
+    int (*is_interrupted)(sqlite3 *);
+} RoutinesSince3041;
+static int sqlite_interrupted(void *db) { return ((const RoutinesSince3041 *)sqlite3_api)->is_interrupted((sqlite3 *)db); }
+#endif
+#endif
+
+/* For the duration of one row call: stop within a tick once the caller's query is
+   interrupted (SQLite's own flag when registered natively, else the Python check). */
+typedef struct {
+    PyObject *interrupt_check;
+    native_check_fn native_check;
+    void *native_check_arg;
+} SavedCheck;
+
+static void arm_interrupt(RowCaller *r, Core *c, SavedCheck *saved) {
+    saved->interrupt_check = c->interrupt_check;
+    saved->native_check = c->native_check;
+    saved->native_check_arg = c->native_check_arg;
+#if HAVE_SQLITE
+    if (r->db) {
+        c->native_check = sqlite_interrupted;
+        c->native_check_arg = r->db;
+        return;
+    }
+#endif
+    c->interrupt_check = r->interrupt_check; /* borrowed: r outlives the call */
+}
+
+static void disarm_interrupt(Core *c, const SavedCheck *saved) {
+    c->interrupt_check = saved->interrupt_check;
+    c->native_check = saved->native_check;
+    c->native_check_arg = saved->native_check_arg;
+}
+
+/* ---- the Python path ---------------------------------------------------------------- */
+
+static int row_bind(RowCaller *r) {
+    PyObject *bound = PyObject_CallNoArgs(r->bind);
+    if (!bound) return -1;
+    PyObject *core;
+    unsigned long long func;
+    if (!PyArg_ParseTuple(bound, "O!K", &CoreType, &core, &func)) { Py_DECREF(bound); return -1; }
+    Py_INCREF(core);
+    Py_XSETREF(r->core, (Core *)core);
+    Py_DECREF(bound);
+    r->func = (void *)(uintptr_t)func;
+    r->thread = PyThread_get_thread_ident();
+    return 0;
+}
+
+static PyObject *raw_to_python(int rcode, uint64_t raw) {
+    switch (rcode) {
+    case ABI_BOOL: return PyBool_FromLong((raw & 0xFF) != 0);
+    case ABI_INT32: { int32_t x; memcpy(&x, &raw, 4); return PyLong_FromLong(x); }
+    case ABI_INT64: { int64_t x; memcpy(&x, &raw, 8); return PyLong_FromLongLong(x); }
+    case ABI_FLOAT32: { float x; memcpy(&x, &raw, 4); return PyFloat_FromDouble(x); }
+    default: { double x; memcpy(&x, &raw, 8); return PyFloat_FromDouble(x); }
+    }
+}
+
+/* One row whose slots are filled, with the GIL: bind, renew the block if due, call. */
+static PyObject *row_call_python(RowCaller *r, const uint64_t *slots) {
+    if (!r->core || r->core->dead || r->thread != PyThread_get_thread_ident()) {
+        if (row_bind(r)) return NULL;
+    }
+    Core *c = r->core;
+    Py_INCREF(c); /* a failure may unbind it */
+    PyObject *result = NULL;
+    uint32_t block;
+    if (c->before_call != Py_None) {
+        PyObject *ok = PyObject_CallNoArgs(c->before_call);
+        if (!ok) goto done;
+        Py_DECREF(ok);
+    }
+    if (frame_block(c, frame_size(r->nargs), 0, r->what, &block)) goto done;
+    SavedCheck saved;
+    RowFailure failure;
+    int is_null;
+    uint64_t value;
+    arm_interrupt(r, c, &saved);
+    int rc = row_call(r, c, block, slots, &is_null, &value, &failure);
+    disarm_interrupt(c, &saved);
+    if (rc) row_report(r, c, &failure);
+    else result = is_null ? Py_NewRef(Py_None) : raw_to_python(r->rcode, value);
+done:
+    Py_DECREF(c);
+    return result;
+}
+
+static PyObject *to_fallback(RowCaller *r, PyObject *const *args, size_t nargsf) {
+    return PyObject_Vectorcall(r->fallback, args, PyVectorcall_NARGS(nargsf), NULL);
+}
+
+static PyObject *RowCaller_vectorcall(RowCaller *r, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+    if (n != r->nargs || kwnames) return PyObject_Vectorcall(r->fallback, args, nargsf, kwnames);
+    uint64_t slots[MAX_PARAMS];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = args[i];
+        slots[i] = 0;
+        if (v == Py_None) {
+            if (r->strict) Py_RETURN_NONE;
+            return to_fallback(r, args, nargsf);
+        }
+        switch (r->codes[i]) {
+        case ABI_INT32: case ABI_INT64: case ABI_BOOL: {
+            if (!PyLong_Check(v)) return to_fallback(r, args, nargsf);
+            int overflow;
+            long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+            if (overflow || (x == -1 && PyErr_Occurred())) { PyErr_Clear(); return to_fallback(r, args, nargsf); }
+            if (r->codes[i] == ABI_INT32) {
+                if (x < INT32_MIN || x > INT32_MAX) return to_fallback(r, args, nargsf);
+                int32_t y = (int32_t)x;
+                memcpy(&slots[i], &y, 4);
+            } else if (r->codes[i] == ABI_BOOL) {
+                slots[i] = x != 0;
+            } else {
+                memcpy(&slots[i], &x, 8);
+            }
+            break;
+        }
+        case ABI_FLOAT32: case ABI_FLOAT64: {
+            double d;
+            if (PyFloat_CheckExact(v)) d = PyFloat_AS_DOUBLE(v);
+            else if (PyLong_Check(v) || PyFloat_Check(v)) {
+                d = PyFloat_AsDouble(v);
+                if (d == -1.0 && PyErr_Occurred()) { PyErr_Clear(); return to_fallback(r, args, nargsf); }
+            } else return to_fallback(r, args, nargsf);
+            if (r->codes[i] == ABI_FLOAT32) {
+                float f = (float)d;
+                memcpy(&slots[i], &f, 4);
+            } else {
+                memcpy(&slots[i], &d, 8);
+            }
+            break;
+        }
+        default:
+            return to_fallback(r, args, nargsf);
+        }
+    }
+    return row_call_python(r, slots);
+}
+
+/* ---- the native SQLite path --------------------------------------------------------- */
+
+#if HAVE_SQLITE
+
+/* Fill the slots from SQLite's values; 0 when a row needs the Python path. */
+static int sqlite_slots(RowCaller *r, sqlite3_value **argv, uint64_t *slots) {
+    for (int i = 0; i < r->nargs; i++) {
+        int t = sqlite3_value_type(argv[i]);
+        slots[i] = 0;
+        switch (r->codes[i]) {
+        case ABI_INT32: case ABI_INT64: case ABI_BOOL: {
+            if (t != SQLITE_INTEGER) return 0;
+            sqlite3_int64 x = sqlite3_value_int64(argv[i]);
+            if (r->codes[i] == ABI_INT32) {
+                if (x < INT32_MIN || x > INT32_MAX) return 0;
+                int32_t y = (int32_t)x;
+                memcpy(&slots[i], &y, 4);
+            } else if (r->codes[i] == ABI_BOOL) {
+                slots[i] = x != 0;
+            } else {
+                memcpy(&slots[i], &x, 8);
+            }
+            break;
+        }
+        case ABI_FLOAT32: case ABI_FLOAT64: {
+            double d;
+            if (t == SQLITE_FLOAT) d = sqlite3_value_double(argv[i]);
+            else if (t == SQLITE_INTEGER) d = (double)sqlite3_value_int64(argv[i]); /* as Python's float(int) */
+            else return 0;
+            if (r->codes[i] == ABI_FLOAT32) {
+                float f = (float)d;
+                memcpy(&slots[i], &f, 4);
+            } else {
+                memcpy(&slots[i], &d, 8);
+            }
+            break;
+        }
+        default:
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void sqlite_result_raw(sqlite3_context *ctx, int rcode, uint64_t raw) {
+    switch (rcode) {
+    case ABI_BOOL: sqlite3_result_int64(ctx, (raw & 0xFF) != 0); break;
+    case ABI_INT32: { int32_t x; memcpy(&x, &raw, 4); sqlite3_result_int64(ctx, x); break; }
+    case ABI_INT64: { int64_t x; memcpy(&x, &raw, 8); sqlite3_result_int64(ctx, x); break; }
+    case ABI_FLOAT32: { float x; memcpy(&x, &raw, 4); sqlite3_result_double(ctx, x); break; }
+    default: { double x; memcpy(&x, &raw, 8); sqlite3_result_double(ctx, x); break; }
+    }
+}
+
+/* The statement fails with the pending exception's text; the exception stays set for apsw
+   to raise (GIL held). */
+static void sqlite_result_exception(sqlite3_context *ctx) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    PyObject *text = value ? PyObject_Str(value) : NULL;
+    const char *utf8 = text ? PyUnicode_AsUTF8(text) : NULL;
+    if (!utf8) PyErr_Clear();
+    sqlite3_result_error(ctx, utf8 ? utf8 : "wasmudf: the function failed", -1);
+    Py_XDECREF(text);
+    PyErr_Restore(type, value, tb);
+}
+
+static PyObject *sqlite_to_python(sqlite3_value *v) {
+    switch (sqlite3_value_type(v)) {
+    case SQLITE_INTEGER: return PyLong_FromLongLong(sqlite3_value_int64(v));
+    case SQLITE_FLOAT: return PyFloat_FromDouble(sqlite3_value_double(v));
+    case SQLITE_TEXT: {
+        const char *text = (const char *)sqlite3_value_text(v);
+        return PyUnicode_DecodeUTF8(text ? text : "", sqlite3_value_bytes(v), "replace");
+    }
+    case SQLITE_BLOB: {
+        const void *blob = sqlite3_value_blob(v);
+        return PyBytes_FromStringAndSize(blob ? blob : "", sqlite3_value_bytes(v));
+    }
+    default: return Py_NewRef(Py_None);
+    }
+}
+
+/* A row the native path does not handle itself: the RowCaller with Python values, as apsw
+   would have called it (GIL held). */
+static void sqlite_row_python(RowCaller *r, sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+    PyObject *args[MAX_PARAMS];
+    int made = 0;
+    PyObject *result = NULL;
+    if (argc > MAX_PARAMS) {
+        PyErr_Format(PyExc_TypeError, "`%U` takes %d arguments, not %d", r->what, r->nargs, argc);
+        goto done;
+    }
+    for (; made < argc; made++)
+        if (!(args[made] = sqlite_to_python(argv[made]))) goto done;
+    result = PyObject_Vectorcall((PyObject *)r, args, (size_t)argc, NULL);
+    if (!result) goto done;
+    if (result == Py_None) sqlite3_result_null(ctx);
+    else if (PyFloat_Check(result)) sqlite3_result_double(ctx, PyFloat_AS_DOUBLE(result));
+    else if (PyLong_Check(result)) { /* bool included */
+        long long x = PyLong_AsLongLong(result);
+        if (!(x == -1 && PyErr_Occurred())) sqlite3_result_int64(ctx, x);
+    } else
+        PyErr_Format(PyExc_TypeError, "`%U` returned a %s", r->what, Py_TYPE(result)->tp_name);
+done:
+    if (PyErr_Occurred()) sqlite_result_exception(ctx);
+    Py_XDECREF(result);
+    for (int i = 0; i < made; i++) Py_DECREF(args[i]);
+}
+
+/* SQLite's xFunc. The common row (arguments of the declared types, this thread's instance
+   bound, its frame block still good) runs without the GIL. */
+static void sqlite_row(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+    RowCaller *r = (RowCaller *)sqlite3_user_data(ctx);
+    uint64_t slots[MAX_PARAMS];
+    if (argc == r->nargs && r->strict) {
+        for (int i = 0; i < argc; i++)
+            if (sqlite3_value_type(argv[i]) == SQLITE_NULL) {
+                sqlite3_result_null(ctx);
+                return;
+            }
+    }
+    Core *c = r->core;
+    uint32_t block;
+    /* r->core and c->dead change only with the GIL, on this connection's thread: SQLite
+       serializes the calls of one connection. */
+    if (argc != r->nargs || !sqlite_slots(r, argv, slots) || !c || c->dead ||
+        r->thread != PyThread_get_thread_ident() || c->before_call != Py_None ||
+        !frame_block_reusable(c, frame_size(r->nargs), &block)) {
+        PyGILState_STATE gil = PyGILState_Ensure();
+        sqlite_row_python(r, ctx, argc, argv);
+        PyGILState_Release(gil);
+        return;
+    }
+    SavedCheck saved;
+    RowFailure failure;
+    int is_null;
+    uint64_t value;
+    arm_interrupt(r, c, &saved);
+    int rc = row_call(r, c, block, slots, &is_null, &value, &failure);
+    disarm_interrupt(c, &saved);
+    if (rc == 0) {
+        if (is_null) sqlite3_result_null(ctx);
+        else sqlite_result_raw(ctx, r->rcode, value);
+        return;
+    }
+    PyGILState_STATE gil = PyGILState_Ensure();
+    row_report(r, c, &failure);
+    sqlite_result_exception(ctx);
+    PyGILState_Release(gil);
+}
+
+static void sqlite_row_destroy(void *p) {
+    if (_Py_IsFinalizing()) return; /* the process is ending; nothing to give back */
+    PyGILState_STATE gil = PyGILState_Ensure();
+    Py_DECREF((PyObject *)p);
+    PyGILState_Release(gil);
+}
+
+/* SQLite calls this when the module is loaded as an extension: all we want is its table. */
+__attribute__((visibility("default"))) int wasmudf_sqlite_init(sqlite3 *db, char **errmsg,
+                                                               const sqlite3_api_routines *routines) {
+    SQLITE_EXTENSION_INIT2(routines);
+    return SQLITE_OK;
+}
+
+static PyObject *py_sqlite_ready(PyObject *self, PyObject *unused) {
+    return PyBool_FromLong(sqlite3_api != NULL && sqlite3_api->libversion_number() >= 3041000);
+}
+
+static PyObject *py_sqlite_register(PyObject *self, PyObject *args) {
+    unsigned long long db;
+    const char *name;
+    int deterministic;
+    RowCaller *r;
+    if (!PyArg_ParseTuple(args, "KspO!", &db, &name, &deterministic, &RowCallerType, &r)) return NULL;
+    if (!sqlite3_api) {
+        PyErr_SetString(PyExc_RuntimeError, "SQLite's API table was not loaded (see adapters.sqlite)");
+        return NULL;
+    }
+    if (r->db) {
+        PyErr_SetString(PyExc_ValueError, "this RowCaller is registered already");
+        return NULL;
+    }
+    r->db = (void *)(uintptr_t)db;
+    Py_INCREF(r); /* SQLite's reference, given back by sqlite_row_destroy (even on failure) */
+    int rc;
+    const char *message = NULL;
+    /* Without the GIL: SQLite may wait for the connection's mutex held by a thread running
+       a statement, and that statement's Python functions need the GIL. */
+    Py_BEGIN_ALLOW_THREADS
+    rc = sqlite3_create_function_v2((sqlite3 *)r->db, name, r->nargs,
+                                    SQLITE_UTF8 | (deterministic ? SQLITE_DETERMINISTIC : 0), r, sqlite_row, NULL,
+                                    NULL, sqlite_row_destroy);
+    if (rc != SQLITE_OK) message = sqlite3_errmsg((sqlite3 *)r->db);
+    Py_END_ALLOW_THREADS
+    if (rc != SQLITE_OK) {
+        PyErr_Format(PyExc_RuntimeError, "SQLite refused to create `%s`: %s", name, message ? message : "?");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+#endif /* HAVE_SQLITE */
+
+/* ---- the type and the module's entries ---------------------------------------------- */
+
+static int RowCaller_init(RowCaller *self, PyObject *args, PyObject *kw) {
+    PyObject *bind, *fallback, *what, *codes, *interrupt_check = Py_None;
+    int strict, rcode;
+    if (!PyArg_ParseTuple(args, "OOUOpi|O", &bind, &fallback, &what, &codes, &strict, &rcode, &interrupt_check))
+        return -1;
+    PyObject *seq = PySequence_Fast(codes, "codes must be a sequence");
+    if (!seq) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n < 1 || n > MAX_PARAMS || type_width(rcode) == 0) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "RowCaller handles 1..32 fixed-width parameters and a fixed-width result");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long code = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (type_width((int)code) == 0) {
+            Py_DECREF(seq);
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "RowCaller handles fixed-width parameters only");
+            return -1;
+        }
+        self->codes[i] = (int)code;
+    }
+    Py_DECREF(seq);
+    self->nargs = (int)n;
+    self->strict = strict;
+    self->rcode = rcode;
+    Py_INCREF(interrupt_check); Py_XSETREF(self->interrupt_check, interrupt_check);
+    Py_INCREF(bind); Py_XSETREF(self->bind, bind);
+    Py_INCREF(fallback); Py_XSETREF(self->fallback, fallback);
+    Py_INCREF(what); Py_XSETREF(self->what, what);
+    self->vectorcall = (vectorcallfunc)RowCaller_vectorcall;
+    return 0;
+}
+
+static int RowCaller_traverse(RowCaller *self, visitproc visit, void *arg) {
+    Py_VISIT(self->bind);
+    Py_VISIT(self->fallback);
+    Py_VISIT(self->what);
+    Py_VISIT(self->interrupt_check);
+    Py_VISIT((PyObject *)self->core);
+    return 0;
+}
+
+static int RowCaller_clear(RowCaller *self) {
+    Py_CLEAR(self->bind);
+    Py_CLEAR(self->fallback);
+    Py_CLEAR(self->what);
+    Py_CLEAR(self->interrupt_check);
+    Py_CLEAR(self->core);
+    return 0;
+}
+
+static void RowCaller_dealloc(RowCaller *self) {
+    PyObject_GC_UnTrack(self);
+    RowCaller_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *RowCaller_get_native(RowCaller *self, void *closure) { return PyBool_FromLong(self->db != NULL); }
+
+static PyGetSetDef RowCaller_getset[] = {
+    {"native", (getter)RowCaller_get_native, NULL, "registered with SQLite directly (sqlite_register)", NULL},
+    {NULL},
+};
+
+static PyTypeObject RowCallerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "wasmudf._speedups.RowCaller",
+    .tp_basicsize = sizeof(RowCaller),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "RowCaller(bind, fallback, name, param_codes, strict, return_code, interrupt_check=None): a per-row SQL function",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)RowCaller_init,
+    .tp_dealloc = (destructor)RowCaller_dealloc,
+    .tp_traverse = (traverseproc)RowCaller_traverse,
+    .tp_clear = (inquiry)RowCaller_clear,
+    .tp_getset = RowCaller_getset,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(RowCaller, vectorcall),
+};
+
+static PyMethodDef row_methods[] = {
+#if HAVE_SQLITE
+    {"sqlite_ready", py_sqlite_ready, METH_NOARGS, "sqlite_ready() -> whether SQLite's API table (3.41+) is loaded"},
+    {"sqlite_register", py_sqlite_register, METH_VARARGS,
+     "sqlite_register(db_address, name, deterministic, row_caller): create the SQL function in SQLite directly"},
+#endif
+    {NULL},
+};
+
+int rows_add_to_module(PyObject *module) {
+    if (PyType_Ready(&RowCallerType) < 0) return -1;
+    if (PyModule_AddObjectRef(module, "RowCaller", (PyObject *)&RowCallerType) < 0) return -1;
+    return PyModule_AddFunctions(module, row_methods);
+}
