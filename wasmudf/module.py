@@ -40,6 +40,7 @@ class Module:
         self,
         wasm: bytes,
         *,
+        sha256: str,
         label: str,
         limits: Limits,
         manifest: Manifest,
@@ -48,7 +49,7 @@ class Module:
         capabilities: CapabilityContext,
     ):
         self.wasm = wasm
-        self.sha256 = hashlib.sha256(wasm).hexdigest()
+        self.sha256 = sha256
         self.label = label
         self.limits = limits
         self.manifest = manifest
@@ -121,7 +122,7 @@ def load(
         SignatureError: the policy refuses the module's signature (or its absence).
     """
     limits = limits or Limits()
-    wasm, label = _read_source(source)
+    wasm, sha, label = _read_source(source)
     if sha256 is not None:
         check_pin(wasm, sha256, label)
     if policy is not None:
@@ -136,14 +137,9 @@ def load(
         raise PolicyError("secret_get was granted without a tenant: pass tenant= to say whose secrets")
     if limits.module_bytes is not None and len(wasm) > limits.module_bytes:
         raise ModuleError(f"{label} is {len(wasm)} bytes, over Limits.module_bytes = {limits.module_bytes}")
-    manifest = read_manifest(wasm, label)
-    if limits.max_functions is not None:
-        count = wasmbin.defined_function_count(wasm)
-        if count > limits.max_functions:
-            raise ModuleError(
-                f"{label} defines {count} functions, over Limits.max_functions = {limits.max_functions}"
-            )
-    sha = hashlib.sha256(wasm).hexdigest()
+    manifest, count = _parsed(wasm, sha, label)
+    if limits.max_functions is not None and count > limits.max_functions:
+        raise ModuleError(f"{label} defines {count} functions, over Limits.max_functions = {limits.max_functions}")
     key = EngineKey.for_limits(limits)
     try:
         compiled = ENGINES.compile(key, sha, wasm)
@@ -157,6 +153,7 @@ def load(
     caps = CapabilityContext(label=label, config=dict(config or {}), tenant=tenant, secrets=secrets)
     return Module(
         wasm,
+        sha256=sha,
         label=label,
         limits=limits,
         manifest=manifest,
@@ -166,15 +163,30 @@ def load(
     )
 
 
-def _read_source(source: Source) -> tuple[bytes, str]:
+def _read_source(source: Source) -> tuple[bytes, str, str]:
+    """The module's bytes, their sha256 and a label for messages."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         wasm = bytes(source)
-        return wasm, f"sha256:{hashlib.sha256(wasm).hexdigest()[:12]}"
+        sha = hashlib.sha256(wasm).hexdigest()
+        return wasm, sha, f"sha256:{sha[:12]}"
     path = Path(source)
     try:
-        return path.read_bytes(), path.name
+        wasm = path.read_bytes()
     except OSError as exc:
         raise ModuleError(f"cannot read module {str(path)!r}: {exc.strerror}") from exc
+    return wasm, hashlib.sha256(wasm).hexdigest(), path.name
+
+
+#: The manifest and defined-function count of modules read before, by sha256: both depend
+#: only on the bytes, and parsing them is most of the cost of reloading a cached module.
+_PARSED: dict[str, tuple[Manifest, int]] = {}
+
+
+def _parsed(wasm: bytes, sha: str, label: str) -> tuple[Manifest, int]:
+    found = _PARSED.get(sha)
+    if found is None:
+        found = _PARSED[sha] = (read_manifest(wasm, label), wasmbin.defined_function_count(wasm))
+    return found
 
 
 #: Modules (engine key, sha256, grants) that passed the import and export checks.

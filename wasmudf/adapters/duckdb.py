@@ -10,6 +10,7 @@ list of structs: ``f_list(list({'a0': x, 'a1': w}) FILTER (WHERE ...))``.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 import weakref
@@ -31,6 +32,15 @@ SQL_TYPES = {
     "utf8": "VARCHAR",
     "binary": "BLOB",
 }
+
+
+@functools.cache
+def _duck_type(name: str) -> Any:
+    """The DuckDBPyType of an ABI type: create_function parses a type given as a string
+    every time, which is half the cost of registering a function."""
+    from duckdb import sqltypes
+
+    return getattr(sqltypes, SQL_TYPES[name])
 
 
 # The names wasmudf registered, per connection. Asking DuckDB (duckdb_functions()) costs
@@ -154,8 +164,8 @@ def register_function(con: Any, fn: ScalarFunction | AggregateFunction) -> None:
         lambda: con.create_function(
             spec.name,
             udf,
-            [SQL_TYPES[t.name] for t in spec.params],
-            SQL_TYPES[spec.returns.name],
+            [_duck_type(t.name) for t in spec.params],
+            _duck_type(spec.returns.name),
             type="arrow",
             # "special" even for strict functions: a strict function may still return NULL
             # (DuckDB rejects NULL results under "default"), and ScalarFunction skips NULL
@@ -167,6 +177,8 @@ def register_function(con: Any, fn: ScalarFunction | AggregateFunction) -> None:
 
 
 def _register_aggregate(con: Any, fn: AggregateFunction) -> None:
+    import duckdb
+
     spec = fn.spec
     impl = list_form(spec.name)
     check_for_call = _interrupt_check(con)
@@ -179,13 +191,13 @@ def _register_aggregate(con: Any, fn: AggregateFunction) -> None:
         [inspect.Parameter("lists", inspect.Parameter.POSITIONAL_ONLY)]
     )
     if len(spec.params) == 1:
-        list_types = [f"{SQL_TYPES[spec.params[0].name]}[]"]
+        list_types = [duckdb.list_type(_duck_type(spec.params[0].name))]
         lists = "list(a0)"
     else:
         # One list() of structs: a window macro may hold only one aggregate, and one list
         # keeps each row's arguments together.
-        fields = ", ".join(f"a{i} {SQL_TYPES[t.name]}" for i, t in enumerate(spec.params))
-        list_types = [f"STRUCT({fields})[]"]
+        fields = {f"a{i}": _duck_type(t.name) for i, t in enumerate(spec.params)}
+        list_types = [duckdb.list_type(duckdb.struct_type(fields))]
         lists = "list({" + ", ".join(f"'a{i}': a{i}" for i in range(len(spec.params))) + "})"
     _created(
         con,
@@ -194,7 +206,7 @@ def _register_aggregate(con: Any, fn: AggregateFunction) -> None:
             impl,
             udf,
             list_types,
-            SQL_TYPES[spec.returns.name],
+            _duck_type(spec.returns.name),
             type="arrow",
             null_handling="special",  # a NULL list is an empty group: the guest decides its result
             side_effects=not spec.deterministic,
