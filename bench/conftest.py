@@ -36,11 +36,13 @@ def rounds_for(rows: int) -> int:
     return 7  # the machine is shared: medians of fewer rounds of the 10M queries wander
 
 
-def measure(benchmark, fn, rows: int, **info):
-    """Time ``fn()`` (medians over rounds scaled to the size) and record the row count."""
+def measure(benchmark, fn, rows: int, iterations: int = 1, **info):
+    """Time ``fn()`` (medians over rounds scaled to the size) and record the row count.
+    ``iterations`` calls per round: for calls of a few microseconds, so the timer's own cost
+    does not count."""
     benchmark.extra_info["rows"] = rows
     benchmark.extra_info.update(info)
-    return benchmark.pedantic(fn, rounds=rounds_for(rows), iterations=1, warmup_rounds=1)
+    return benchmark.pedantic(fn, rounds=rounds_for(rows), iterations=iterations, warmup_rounds=1)
 
 
 # -- data ------------------------------------------------------------------------------------

@@ -107,4 +107,4 @@ def test_per_call_overhead(benchmark, extism_plugin, impl):
         "wasm_batch_call": lambda: fn(one, one) and None,
         "extism_call": lambda: extism_plugin.call("noop", b"") and None,
     }[impl]
-    measure(benchmark, run, 1)
+    measure(benchmark, run, 1, iterations=100)

@@ -405,11 +405,19 @@ static void copy_bits(uint8_t *dst, const uint8_t *src, Py_ssize_t srclen, Py_ss
 }
 
 static int column_from(PyObject *item, Py_ssize_t rows, Column *col, PyObject *what) {
-    PyObject *validity, *b1, *b2;
-    unsigned int null_count;
-    if (!PyArg_ParseTuple(item, "inIOOO", &col->code, &col->offset, &null_count, &validity, &b1, &b2)) return -1;
-    col->null_count = null_count;
-    if (col->offset < 0 || (type_width(col->code) == 0 && !is_varlen(col->code))) {
+    /* A tuple (type code, offset, null count, validity, buffer1, buffer2); unpacked by hand,
+       as PyArg_ParseTuple's format parsing costs more than the rest for a one-row call. */
+    if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 6) {
+        PyErr_SetString(PyExc_ValueError, "bad column description");
+        return -1;
+    }
+    col->code = (int)PyLong_AsLong(PyTuple_GET_ITEM(item, 0));
+    col->offset = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 1));
+    unsigned long null_count = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(item, 2));
+    if (PyErr_Occurred()) return -1;
+    PyObject *validity = PyTuple_GET_ITEM(item, 3), *b1 = PyTuple_GET_ITEM(item, 4), *b2 = PyTuple_GET_ITEM(item, 5);
+    col->null_count = (uint32_t)null_count;
+    if (null_count > UINT32_MAX || col->offset < 0 || (type_width(col->code) == 0 && !is_varlen(col->code))) {
         PyErr_SetString(PyExc_ValueError, "bad column description");
         return -1;
     }
@@ -466,8 +474,17 @@ static void write_column(uint8_t *frame, const Column *col, Py_ssize_t rows) {
 
 
 /* A new output buffer of `size` bytes from `allocate` (pyarrow's allocator: pooled, so large
-   results do not cost fresh pages every call), with its bytes copied from `src`. */
+   results do not cost fresh pages every call), or bytes when allocate is None (cheaper for
+   a few rows), with its bytes copied from `src`. */
 static PyObject *output_buffer(PyObject *allocate, const uint8_t *src, Py_ssize_t size, uint8_t **dst_out) {
+    if (allocate == Py_None) {
+        PyObject *bytes = PyBytes_FromStringAndSize(NULL, size);
+        if (!bytes) return NULL;
+        uint8_t *dst = (uint8_t *)PyBytes_AS_STRING(bytes); /* ours until returned */
+        if (src && size) memcpy(dst, src, size);
+        if (dst_out) *dst_out = dst;
+        return bytes;
+    }
     PyObject *buf = PyObject_CallFunction(allocate, "n", size);
     if (!buf) return NULL;
     Py_buffer view;
@@ -555,7 +572,8 @@ static PyObject *read_result(Core *c, PyObject *what, uint32_t out_at, const uin
 }
 
 /* call_batch(func, what, rows, return_code, output_limit, allocate, columns, shape=0, state=0)
-   -> (validity bytes or None, values) or (validity, offsets, data), the last from allocate(size).
+   -> (validity bytes or None, values) or (validity, offsets, data), the last from allocate(size)
+   (bytes when allocate is None).
    shape SCALAR: func(args, nargs, out) over `rows` rows;
    shape FOLD: func(state, args, nargs) (an aggregate's __update/__inverse), no result: None;
    shape RESULT: func(state, out), no columns, one result row (__finalize/__value). */
@@ -565,18 +583,25 @@ static PyObject *run_batch(Core *self, unsigned long long func, PyObject *what, 
                            long long output_limit, PyObject *allocate, PyObject *columns, int shape,
                            unsigned int state);
 
-static PyObject *Core_call_batch(Core *self, PyObject *args) {
-    unsigned long long func;
-    PyObject *what, *columns, *allocate;
-    Py_ssize_t rows;
-    int rcode;
-    long long output_limit;
-    int shape = SHAPE_SCALAR;
-    unsigned int state = 0;
-    PyObject *interrupt_check = Py_None;
-    if (!PyArg_ParseTuple(args, "KUniLOO|iIO", &func, &what, &rows, &rcode, &output_limit, &allocate, &columns, &shape,
-                          &state, &interrupt_check))
+static PyObject *Core_call_batch(Core *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* METH_FASTCALL, unpacked by hand: this runs once per DuckDB vector. */
+    if (nargs < 7 || nargs > 10) {
+        PyErr_SetString(PyExc_TypeError, "call_batch takes 7 to 10 arguments");
         return NULL;
+    }
+    unsigned long long func = PyLong_AsUnsignedLongLong(args[0]);
+    PyObject *what = args[1], *allocate = args[5], *columns = args[6];
+    Py_ssize_t rows = PyLong_AsSsize_t(args[2]);
+    int rcode = (int)PyLong_AsLong(args[3]);
+    long long output_limit = PyLong_AsLongLong(args[4]);
+    int shape = nargs > 7 ? (int)PyLong_AsLong(args[7]) : SHAPE_SCALAR;
+    unsigned long state = nargs > 8 ? PyLong_AsUnsignedLong(args[8]) : 0;
+    PyObject *interrupt_check = nargs > 9 ? args[9] : Py_None;
+    if (PyErr_Occurred()) return NULL;
+    if (!PyUnicode_Check(what) || state > UINT32_MAX) {
+        PyErr_SetString(PyExc_TypeError, "call_batch: `what` must be a str and `state` a u32");
+        return NULL;
+    }
     if (interrupt_check == Py_None)
         return run_batch(self, func, what, rows, rcode, output_limit, allocate, columns, shape, state);
     /* For this call only: stop within a tick once interrupt_check() is true. */
@@ -684,7 +709,8 @@ static PyMethodDef Core_methods[] = {
     {"reset", (PyCFunction)Core_reset, METH_NOARGS, "call wasmudf_reset"},
     {"alloc", (PyCFunction)Core_alloc, METH_VARARGS, "alloc(size, align, what) -> checked address"},
     {"memory", (PyCFunction)Core_memory, METH_NOARGS, "(base address, size) of linear memory"},
-    {"call_batch", (PyCFunction)Core_call_batch, METH_VARARGS, "one scalar call over a batch of Arrow columns"},
+    {"call_batch", (PyCFunction)(void (*)(void))Core_call_batch, METH_FASTCALL,
+     "one scalar call over a batch of Arrow columns"},
     {NULL},
 };
 

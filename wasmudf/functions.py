@@ -36,6 +36,7 @@ from .instance import Instance
 #: Rows handed to the guest per call, and the most variable-length input bytes per call.
 BATCH_ROWS = 65_536
 BATCH_VARLEN_BYTES = 16 * 1024 * 1024
+SMALL_RESULT_ROWS = 256  # up to this many rows, the C accelerator returns a result as bytes
 
 _VARLEN_CLASSES = (pa.StringArray, pa.BinaryArray)
 _ARRAY_CLASSES = {
@@ -115,7 +116,7 @@ class ScalarFunction(ArrowArguments):
         self._rcode = spec.returns.code
         self._strict = spec.strict
         self._utf8_result = spec.returns.name == "utf8"
-        self._checks = list(zip(self._array_classes, [t.is_varlen for t in spec.params]))
+        self._checks = [(cls, t.code, t.is_varlen) for cls, t in zip(self._array_classes, spec.params)]
         limit = module.limits.output_bytes
         self._output_limit = -1 if limit is None else limit
         self.return_type = ARROW_TYPES[spec.returns.name]
@@ -130,8 +131,9 @@ class ScalarFunction(ArrowArguments):
     def __call__(
         self, *args: Any, rows: int | None = None, interrupted: Callable[[], bool] | None = None
     ) -> pa.Array | pa.ChunkedArray:
-        if self._direct_ok(args):  # the common case, DuckDB's vectors among it
-            return self._invoke(args, len(args[0]), interrupted)
+        columns = self._direct_columns(args)
+        if columns is not None:  # the common case, DuckDB's vectors among it
+            return self._invoke(args, len(args[0]), interrupted, columns)
         if self._large_ok(args):  # long numeric columns: batches written into one result
             return self._call_large(args, interrupted)
         frames = frame_kind(args)
@@ -166,24 +168,34 @@ class ScalarFunction(ArrowArguments):
             return pieces[0]
         return pa.concat_arrays(pieces) if pieces else pa.array([], type=self.return_type)
 
-    def _direct_ok(self, args: tuple[Any, ...]) -> bool:
-        """Can ``args`` go to the guest as they are: one batch of plain arrays of the right
-        types, no NULLs to strip for a strict function, no more varlen data than one call takes?"""
+    def _direct_columns(self, args: tuple[Any, ...]) -> list[tuple] | None:
+        """When ``args`` can go to the guest as they are (one batch of plain arrays of the
+        right types, no NULLs to strip for a strict function, no more varlen data than one
+        call takes): their descriptions for the C accelerator, as :func:`arrow_columns`
+        makes them (built here in the same pass as the checks: this runs for every vector)."""
         checks = self._checks
         if not args or len(args) != len(checks):
-            return False
+            return None
         n = len(args[0])
         if not 0 < n <= BATCH_ROWS:
-            return False
+            return None
         strict = self._strict
         varlen = 0
-        for a, (cls, is_varlen) in zip(args, checks):
+        columns = []
+        for a, (cls, code, is_varlen) in zip(args, checks):
             # The exact class pins the Arrow type (an Int64Array is int64, never an extension).
-            if type(a) is not cls or len(a) != n or (strict and a.null_count):
-                return False
+            if type(a) is not cls or len(a) != n:
+                return None
+            nulls = a.null_count
+            if strict and nulls:
+                return None
+            bufs = a.buffers()
+            data = None
             if is_varlen:
-                varlen += _data_bytes(a)
-        return varlen <= BATCH_VARLEN_BYTES
+                data = bufs[2]
+                varlen += 0 if data is None else data.size
+            columns.append((code, a.offset, nulls, bufs[0] if nulls else None, bufs[1], data))
+        return columns if varlen <= BATCH_VARLEN_BYTES else None
 
     def _call_arrays(self, arrays: list[pa.Array], n: int) -> pa.Array:
         """Call on one batch of plain arrays, applying the function's NULL handling."""
@@ -265,13 +277,38 @@ class ScalarFunction(ArrowArguments):
         return pa.concat_arrays(pieces) if pieces else pa.array([], type=self.return_type)
 
     def _invoke(
-        self, arrays: Sequence[pa.Array], rows: int, interrupted: Callable[[], bool] | None = None
+        self,
+        arrays: Sequence[pa.Array],
+        rows: int,
+        interrupted: Callable[[], bool] | None = None,
+        columns: list[tuple] | None = None,
     ) -> pa.Array:
-        """One guest call on plain arrays of the parameter types, NULLs already handled."""
+        """One guest call on plain arrays of the parameter types, NULLs already handled
+        (``columns``: their descriptions, when the caller has them)."""
         inst = self._pool.get()
+        core = inst.core
         try:
-            if inst.core is not None and rows:
-                return self._invoke_native(inst, arrays, rows, interrupted)
+            if core is not None and rows:
+                # The C accelerator reads Arrow's buffers directly.
+                result = core.call_batch(
+                    inst.func_addr(self._export),
+                    self.name,
+                    rows,
+                    self._rcode,
+                    self._output_limit,
+                    # A few rows' result is cheaper as bytes than as a buffer from Arrow's pool.
+                    pa.allocate_buffer if rows > SMALL_RESULT_ROWS else None,
+                    columns or arrow_columns(arrays, self._param_codes),
+                    0,
+                    0,
+                    interrupted,
+                )
+                if len(result) == 2 and result[0] is None:  # fixed-width without NULLs, inlined
+                    values = result[1]
+                    return pa.Array.from_buffers(
+                        self.return_type, rows, [None, values if type(values) is not bytes else pa.py_buffer(values)]
+                    )
+                return result_array(inst, self.name, self.return_type, self._utf8_result, rows, result)
             cols = [input_column(a, t) for a, t in zip(arrays, self.spec.params)]
             with inst.interruptible(interrupted):
                 frame = write_frame(inst, cols, self.spec.returns, rows, self.name)
@@ -280,24 +317,6 @@ class ScalarFunction(ArrowArguments):
         except GuestError:
             self.module._pool.discard()
             raise
-
-    def _invoke_native(
-        self, inst: Instance, arrays: Sequence[pa.Array], rows: int, interrupted: Callable[[], bool] | None
-    ) -> pa.Array:
-        """The same call through the C accelerator: it reads Arrow's buffers directly."""
-        result = inst.core.call_batch(
-            inst.func_addr(self._export),
-            self.name,
-            rows,
-            self._rcode,
-            self._output_limit,
-            pa.allocate_buffer,
-            arrow_columns(arrays, self._param_codes),
-            0,
-            0,
-            interrupted,
-        )
-        return result_array(inst, self.name, self.return_type, self._utf8_result, rows, result)
 
     # -- one row (SQLite) ------------------------------------------------------------------
 
@@ -567,7 +586,8 @@ def result_array(
 ) -> pa.Array:
     """The array of a C accelerator result (already checked there), its utf8 rows checked here."""
     validity = pa.py_buffer(result[0]) if result[0] is not None else None
-    arr = pa.Array.from_buffers(arrow_type, rows, [validity, *result[1:]])
+    buffers = [b if type(b) is not bytes else pa.py_buffer(b) for b in result[1:]]
+    arr = pa.Array.from_buffers(arrow_type, rows, [validity, *buffers])
     if utf8:
         try:
             arr.validate(full=True)
