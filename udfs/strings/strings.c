@@ -16,23 +16,35 @@ static uint32_t decode(wasmudf_str s, uint32_t *out) {
     return n;
 }
 
+/* Code points a string may have to be decoded on the stack: short strings, the common case,
+ * then take no arena memory, which would otherwise grow by each row's buffers until the
+ * host resets it (cache misses on every row of a long batch). */
+#define LEV_STACK 64
+
+static uint32_t *code_points(wasmudf_str s, uint32_t *stack) {
+    return s.len <= LEV_STACK ? stack : (uint32_t *)(uintptr_t)wasmudf_alloc((s.len + 1) * 4, 4);
+}
+
 /* Edit distance (insertions, deletions, substitutions) between two strings, in code points;
  * one row of the dynamic-programming table, so memory is O(len(b)). */
 static int64_t lev_distance(wasmudf_str a_text, wasmudf_str b_text) {
-    uint32_t *a = (uint32_t *)(uintptr_t)wasmudf_alloc((a_text.len + 1) * 4, 4);
-    uint32_t *b = (uint32_t *)(uintptr_t)wasmudf_alloc((b_text.len + 1) * 4, 4);
-    uint32_t *row = (uint32_t *)(uintptr_t)wasmudf_alloc((b_text.len + 1) * 4, 4);
+    uint32_t a_stack[LEV_STACK], b_stack[LEV_STACK], row_stack[LEV_STACK + 1];
+    uint32_t *a = code_points(a_text, a_stack), *b = code_points(b_text, b_stack);
+    uint32_t *row = b_text.len <= LEV_STACK ? row_stack : (uint32_t *)(uintptr_t)wasmudf_alloc((b_text.len + 1) * 4, 4);
     if (!a || !b || !row) { wasmudf_fail("lev_distance: out of memory"); return 0; }
     uint32_t n = decode(a_text, a), m = decode(b_text, b);
     for (uint32_t j = 0; j <= m; j++) row[j] = j;
     for (uint32_t i = 0; i < n; i++) {
-        uint32_t diagonal = row[0];
-        row[0] = i + 1;
+        /* The cell to the left and a[i] stay in locals: Cranelift, unlike gcc, would load
+           them again on every step. */
+        uint32_t ai = a[i], diagonal = row[0], left = i + 1;
+        row[0] = left;
         for (uint32_t j = 0; j < m; j++) {
             uint32_t above = row[j + 1];
-            uint32_t best = above + 1 < row[j] + 1 ? above + 1 : row[j] + 1;
-            uint32_t swap = diagonal + (a[i] != b[j]);
-            row[j + 1] = best < swap ? best : swap;
+            uint32_t best = (above < left ? above : left) + 1;
+            uint32_t swap = diagonal + (ai != b[j]);
+            left = best < swap ? best : swap;
+            row[j + 1] = left;
             diagonal = above;
         }
     }
