@@ -8,12 +8,17 @@ are comparable on a noisy machine; each result records its row count in ``extra_
 from __future__ import annotations
 
 import ctypes
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
+# Before numpy loads: OpenBLAS's idle worker threads spin, which on a 2-core machine takes
+# time from whatever is being measured (numpy here never multiplies matrices).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 import pyarrow as pa
 import pytest
 

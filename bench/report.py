@@ -33,8 +33,13 @@ def load(raw: Path) -> dict[str, dict[str, dict]]:
     for b in data["benchmarks"]:
         impl = b["param"] if b.get("param") else b["name"]
         params = b.get("params") or {}
-        impl = params.get("impl") or (params.get("cache") and f"{params['cache']} cache") or (f"threads={params['threads']}" if "threads" in params else None) \
-            or params.get("limits") or impl
+        impl = (
+            (params.get("impl") and "threads" in params and f"{params['impl']}, threads={params['threads']}")
+            or params.get("impl")
+            or (params.get("cache") and f"{params['cache']} cache")
+            or params.get("limits")
+            or impl
+        )
         groups[b["group"]][str(impl)] = {"median": b["stats"]["median"], "rows": b["extra_info"].get("rows", 1), "extra": b["extra_info"]}
     return groups
 
@@ -90,8 +95,12 @@ def targets(groups) -> list[str]:
     add("SQLite per-row add_i64, wasm / Python UDF", r, "≤ 1.0", r is not None and r <= 1.0)
     r = ratio(g, "DuckDB sum(add(a, b)), 10,000,000 rows", "wasm", "pyarrow_udf")
     add("DuckDB add_i64 10M, wasm / pyarrow arrow UDF (threads=1)", r, "≤ 1.1", r is not None and r <= 1.1)
-    r = ratio(g, "DuckDB sum(add_i64(a, b)) by threads, 10,000,000 rows", "threads=2", "threads=1")
+    threads = "DuckDB sum(f(a, b)) by threads, 10,000,000 rows"
+    r = ratio(g, threads, "wasm, threads=2", "wasm, threads=1")
     add("DuckDB add_i64 10M, threads=2 / threads=1", r, "≤ 1.0", r is not None and r <= 1.0)
+    for impl in ("pyarrow_udf", "identity_udf"):
+        r = ratio(g, threads, f"{impl}, threads=2", f"{impl}, threads=1")
+        add(f"for comparison: {impl}, threads=2 / threads=1", r, "(reported)", None)
     r = ratio(g, "add_i64 direct, 1,000,000 rows", "wasm", "pyarrow")
     add("direct add_i64 1M, wasm / pyarrow.compute.add", r, "≤ 3", r is not None and r <= 3)
     r = ratio(g, "levenshtein (short strings) direct, 1,000,000 rows", "wasm", "native")
@@ -145,7 +154,9 @@ def vector_profile() -> list[str]:
 
     parts = {
         "whole call `fn(a, a)`": best(lambda: fn(a, a)),
-        "checks that pick the direct path": best(lambda: fn._direct_ok((a, a))),
+        "checks that pick the direct path, with the column descriptions": best(
+            lambda: fn._direct_columns((a, a))
+        ),
         "C: copy in, Wasm add, check, copy out (`Core.call_batch`)": best(
             lambda: core.call_batch(func, "add_i64", 2048, 3, -1, pa.allocate_buffer, cols)
         ),
