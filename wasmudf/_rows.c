@@ -136,23 +136,24 @@ typedef struct {
 } SavedCheck;
 
 static void arm_interrupt(RowCaller *r, Core *c, SavedCheck *saved) {
-    saved->interrupt_check = c->interrupt_check;
     saved->native_check = c->native_check;
     saved->native_check_arg = c->native_check_arg;
+    saved->interrupt_check = NULL;
 #if HAVE_SQLITE
-    if (r->db) {
+    if (r->db) { /* the only case that may run without the GIL: no reference counting */
         c->native_check = sqlite_interrupted;
         c->native_check_arg = r->db;
         return;
     }
 #endif
-    c->interrupt_check = r->interrupt_check; /* borrowed: r outlives the call */
+    saved->interrupt_check = c->interrupt_check; /* owned: given back by disarm_interrupt */
+    c->interrupt_check = Py_NewRef(r->interrupt_check);
 }
 
 static void disarm_interrupt(Core *c, const SavedCheck *saved) {
-    c->interrupt_check = saved->interrupt_check;
     c->native_check = saved->native_check;
     c->native_check_arg = saved->native_check_arg;
+    if (saved->interrupt_check) Py_SETREF(c->interrupt_check, saved->interrupt_check);
 }
 
 /* ---- the Python path ---------------------------------------------------------------- */

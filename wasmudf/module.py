@@ -55,7 +55,7 @@ class Module:
         self.manifest = manifest
         self.granted = frozenset(granted)
         self._compiled = compiled
-        facts = _facts(compiled)
+        facts = _facts(sha256, compiled)
         export_names = facts.exports
         engine, ticker = ENGINES.engine(EngineKey.for_limits(limits))
         self._spec = InstanceSpec(
@@ -200,20 +200,21 @@ class _Facts:
     wasi: bool
 
 
-_FACTS: dict[int, tuple[wasmtime.Module, _Facts]] = {}
+#: By sha256: what a module exports and imports depends only on its bytes, and a module
+#: compiled again (or read back from the disk cache) would otherwise be listed again.
+_FACTS: dict[str, _Facts] = {}
 
 
-def _facts(compiled: wasmtime.Module) -> _Facts:
+def _facts(sha256: str, compiled: wasmtime.Module) -> _Facts:
     """What a compiled module exports and imports (wasmtime-py's listings are slow to build)."""
-    found = _FACTS.get(id(compiled))
-    if found is None or found[0] is not compiled:
-        facts = _Facts(
+    found = _FACTS.get(sha256)
+    if found is None:
+        found = _FACTS[sha256] = _Facts(
             exports=frozenset(e.name for e in compiled.exports),
             host_imports=frozenset(i.name for i in compiled.imports if i.module == "wasmudf"),
             wasi=any(i.module == "wasi_snapshot_preview1" for i in compiled.imports),
         )
-        found = _FACTS[id(compiled)] = (compiled, facts)  # the module object keeps the id unique
-    return found[1]
+    return found
 
 
 def read_manifest(wasm: bytes, label: str = "module") -> Manifest:
