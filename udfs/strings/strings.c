@@ -6,6 +6,11 @@ static uint32_t decode(wasmudf_str s, uint32_t *out) {
     uint32_t n = 0;
     for (uint32_t i = 0; i < s.len; n++) {
         unsigned char c = (unsigned char)s.ptr[i];
+        if (c < 0x80) { /* ASCII, the common case, without the multi-byte arithmetic */
+            out[n] = c;
+            i++;
+            continue;
+        }
         uint32_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
         if (i + len > s.len) len = 1;
         uint32_t cp = len == 1 ? c : (uint32_t)(c & (0x7F >> len));
