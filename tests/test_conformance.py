@@ -11,6 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from conftest import EXAMPLES
 from engines import call_over_rows, is_duckdb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -148,3 +149,17 @@ def test_sql_call_matches_reference(name, conn, example_modules):
             assert same(normalize(value, fn.spec.returns.name), want, name), (row, value)
 
     check()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    a=st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=40, max_size=300),
+    b=st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=40, max_size=300),
+)
+def test_lev_distance_on_long_strings(a: str, b: str) -> None:
+    # Strings over 64 bytes take the arena instead of the stack buffers in strings.c.
+    fn = wasmudf.load(EXAMPLES["strings"]).functions["lev_distance"]
+    assert fn(pa.array([a, b[:10]]), pa.array([b, a])).to_pylist() == [
+        REFERENCES["lev_distance"](a, b),
+        REFERENCES["lev_distance"](b[:10], a),
+    ]
