@@ -417,3 +417,29 @@ def test_assemblyscript_sum_squares(engine, example_modules):
     left.merge(right)
     assert left.finish() == 14.0
     con.close()
+
+
+def test_a_state_dropped_while_open_is_finalized_by_its_thread_later(stats):
+    geo = stats.functions["geo_mean"]
+    state = geo.start()
+    state.update([1.0, 4.0])
+    instance = stats._pool.get()
+    before = instance.live_states
+    del state  # never finished: a caller forgot it, or SQLite skipped its `final`
+    assert instance.live_states == before - 1
+    assert len(instance.orphaned_states) == 1
+    assert geo.aggregate([2.0, 8.0]) == pytest.approx(4.0)  # the next state releases it first
+    assert instance.orphaned_states == []
+
+
+def test_every_aggregate_of_a_failing_group_is_released_on_sqlite(stats):
+    # One aggregate's final fails; apsw then skips `final` for the group's other aggregates.
+    con = connect("sqlite")
+    wasmudf.register(con, stats)
+    query(con, "CREATE TABLE t (g BIGINT, i, x)")
+    query(con, "INSERT INTO t VALUES (1, 5, 1.0), (1, 'text', 2.0), (2, 7, 4.0)")
+    with pytest.raises(wasmudf.ArgumentTypeError, match="TEXT"):
+        query(con, "SELECT g, geo_mean(x), most_frequent(i), hll_distinct(i) FROM t GROUP BY g")
+    assert stats._pool.get().live_states == 0
+    assert query(con, "SELECT most_frequent(i) FROM t WHERE g = 2") == [(7,)]
+    assert stats._pool.get().orphaned_states == []

@@ -194,3 +194,123 @@ def test_doubles_past_float32_range_round_to_infinity(
     for con in both_registrations:
         (value,) = con.execute("SELECT lerp_f32(?, ?, ?)", args).fetchall()[0]
         assert value == expected or (value is None and math.isnan(expected))
+
+
+# -- aggregates: rows packed by the accelerator's RowBuffer as SQLite steps them in ---------
+
+STATS = "udfs/stats/stats.wasm"
+
+
+@pytest.fixture(scope="module")
+def stats_module() -> Any:
+    return wasmudf.load(STATS)
+
+
+@pytest.fixture(scope="module")
+def both_aggregate_registrations(stats_module: Any) -> tuple[apsw.Connection, apsw.Connection]:
+    packed = apsw.Connection(":memory:")
+    wasmudf.register(packed, stats_module)
+    by_class = apsw.Connection(":memory:")
+    saved = sqlite_adapter._PACKED_TYPES
+    sqlite_adapter._PACKED_TYPES = set()  # every aggregate through the class form
+    try:
+        wasmudf.register(by_class, stats_module)
+    finally:
+        sqlite_adapter._PACKED_TYPES = saved
+    for con in (packed, by_class):
+        con.execute("CREATE TABLE t (g INTEGER, i INTEGER, x, w)")
+    return packed, by_class
+
+
+def _live_states(module: Any) -> int:
+    return sum(inst.live_states for inst in module._pool._instances.values())
+
+
+def test_numeric_aggregates_take_the_packed_form() -> None:
+    module = wasmudf.load(STATS)
+    group = sqlite_adapter._factory(module.functions["geo_mean"], lambda: False)()
+    text_group = sqlite_adapter._factory(module.functions["common_prefix"], lambda: False)()
+    try:
+        if NATIVE:
+            assert isinstance(group, tuple) and type(group[0]).__name__ == "RowBuffer"
+            assert len(group) == 5  # a window function: step, final, value, inverse
+        else:
+            assert not isinstance(group, tuple)
+        assert not isinstance(text_group, tuple)  # utf8 is not packed
+    finally:
+        for g in (group, text_group):
+            state = g[2].args[0] if isinstance(g, tuple) else g.state
+            state.abandon()
+    assert module._pool.get().live_states == 0
+
+
+MIXED = st.one_of(
+    st.floats(min_value=0.001, max_value=1e6),
+    st.integers(min_value=1, max_value=2**53),
+    st.none(),
+    st.sampled_from(["text", b"blob", -1.5, 0.0, 2**63 - 1]),
+)
+AGGREGATE_QUERIES = [
+    "SELECT g, geo_mean(x) FROM t GROUP BY g ORDER BY g",
+    "SELECT g, weighted_mean(x, w) FROM t GROUP BY g ORDER BY g",
+    "SELECT g, median_exact(x) FROM t GROUP BY g ORDER BY g",
+    "SELECT g, most_frequent(i), hll_distinct(i) FROM t GROUP BY g ORDER BY g",
+    "SELECT geo_mean(x) OVER (PARTITION BY g ORDER BY rowid ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) FROM t",
+    "SELECT weighted_mean(x, w) OVER (ORDER BY rowid ROWS BETWEEN 1 PRECEDING AND 1 FOLLOWING) FROM t",
+]
+
+
+def _aggregate_outcome(con: apsw.Connection, sql: str) -> Any:
+    try:
+        rows = con.execute(sql).fetchall()
+    except wasmudf.WasmUdfError as exc:
+        return ("error", type(exc).__name__)
+    return ("ok", [tuple(round(v, 9) if isinstance(v, float) else v for v in row) for row in rows])
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.lists(
+        st.tuples(st.integers(0, 3), st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1), st.just("x")), MIXED, MIXED),
+        max_size=40,
+    ),
+    sql=st.sampled_from(AGGREGATE_QUERIES),
+)
+def test_packed_aggregates_match_the_class_form(
+    both_aggregate_registrations: Any, stats_module: Any, rows: list, sql: str
+) -> None:
+    outcomes = []
+    for con in both_aggregate_registrations:
+        con.execute("DELETE FROM t")
+        con.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", rows)
+        outcomes.append(_aggregate_outcome(con, sql))
+        assert _live_states(stats_module) == 0  # every group's state released, failed or not
+    assert outcomes[0] == outcomes[1]
+
+
+def test_packed_groups_across_many_batches_match_python(both_aggregate_registrations: Any) -> None:
+    packed, _ = both_aggregate_registrations
+    xs = [0.5 + (k % 997) / 100 for k in range(10_000)]  # several RowBuffer batches
+    packed.execute("DELETE FROM t")
+    packed.executemany("INSERT INTO t VALUES (0, ?, ?, 1.0)", [(k % 7, x) for k, x in enumerate(xs)])
+    (geo,) = packed.execute("SELECT geo_mean(x) FROM t").fetchall()[0]
+    assert geo == pytest.approx(math.exp(sum(math.log(x) for x in xs) / len(xs)), rel=1e-12)
+    windows = [row[0] for row in packed.execute(
+        "SELECT geo_mean(x) OVER (ORDER BY rowid ROWS BETWEEN 4999 PRECEDING AND CURRENT ROW) FROM t"
+    )]
+    for end in (0, 4999, 5000, 9999):
+        frame = xs[max(0, end - 4999) : end + 1]
+        assert windows[end] == pytest.approx(math.exp(sum(math.log(x) for x in frame) / len(frame)), rel=1e-9)
+
+
+def test_a_bad_row_after_many_packed_rows_fails_and_releases_its_state(
+    both_aggregate_registrations: Any, stats_module: Any
+) -> None:
+    packed, _ = both_aggregate_registrations
+    packed.execute("DELETE FROM t")
+    packed.executemany("INSERT INTO t VALUES (?, 0, ?, 1.0)", [(k % 2, 1.0 + k % 5) for k in range(9000)])
+    packed.execute("INSERT INTO t VALUES (1, 0, 'not a number', 1.0)")
+    with pytest.raises(wasmudf.ArgumentTypeError, match="geo_mean.*TEXT"):
+        packed.execute("SELECT g, geo_mean(x) FROM t GROUP BY g").fetchall()
+    assert _live_states(stats_module) == 0
+    assert packed.execute("SELECT count(*) FROM t").fetchall() == [(9001,)]  # the table is intact

@@ -7,13 +7,17 @@
  *                    without the GIL. The SQLite API table comes the way SQLite gives it to any
  *                    loadable extension: this module is one (entry point wasmudf_sqlite_init).
  *
- * Both paths share one frame call (row_call). A row neither handles itself (a NULL for a
+ *   RowBuffer        an aggregate's rows as SQLite steps them in, packed straight into column
+ *                    buffers (no Python objects kept) and handed to the guest in batches.
+ *
+ * Both scalar paths share one frame call (row_call). A row neither handles itself (a NULL for a
  * `called` function, a value of the wrong type, the frame block due for renewal) goes to the
  * Python path, ScalarFunction.call_row, which explains the problem. The native path reports
  * a failure the way apsw reports a Python function's: the exception is left set on the
  * calling thread, where apsw raises it when the statement fails.
  */
 #include "_speedups.h"
+#include <math.h>
 #include <stddef.h>
 
 #if __has_include(<sqlite3ext.h>)
@@ -471,6 +475,203 @@ static PyObject *py_sqlite_register(PyObject *self, PyObject *args) {
 
 #endif /* HAVE_SQLITE */
 
+/* ---- RowBuffer: an aggregate's rows, packed as they arrive --------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    int nargs;
+    int strict;
+    int codes[MAX_PARAMS];
+    uint8_t *columns[MAX_PARAMS]; /* capacity values of each parameter, little-endian */
+    Py_ssize_t capacity, pending;
+    int inverse;      /* the pending rows are removals (a window's inverse), not additions */
+    PyObject *fold;   /* fold(inverse, [bytes per column], rows): a batch to the guest */
+    PyObject *slow;   /* slow(inverse, *values): one row through the Python path */
+} RowBuffer;
+
+static PyTypeObject RowBufferType;
+
+static int buffer_flush(RowBuffer *b) {
+    Py_ssize_t n = b->pending;
+    if (!n) return 0;
+    b->pending = 0; /* a failing batch is reported, not retried */
+    PyObject *columns = PyList_New(b->nargs);
+    if (!columns) return -1;
+    for (int i = 0; i < b->nargs; i++) {
+        PyObject *data = PyBytes_FromStringAndSize((const char *)b->columns[i], n * type_width(b->codes[i]));
+        if (!data) { Py_DECREF(columns); return -1; }
+        PyList_SET_ITEM(columns, i, data);
+    }
+    PyObject *r = PyObject_CallFunction(b->fold, "ONn", b->inverse ? Py_True : Py_False, columns, n);
+    if (!r) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Pack one value into row `at` of column i; 0 when the Python path must take the row (a
+   type or range the batch cannot carry: that path explains or converts it). */
+static int buffer_put(RowBuffer *b, int i, Py_ssize_t at, PyObject *v) {
+    uint8_t *dst = b->columns[i] + at * type_width(b->codes[i]);
+    switch (b->codes[i]) {
+    case ABI_INT32: case ABI_INT64: {
+        if (!PyLong_Check(v)) return 0;
+        int overflow;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow || (x == -1 && PyErr_Occurred())) { PyErr_Clear(); return 0; }
+        if (b->codes[i] == ABI_INT32) {
+            if (x < INT32_MIN || x > INT32_MAX) return 0;
+            int32_t y = (int32_t)x;
+            memcpy(dst, &y, 4);
+        } else {
+            memcpy(dst, &x, 8);
+        }
+        return 1;
+    }
+    case ABI_FLOAT32: case ABI_FLOAT64: {
+        if (!PyFloat_Check(v) && !PyLong_Check(v)) return 0;
+        double d = PyFloat_AsDouble(v);
+        if (d == -1.0 && PyErr_Occurred()) { PyErr_Clear(); return 0; }
+        if (b->codes[i] == ABI_FLOAT32) {
+            float f = (float)d;
+            if (isinf(f) && !isinf(d)) return 0; /* out of float32's range: as Arrow decides */
+            memcpy(dst, &f, 4);
+        } else {
+            memcpy(dst, &d, 8);
+        }
+        return 1;
+    }
+    default:
+        return 0;
+    }
+}
+
+/* step(buffer, *values) / inverse(buffer, *values), as apsw calls a tuple-form aggregate. */
+static PyObject *buffer_row(PyObject *const *args, Py_ssize_t nargs, int inverse) {
+    if (nargs < 1 || !PyObject_TypeCheck(args[0], &RowBufferType)) {
+        PyErr_SetString(PyExc_TypeError, "the first argument must be a RowBuffer");
+        return NULL;
+    }
+    RowBuffer *b = (RowBuffer *)args[0];
+    PyObject *const *values = args + 1;
+    Py_ssize_t count = nargs - 1;
+    if (b->pending && b->inverse != inverse && buffer_flush(b)) return NULL;
+    b->inverse = inverse;
+    if (count == b->nargs) {
+        int has_null = 0;
+        for (Py_ssize_t i = 0; i < count; i++) has_null |= values[i] == Py_None;
+        if (has_null && b->strict) Py_RETURN_NONE; /* a strict aggregate skips the row */
+        int packed = !has_null;
+        for (Py_ssize_t i = 0; packed && i < count; i++) packed = buffer_put(b, (int)i, b->pending, values[i]);
+        if (packed) {
+            if (++b->pending == b->capacity && buffer_flush(b)) return NULL;
+            Py_RETURN_NONE;
+        }
+    }
+    /* In order: the rows before this one first. */
+    if (buffer_flush(b)) return NULL;
+    PyObject *flag = inverse ? Py_True : Py_False;
+    PyObject *call_args[MAX_PARAMS + 1];
+    if (count > MAX_PARAMS) {
+        PyErr_Format(PyExc_TypeError, "at most %d arguments", MAX_PARAMS);
+        return NULL;
+    }
+    call_args[0] = flag;
+    for (Py_ssize_t i = 0; i < count; i++) call_args[i + 1] = values[i];
+    return PyObject_Vectorcall(b->slow, call_args, (size_t)(count + 1), NULL);
+}
+
+static PyObject *py_buffer_step(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    return buffer_row(args, nargs, 0);
+}
+
+static PyObject *py_buffer_inverse(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    return buffer_row(args, nargs, 1);
+}
+
+static PyObject *RowBuffer_flush(RowBuffer *b, PyObject *unused) {
+    if (buffer_flush(b)) return NULL;
+    Py_RETURN_NONE;
+}
+
+static int RowBuffer_init(RowBuffer *self, PyObject *args, PyObject *kw) {
+    PyObject *codes, *fold, *slow;
+    int strict;
+    Py_ssize_t capacity;
+    if (!PyArg_ParseTuple(args, "OpOOn", &codes, &strict, &fold, &slow, &capacity)) return -1;
+    PyObject *seq = PySequence_Fast(codes, "codes must be a sequence");
+    if (!seq) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n < 1 || n > MAX_PARAMS || capacity < 1 || capacity > (1 << 20) || self->nargs) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "RowBuffer takes 1..32 parameters, a capacity of 1..2^20, once");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long code = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (code != ABI_INT32 && code != ABI_INT64 && code != ABI_FLOAT32 && code != ABI_FLOAT64) {
+            Py_DECREF(seq);
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "RowBuffer packs int32/int64/float32/float64");
+            return -1;
+        }
+        self->codes[i] = (int)code;
+        self->columns[i] = PyMem_Malloc((size_t)capacity * type_width((int)code));
+        if (!self->columns[i]) { Py_DECREF(seq); PyErr_NoMemory(); return -1; }
+    }
+    Py_DECREF(seq);
+    self->nargs = (int)n;
+    self->strict = strict;
+    self->capacity = capacity;
+    Py_INCREF(fold); Py_XSETREF(self->fold, fold);
+    Py_INCREF(slow); Py_XSETREF(self->slow, slow);
+    return 0;
+}
+
+static int RowBuffer_traverse(RowBuffer *self, visitproc visit, void *arg) {
+    Py_VISIT(self->fold);
+    Py_VISIT(self->slow);
+    return 0;
+}
+
+static int RowBuffer_clear(RowBuffer *self) {
+    Py_CLEAR(self->fold);
+    Py_CLEAR(self->slow);
+    return 0;
+}
+
+static void RowBuffer_dealloc(RowBuffer *self) {
+    PyObject_GC_UnTrack(self);
+    RowBuffer_clear(self);
+    for (int i = 0; i < MAX_PARAMS; i++) PyMem_Free(self->columns[i]);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *RowBuffer_get_pending(RowBuffer *self, void *closure) { return PyLong_FromSsize_t(self->pending); }
+
+static PyGetSetDef RowBuffer_getset[] = {
+    {"pending", (getter)RowBuffer_get_pending, NULL, "rows packed but not yet folded in", NULL},
+    {NULL},
+};
+
+static PyMethodDef RowBuffer_methods[] = {
+    {"flush", (PyCFunction)RowBuffer_flush, METH_NOARGS, "fold the pending rows in now"},
+    {NULL},
+};
+
+static PyTypeObject RowBufferType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "wasmudf._speedups.RowBuffer",
+    .tp_basicsize = sizeof(RowBuffer),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "RowBuffer(param_codes, strict, fold, slow, capacity): an aggregate's rows, packed as they come",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)RowBuffer_init,
+    .tp_dealloc = (destructor)RowBuffer_dealloc,
+    .tp_traverse = (traverseproc)RowBuffer_traverse,
+    .tp_clear = (inquiry)RowBuffer_clear,
+    .tp_getset = RowBuffer_getset,
+    .tp_methods = RowBuffer_methods,
+};
+
 /* ---- the type and the module's entries ---------------------------------------------- */
 
 static int RowCaller_init(RowCaller *self, PyObject *args, PyObject *kw) {
@@ -555,6 +756,10 @@ static PyTypeObject RowCallerType = {
 };
 
 static PyMethodDef row_methods[] = {
+    {"buffer_step", (PyCFunction)(void (*)(void))py_buffer_step, METH_FASTCALL,
+     "buffer_step(row_buffer, *values): an aggregate's step, packing the row"},
+    {"buffer_inverse", (PyCFunction)(void (*)(void))py_buffer_inverse, METH_FASTCALL,
+     "buffer_inverse(row_buffer, *values): a window's inverse, packing the row"},
 #if HAVE_SQLITE
     {"sqlite_ready", py_sqlite_ready, METH_NOARGS, "sqlite_ready() -> whether SQLite's API table (3.41+) is loaded"},
     {"sqlite_register", py_sqlite_register, METH_VARARGS,
@@ -564,7 +769,9 @@ static PyMethodDef row_methods[] = {
 };
 
 int rows_add_to_module(PyObject *module) {
-    if (PyType_Ready(&RowCallerType) < 0) return -1;
-    if (PyModule_AddObjectRef(module, "RowCaller", (PyObject *)&RowCallerType) < 0) return -1;
+    if (PyType_Ready(&RowCallerType) < 0 || PyType_Ready(&RowBufferType) < 0) return -1;
+    if (PyModule_AddObjectRef(module, "RowCaller", (PyObject *)&RowCallerType) < 0 ||
+        PyModule_AddObjectRef(module, "RowBuffer", (PyObject *)&RowBufferType) < 0)
+        return -1;
     return PyModule_AddFunctions(module, row_methods);
 }

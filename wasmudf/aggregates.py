@@ -8,6 +8,7 @@ time, buffered), so guest memory for the input stays bounded however large a gro
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -215,6 +216,7 @@ class AggregateState:
         self._buffered_inverse = False
         self._open = False
         inst = self._pool.get()
+        _release_orphans(inst)
         handle = self._guest(inst, lambda: inst.call(f"{self._export}__init", (), what=fn.name))
         if not handle:
             inst.broken = True
@@ -250,14 +252,6 @@ class AggregateState:
         self._flush()
         self._fold("inverse", args)
 
-    def step_row(self, *values: Any) -> None:
-        """Buffer one row of Python values (SQLite's step); sent in batches of ROW_BUFFER."""
-        self._buffer(False, values)
-
-    def inverse_row(self, *values: Any) -> None:
-        self._require_window()
-        self._buffer(True, values)
-
     # -- results --------------------------------------------------------------------------
 
     def value(self) -> Any:
@@ -281,12 +275,26 @@ class AggregateState:
             return
         self._open = False
         self._inst.live_states -= 1
+        self._finalize_quietly()
+
+    def _finalize_quietly(self) -> None:
         if self._inst.broken:
             return  # the instance, and every state in it, is gone already
         try:
             self._call_result("finalize")
         except GuestError:
             self._pool.discard()
+
+    def __del__(self) -> None:
+        # Dropped while still open: SQLite does not call `final` for a group's other
+        # aggregates once one of them failed, and a caller may simply forget a state. The
+        # guest's memory is given back by the instance's own thread when it next starts a
+        # state (_release_orphans), not here: a finalizer can run on any thread, even in the
+        # middle of a guest call. Appending self keeps the object alive until then.
+        if self.__dict__.get("_open"):
+            self._open = False
+            self._inst.live_states -= 1
+            self._inst.orphaned_states.append(self)
 
     def merge(self, other: AggregateState) -> None:
         """Fold ``other`` (of the same function and thread) into this state; ``other`` ends."""
@@ -347,9 +355,13 @@ class AggregateState:
 
     def _flush(self) -> None:
         rows, self._buffered = self._buffered, []
+        fn = self.fn
+        if fn.spec.strict:
+            # A row with a NULL is skipped before its other values are looked at, as a
+            # strict scalar does not look at them either.
+            rows = [r for r in rows if None not in r]
         if not rows:
             return
-        fn = self.fn
         if any(len(r) != len(fn._arrow_params) for r in rows):
             raise ArgumentTypeError(f"`{fn.name}` takes {len(fn._arrow_params)} arguments")
         part = "inverse" if self._buffered_inverse else "update"
@@ -368,21 +380,73 @@ class AggregateState:
         if core is None or any(t.name not in STRUCT_CODES or t.name == "bool" for t in spec.params):
             return False
         n = len(values[0])
-        columns = []
+        packed = []
         for t, column in zip(spec.params, values):
             if None in column:
                 return False
             try:
-                data = struct.pack(f"<{n}{STRUCT_CODES[t.name]}", *column)
+                packed.append(struct.pack(f"<{n}{STRUCT_CODES[t.name]}", *column))
             except struct.error:
                 return False  # out of range: the general path names the value
-            columns.append((t.code, 0, 0, None, data, None))
+        self._fold_columns(part, packed, n)
+        return True
+
+    def _fold_columns(self, part: str, packed: list[bytes], n: int) -> None:
+        """Fold ``n`` rows given as one little-endian buffer per (fixed-width) parameter."""
+        inst = self._inst
+        core = inst.core
+        columns = [(t.code, 0, 0, None, data, None) for t, data in zip(self.fn.spec.params, packed)]
         self._check_alive()
         func = inst.func_addr(f"{self._export}__{part}")
         self._guest(
             inst, lambda: core.call_batch(func, self.fn.name, n, 0, -1, None, columns, _SHAPE_FOLD, self._handle)
         )
-        return True
+
+    # -- SQLite's RowBuffer (C accelerator) hands rows over through these two --------------
+
+    def fold_packed(self, inverse: bool, packed: list[bytes], n: int) -> None:
+        """Fold (or, with ``inverse``, take out) ``n`` rows packed by the accelerator's
+        ``RowBuffer``: one little-endian buffer per parameter, all fixed-width numbers."""
+        with self._released_on_failure():
+            if inverse:
+                self._require_window()
+            self._flush()
+            self._fold_columns("inverse" if inverse else "update", packed, n)
+
+    def fold_row(self, inverse: bool, *values: Any) -> None:
+        """One row the ``RowBuffer`` could not pack (a NULL for a ``called`` aggregate, a
+        value of another type or out of range): through the Python path, at once, so the
+        rows stay in order and a wrong value is reported at its own row."""
+        with self._released_on_failure():
+            if inverse:
+                self._require_window()
+            self._buffer(inverse, values)
+            self._flush()
+
+    def step_row(self, *values: Any) -> None:
+        """Buffer one row of Python values (SQLite's step); sent in batches of ROW_BUFFER."""
+        with self._released_on_failure():
+            self._buffer(False, values)
+
+    def inverse_row(self, *values: Any) -> None:
+        with self._released_on_failure():
+            self._require_window()
+            self._buffer(True, values)
+
+    def value_row(self) -> Any:
+        """:meth:`value` for SQLite's window calls: a failure releases the state."""
+        with self._released_on_failure():
+            return self.value()
+
+    @contextlib.contextmanager
+    def _released_on_failure(self) -> Iterator[None]:
+        """For SQLite's per-row calls: a row that fails ends its statement, and apsw does not
+        call ``final`` for a group whose step raised, so the state is released here."""
+        try:
+            yield
+        except BaseException:
+            self.abandon()
+            raise
 
     def _fold(self, part: str, args: Sequence[Any]) -> None:
         fn = self.fn
@@ -454,6 +518,12 @@ class AggregateState:
         return arr[0].as_py()
 
 
+
+
+def _release_orphans(inst: Instance) -> None:
+    """Finalize the states dropped while open in ``inst`` (on its own thread)."""
+    while inst.orphaned_states:
+        inst.orphaned_states.pop()._finalize_quietly()
 
 
 def _batches(arrays: list[pa.Array], n: int) -> Iterator[tuple[int, int]]:

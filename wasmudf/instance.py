@@ -91,6 +91,9 @@ class Instance:
         self._core: Any = None
         #: Aggregate states opened in this instance and not yet finished (leak checks).
         self.live_states = 0
+        #: States dropped while open, to be finalized by this instance's own thread (see
+        #: AggregateState.__del__); appending to a list is safe from any thread.
+        self.orphaned_states: list[Any] = []
         limits = spec.limits
         store = wasmtime.Store(spec.engine)
         store.set_limits(

@@ -4,6 +4,7 @@ buffered by the AggregateState and reach the guest in batches."""
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import apsw
 
 from .. import _native
-from ..aggregates import AggregateFunction, AggregateState
+from ..aggregates import ROW_BUFFER, AggregateFunction, AggregateState
 from ..errors import RegistrationError
 from ..functions import ScalarFunction
 
@@ -52,13 +53,9 @@ def register_function(con: Any, fn: ScalarFunction | AggregateFunction) -> None:
         else:
             con.create_scalar_function(spec.name, row, numargs=len(spec.params), deterministic=spec.deterministic)
     elif fn.window:
-        con.create_window_function(
-            spec.name, lambda: _Window(fn.start(interrupted)), numargs=len(spec.params), flags=flags
-        )
+        con.create_window_function(spec.name, _factory(fn, interrupted), numargs=len(spec.params), flags=flags)
     else:
-        con.create_aggregate_function(
-            spec.name, lambda: _Aggregate(fn.start(interrupted)), numargs=len(spec.params), flags=flags
-        )
+        con.create_aggregate_function(spec.name, _factory(fn, interrupted), numargs=len(spec.params), flags=flags)
 
 
 def _sqlite_api_loaded(con: Any) -> bool:
@@ -99,6 +96,49 @@ def _interrupt_check(con: Any) -> Callable[[], bool]:
     return interrupted
 
 
+# Parameter types whose values the accelerator's RowBuffer packs as SQLite steps them in.
+_PACKED_TYPES = {"int32", "int64", "float32", "float64"}
+
+
+def _factory(fn: AggregateFunction, interrupted: Callable[[], bool]) -> Callable[[], Any]:
+    """apsw's factory for one group (or window) of ``fn``.
+
+    With the C accelerator and numeric parameters, apsw's tuple form: the context is a
+    ``RowBuffer`` that packs each row as it comes, and ``step``/``inverse`` are C functions,
+    so a row costs no Python call of ours. Otherwise the class form over AggregateState."""
+    speedups = _native.speedups
+    codes = [t.code for t in fn.spec.params]
+    if speedups is None or not codes or any(t.name not in _PACKED_TYPES for t in fn.spec.params):
+        return (lambda: _Window(fn.start(interrupted))) if fn.window else (lambda: _Aggregate(fn.start(interrupted)))
+
+    def packed_group() -> tuple[Any, ...]:
+        state = fn.start(interrupted)
+        rows = speedups.RowBuffer(codes, fn.spec.strict, state.fold_packed, state.fold_row, ROW_BUFFER)
+        final = functools.partial(_packed_final, state)
+        if fn.window:
+            value = functools.partial(_packed_value, state)
+            return (rows, speedups.buffer_step, final, value, speedups.buffer_inverse)
+        return (rows, speedups.buffer_step, final)
+
+    return packed_group
+
+
+def _packed_final(state: AggregateState, rows: Any) -> Any:
+    if not state.is_open:
+        return None  # a step failed and the statement reports that error
+    try:
+        rows.flush()
+    except BaseException:
+        state.abandon()
+        raise
+    return state.finish()
+
+
+def _packed_value(state: AggregateState, rows: Any) -> Any:
+    rows.flush()
+    return state.value_row()
+
+
 class _Aggregate:
     """apsw's aggregate protocol over one AggregateState. SQLite calls ``final`` even after
     ``step`` failed, so the state is always released there."""
@@ -124,4 +164,4 @@ class _Window(_Aggregate):
         self.state.inverse_row(*values)
 
     def value(self) -> Any:
-        return self.state.value()
+        return self.state.value_row()
