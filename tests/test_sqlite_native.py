@@ -314,3 +314,30 @@ def test_a_bad_row_after_many_packed_rows_fails_and_releases_its_state(
         packed.execute("SELECT g, geo_mean(x) FROM t GROUP BY g").fetchall()
     assert _live_states(stats_module) == 0
     assert packed.execute("SELECT count(*) FROM t").fetchall() == [(9001,)]  # the table is intact
+
+
+def test_two_threads_call_one_module_at_once_on_their_own_connections() -> None:
+    # Natively registered rows run without the GIL, so the two threads' guest calls really
+    # overlap; each thread has its own instance of the one module.
+    module = wasmudf.load(NUMERIC)
+    rows = 200_000
+    results: dict[int, Any] = {}
+
+    def work(k: int) -> None:
+        con = apsw.Connection(":memory:")
+        wasmudf.register(con, module)
+        sql = (
+            "WITH RECURSIVE r(x) AS (SELECT 0 UNION ALL SELECT x + 1 FROM r WHERE x < ?) "
+            "SELECT sum(add_i64(x, ?)), sum(gcd_i32(x, 12)) FROM r"
+        )
+        results[k] = con.execute(sql, (rows - 1, k)).fetchall()[0]
+        con.close()
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in (1, 1000)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    gcd_sum = sum(math.gcd(x, 12) for x in range(rows))
+    for k in (1, 1000):
+        assert results[k] == (sum(range(rows)) + k * rows, gcd_sum)
