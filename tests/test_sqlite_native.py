@@ -341,3 +341,42 @@ def test_two_threads_call_one_module_at_once_on_their_own_connections() -> None:
     gcd_sum = sum(math.gcd(x, 12) for x in range(rows))
     for k in (1, 1000):
         assert results[k] == (sum(range(rows)) + k * rows, gcd_sum)
+
+
+SECRET_LENGTH = """
+  (data (i32.const 3000) "api_key")
+  (func (export "secret_length") (param $args i32) (param $nargs i32) (param $out i32) (result i32)
+    (i64.store (i32.load offset=20 (local.get $out))
+      (i64.extend_i32_s (call $secret (i32.const 3000) (i32.const 7) (i32.const 3100) (i32.const 64))))
+    (i32.const 0))
+"""
+
+
+def test_host_capabilities_answer_natively_registered_rows_on_several_threads() -> None:
+    # The guest runs without the GIL here; its host call (a Python function) takes it.
+    store = wasmudf.DictSecretStore({"acme": {"api_key": "acme-123"}, "globex": {"api_key": "globex-99999"}})
+    wasm = wat.module(
+        SECRET_LENGTH,
+        [wat.scalar("secret_length", ["int64"], "int64")],
+        imports='(import "wasmudf" "secret_get" (func $secret (param i32 i32 i32 i32) (result i32)))',
+        capabilities=["secret_get"],
+    )
+    seen: list[tuple[str, list]] = []
+
+    def work(tenant: str) -> None:
+        con = apsw.Connection(":memory:")
+        wasmudf.register(con, wasm, grant=["secret_get"], tenant=tenant, secrets=store)
+        sql = (
+            "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r WHERE x < 2000) "
+            "SELECT DISTINCT secret_length(x) FROM r"
+        )
+        seen.append((tenant, con.execute(sql).fetchall()))
+        con.close()
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in ("acme", "globex") * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    expected = {"acme": [(8,)], "globex": [(12,)]}
+    assert sorted(seen) == sorted((t, expected[t]) for t in ("acme", "globex") * 2)
