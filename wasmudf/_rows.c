@@ -423,7 +423,11 @@ static void sqlite_row(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
 }
 
 static void sqlite_row_destroy(void *p) {
-    if (_Py_IsFinalizing()) return; /* the process is ending; nothing to give back */
+#if PY_VERSION_HEX >= 0x030D0000
+    if (Py_IsFinalizing()) return; /* the process is ending; nothing to give back */
+#else
+    if (_Py_IsFinalizing()) return;
+#endif
     PyGILState_STATE gil = PyGILState_Ensure();
     Py_DECREF((PyObject *)p);
     PyGILState_Release(gil);
