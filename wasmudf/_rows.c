@@ -220,6 +220,10 @@ static PyObject *to_fallback(RowCaller *r, PyObject *const *args, size_t nargsf)
 }
 
 static PyObject *RowCaller_vectorcall(RowCaller *r, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    if (!r->fallback) {
+        PyErr_SetString(PyExc_RuntimeError, "RowCaller was not initialized");
+        return NULL;
+    }
     Py_ssize_t n = PyVectorcall_NARGS(nargsf);
     if (n != r->nargs || kwnames) return PyObject_Vectorcall(r->fallback, args, nargsf, kwnames);
     uint64_t slots[MAX_PARAMS];
@@ -454,8 +458,8 @@ static PyObject *py_sqlite_register(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_RuntimeError, "SQLite's API table was not loaded (see adapters.sqlite)");
         return NULL;
     }
-    if (r->db) {
-        PyErr_SetString(PyExc_ValueError, "this RowCaller is registered already");
+    if (r->db || !r->fallback) {
+        PyErr_SetString(PyExc_ValueError, "this RowCaller is registered already, or was not initialized");
         return NULL;
     }
     r->db = (void *)(uintptr_t)db;
@@ -497,7 +501,7 @@ static PyTypeObject RowBufferType;
 
 static int buffer_flush(RowBuffer *b) {
     Py_ssize_t n = b->pending;
-    if (!n) return 0;
+    if (!n || !b->fold) return 0;
     b->pending = 0; /* a failing batch is reported, not retried */
     PyObject *columns = PyList_New(b->nargs);
     if (!columns) return -1;
@@ -556,6 +560,10 @@ static PyObject *buffer_row(PyObject *const *args, Py_ssize_t nargs, int inverse
         return NULL;
     }
     RowBuffer *b = (RowBuffer *)args[0];
+    if (!b->fold) {
+        PyErr_SetString(PyExc_RuntimeError, "RowBuffer was not initialized");
+        return NULL;
+    }
     PyObject *const *values = args + 1;
     Py_ssize_t count = nargs - 1;
     if (b->pending && b->inverse != inverse && buffer_flush(b)) return NULL;
@@ -618,6 +626,7 @@ static int RowBuffer_init(RowBuffer *self, PyObject *args, PyObject *kw) {
             return -1;
         }
         self->codes[i] = (int)code;
+        PyMem_Free(self->columns[i]); /* from an earlier init that failed part-way */
         self->columns[i] = PyMem_Malloc((size_t)capacity * type_width((int)code));
         if (!self->columns[i]) { Py_DECREF(seq); PyErr_NoMemory(); return -1; }
     }
