@@ -17,7 +17,6 @@
  * calling thread, where apsw raises it when the statement fails.
  */
 #include "_speedups.h"
-#include <math.h>
 #include <stddef.h>
 
 #if __has_include(<sqlite3ext.h>)
@@ -160,6 +159,85 @@ static void disarm_interrupt(Core *c, const SavedCheck *saved) {
     if (saved->interrupt_check) Py_SETREF(c->interrupt_check, saved->interrupt_check);
 }
 
+/* ---- one value into a parameter's slot (row frames and RowBuffer columns alike) --------- */
+
+/* An integer for an int32/int64/bool parameter, `type_width(code)` bytes at dst; 0 when it
+   does not fit (int32), so the Python path names the value. */
+static int put_integer(int code, long long x, uint8_t *dst) {
+    if (code == ABI_INT32) {
+        if (x < INT32_MIN || x > INT32_MAX) return 0;
+        int32_t y = (int32_t)x;
+        memcpy(dst, &y, 4);
+    } else if (code == ABI_BOOL) {
+        dst[0] = x != 0;
+    } else {
+        memcpy(dst, &x, 8);
+    }
+    return 1;
+}
+
+/* A real for a float32/float64 parameter (float32 by IEEE rounding: past its range, +-inf,
+   as Arrow's cast and the Python path give). */
+static void put_real(int code, double d, uint8_t *dst) {
+    if (code == ABI_FLOAT32) {
+        float f = (float)d;
+        memcpy(dst, &f, 4);
+    } else {
+        memcpy(dst, &d, 8);
+    }
+}
+
+static int is_integer_code(int code) { return code == ABI_INT32 || code == ABI_INT64 || code == ABI_BOOL; }
+static int is_real_code(int code) { return code == ABI_FLOAT32 || code == ABI_FLOAT64; }
+static int is_fixed_width_code(int code) { return type_width(code) != 0; }
+/* What a RowBuffer packs (a bool column would have to be a bitmap). */
+static int is_packable_code(int code) { return code != ABI_BOOL && is_fixed_width_code(code); }
+
+/* A Python value (not None) for a fixed-width parameter; 0 when the Python path must take
+   it (another type, out of range). */
+static int put_python(int code, PyObject *v, uint8_t *dst) {
+    if (is_integer_code(code)) {
+        if (!PyLong_Check(v)) return 0;
+        int overflow;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow || (x == -1 && PyErr_Occurred())) { PyErr_Clear(); return 0; }
+        return put_integer(code, x, dst);
+    }
+    if (!is_real_code(code)) return 0;
+    double d;
+    if (PyFloat_CheckExact(v)) d = PyFloat_AS_DOUBLE(v);
+    else if (PyLong_Check(v) || PyFloat_Check(v)) {
+        d = PyFloat_AsDouble(v);
+        if (d == -1.0 && PyErr_Occurred()) { PyErr_Clear(); return 0; }
+    } else return 0;
+    put_real(code, d, dst);
+    return 1;
+}
+
+/* A type-code sequence into out[]: its length (1..MAX_PARAMS), or -1 with an exception
+   when it is not one or `accept` refuses a code. */
+static int parse_codes(PyObject *codes, int (*accept)(int), const char *refusal, int *out) {
+    PyObject *seq = PySequence_Fast(codes, "codes must be a sequence");
+    if (!seq) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n < 1 || n > MAX_PARAMS) {
+        Py_DECREF(seq);
+        PyErr_Format(PyExc_ValueError, "between 1 and %d parameters, not %zd", MAX_PARAMS, n);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long code = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (!accept((int)code)) {
+            Py_DECREF(seq);
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, refusal);
+            return -1;
+        }
+        out[i] = (int)code;
+    }
+    Py_DECREF(seq);
+    return (int)n;
+}
+
 /* ---- the Python path ---------------------------------------------------------------- */
 
 static int row_bind(RowCaller *r) {
@@ -195,12 +273,7 @@ static PyObject *row_call_python(RowCaller *r, const uint64_t *slots) {
     Py_INCREF(c); /* a failure may unbind it */
     PyObject *result = NULL;
     uint32_t block;
-    if (c->before_call != Py_None) {
-        PyObject *ok = PyObject_CallNoArgs(c->before_call);
-        if (!ok) goto done;
-        Py_DECREF(ok);
-    }
-    if (frame_block(c, frame_size(r->nargs), 0, r->what, &block)) goto done;
+    if (core_before_call(c) || frame_block(c, frame_size(r->nargs), 0, r->what, &block)) goto done;
     SavedCheck saved;
     RowFailure failure;
     int is_null;
@@ -234,41 +307,7 @@ static PyObject *RowCaller_vectorcall(RowCaller *r, PyObject *const *args, size_
             if (r->strict) Py_RETURN_NONE;
             return to_fallback(r, args, nargsf);
         }
-        switch (r->codes[i]) {
-        case ABI_INT32: case ABI_INT64: case ABI_BOOL: {
-            if (!PyLong_Check(v)) return to_fallback(r, args, nargsf);
-            int overflow;
-            long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
-            if (overflow || (x == -1 && PyErr_Occurred())) { PyErr_Clear(); return to_fallback(r, args, nargsf); }
-            if (r->codes[i] == ABI_INT32) {
-                if (x < INT32_MIN || x > INT32_MAX) return to_fallback(r, args, nargsf);
-                int32_t y = (int32_t)x;
-                memcpy(&slots[i], &y, 4);
-            } else if (r->codes[i] == ABI_BOOL) {
-                slots[i] = x != 0;
-            } else {
-                memcpy(&slots[i], &x, 8);
-            }
-            break;
-        }
-        case ABI_FLOAT32: case ABI_FLOAT64: {
-            double d;
-            if (PyFloat_CheckExact(v)) d = PyFloat_AS_DOUBLE(v);
-            else if (PyLong_Check(v) || PyFloat_Check(v)) {
-                d = PyFloat_AsDouble(v);
-                if (d == -1.0 && PyErr_Occurred()) { PyErr_Clear(); return to_fallback(r, args, nargsf); }
-            } else return to_fallback(r, args, nargsf);
-            if (r->codes[i] == ABI_FLOAT32) {
-                float f = (float)d;
-                memcpy(&slots[i], &f, 4);
-            } else {
-                memcpy(&slots[i], &d, 8);
-            }
-            break;
-        }
-        default:
-            return to_fallback(r, args, nargsf);
-        }
+        if (!put_python(r->codes[i], v, (uint8_t *)&slots[i])) return to_fallback(r, args, nargsf);
     }
     return row_call_python(r, slots);
 }
@@ -277,44 +316,24 @@ static PyObject *RowCaller_vectorcall(RowCaller *r, PyObject *const *args, size_
 
 #if HAVE_SQLITE
 
-/* Fill the slots from SQLite's values; 0 when a row needs the Python path. */
+enum { SLOTS_READY, SLOTS_PYTHON, SLOTS_NULL };
+
+/* Fill the slots from SQLite's values in one pass: READY; NULL for a strict function given
+   a NULL (its result is NULL); PYTHON when the row needs the Python path. */
 static int sqlite_slots(RowCaller *r, sqlite3_value **argv, uint64_t *slots) {
+    int saw_null = 0;
     for (int i = 0; i < r->nargs; i++) {
-        int t = sqlite3_value_type(argv[i]);
+        int t = sqlite3_value_type(argv[i]), code = r->codes[i];
+        uint8_t *dst = (uint8_t *)&slots[i];
         slots[i] = 0;
-        switch (r->codes[i]) {
-        case ABI_INT32: case ABI_INT64: case ABI_BOOL: {
-            if (t != SQLITE_INTEGER) return 0;
-            sqlite3_int64 x = sqlite3_value_int64(argv[i]);
-            if (r->codes[i] == ABI_INT32) {
-                if (x < INT32_MIN || x > INT32_MAX) return 0;
-                int32_t y = (int32_t)x;
-                memcpy(&slots[i], &y, 4);
-            } else if (r->codes[i] == ABI_BOOL) {
-                slots[i] = x != 0;
-            } else {
-                memcpy(&slots[i], &x, 8);
-            }
-            break;
-        }
-        case ABI_FLOAT32: case ABI_FLOAT64: {
-            double d;
-            if (t == SQLITE_FLOAT) d = sqlite3_value_double(argv[i]);
-            else if (t == SQLITE_INTEGER) d = (double)sqlite3_value_int64(argv[i]); /* as Python's float(int) */
-            else return 0;
-            if (r->codes[i] == ABI_FLOAT32) {
-                float f = (float)d;
-                memcpy(&slots[i], &f, 4);
-            } else {
-                memcpy(&slots[i], &d, 8);
-            }
-            break;
-        }
-        default:
-            return 0;
-        }
+        if (t == SQLITE_NULL) saw_null = 1;
+        else if (is_integer_code(code)) {
+            if (t != SQLITE_INTEGER || !put_integer(code, sqlite3_value_int64(argv[i]), dst)) return SLOTS_PYTHON;
+        } else if (t == SQLITE_FLOAT) put_real(code, sqlite3_value_double(argv[i]), dst);
+        else if (t == SQLITE_INTEGER) put_real(code, (double)sqlite3_value_int64(argv[i]), dst); /* as float(int) */
+        else return SLOTS_PYTHON;
     }
-    return 1;
+    return !saw_null ? SLOTS_READY : r->strict ? SLOTS_NULL : SLOTS_PYTHON;
 }
 
 static void sqlite_result_raw(sqlite3_context *ctx, int rcode, uint64_t raw) {
@@ -389,18 +408,16 @@ done:
 static void sqlite_row(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     RowCaller *r = (RowCaller *)sqlite3_user_data(ctx);
     uint64_t slots[MAX_PARAMS];
-    if (argc == r->nargs && r->strict) {
-        for (int i = 0; i < argc; i++)
-            if (sqlite3_value_type(argv[i]) == SQLITE_NULL) {
-                sqlite3_result_null(ctx);
-                return;
-            }
+    int filled = argc == r->nargs ? sqlite_slots(r, argv, slots) : SLOTS_PYTHON;
+    if (filled == SLOTS_NULL) {
+        sqlite3_result_null(ctx);
+        return;
     }
     Core *c = r->core;
     uint32_t block;
     /* r->core and c->dead change only with the GIL, on this connection's thread: SQLite
        serializes the calls of one connection. */
-    if (argc != r->nargs || !sqlite_slots(r, argv, slots) || !c || c->dead ||
+    if (filled != SLOTS_READY || !c || c->dead ||
         r->thread != PyThread_get_thread_ident() || c->before_call != Py_None ||
         !frame_block_reusable(c, frame_size(r->nargs), &block)) {
         PyGILState_STATE gil = PyGILState_Ensure();
@@ -516,43 +533,6 @@ static int buffer_flush(RowBuffer *b) {
     return 0;
 }
 
-/* Pack one value into row `at` of column i; 0 when the Python path must take the row (a
-   type or range the batch cannot carry: that path explains or converts it). */
-static int buffer_put(RowBuffer *b, int i, Py_ssize_t at, PyObject *v) {
-    uint8_t *dst = b->columns[i] + at * type_width(b->codes[i]);
-    switch (b->codes[i]) {
-    case ABI_INT32: case ABI_INT64: {
-        if (!PyLong_Check(v)) return 0;
-        int overflow;
-        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
-        if (overflow || (x == -1 && PyErr_Occurred())) { PyErr_Clear(); return 0; }
-        if (b->codes[i] == ABI_INT32) {
-            if (x < INT32_MIN || x > INT32_MAX) return 0;
-            int32_t y = (int32_t)x;
-            memcpy(dst, &y, 4);
-        } else {
-            memcpy(dst, &x, 8);
-        }
-        return 1;
-    }
-    case ABI_FLOAT32: case ABI_FLOAT64: {
-        if (!PyFloat_Check(v) && !PyLong_Check(v)) return 0;
-        double d = PyFloat_AsDouble(v);
-        if (d == -1.0 && PyErr_Occurred()) { PyErr_Clear(); return 0; }
-        if (b->codes[i] == ABI_FLOAT32) {
-            float f = (float)d;
-            if (isinf(f) && !isinf(d)) return 0; /* out of float32's range: as Arrow decides */
-            memcpy(dst, &f, 4);
-        } else {
-            memcpy(dst, &d, 8);
-        }
-        return 1;
-    }
-    default:
-        return 0;
-    }
-}
-
 /* step(buffer, *values) / inverse(buffer, *values), as apsw calls a tuple-form aggregate. */
 static PyObject *buffer_row(PyObject *const *args, Py_ssize_t nargs, int inverse) {
     if (nargs < 1 || !PyObject_TypeCheck(args[0], &RowBufferType)) {
@@ -569,12 +549,15 @@ static PyObject *buffer_row(PyObject *const *args, Py_ssize_t nargs, int inverse
     if (b->pending && b->inverse != inverse && buffer_flush(b)) return NULL;
     b->inverse = inverse;
     if (count == b->nargs) {
-        int has_null = 0;
-        for (Py_ssize_t i = 0; i < count; i++) has_null |= values[i] == Py_None;
-        if (has_null && b->strict) Py_RETURN_NONE; /* a strict aggregate skips the row */
-        int packed = !has_null;
-        for (Py_ssize_t i = 0; packed && i < count; i++) packed = buffer_put(b, (int)i, b->pending, values[i]);
-        if (packed) {
+        /* Packed into the next row's place, which counts only once every value fitted. */
+        int saw_null = 0, packed = 1;
+        for (Py_ssize_t i = 0; packed && i < count; i++) {
+            int code = b->codes[i];
+            if (values[i] == Py_None) saw_null = 1;
+            else packed = put_python(code, values[i], b->columns[i] + b->pending * type_width(code));
+        }
+        if (packed && saw_null && b->strict) Py_RETURN_NONE; /* a strict aggregate skips the row */
+        if (packed && !saw_null) {
             if (++b->pending == b->capacity && buffer_flush(b)) return NULL;
             Py_RETURN_NONE;
         }
@@ -610,28 +593,18 @@ static int RowBuffer_init(RowBuffer *self, PyObject *args, PyObject *kw) {
     int strict;
     Py_ssize_t capacity;
     if (!PyArg_ParseTuple(args, "OpOOn", &codes, &strict, &fold, &slow, &capacity)) return -1;
-    PyObject *seq = PySequence_Fast(codes, "codes must be a sequence");
-    if (!seq) return -1;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    if (n < 1 || n > MAX_PARAMS || capacity < 1 || capacity > (1 << 20) || self->nargs) {
-        Py_DECREF(seq);
-        PyErr_SetString(PyExc_ValueError, "RowBuffer takes 1..32 parameters, a capacity of 1..2^20, once");
+    if (capacity < 1 || capacity > (1 << 20) || self->nargs) {
+        PyErr_SetString(PyExc_ValueError, "RowBuffer takes a capacity of 1..2^20, once");
         return -1;
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        long code = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
-        if (code != ABI_INT32 && code != ABI_INT64 && code != ABI_FLOAT32 && code != ABI_FLOAT64) {
-            Py_DECREF(seq);
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "RowBuffer packs int32/int64/float32/float64");
-            return -1;
-        }
-        self->codes[i] = (int)code;
+    int n = parse_codes(codes, is_packable_code, "RowBuffer packs int32/int64/float32/float64", self->codes);
+    if (n < 0) return -1;
+    for (int i = 0; i < n; i++) {
         PyMem_Free(self->columns[i]); /* from an earlier init that failed part-way */
-        self->columns[i] = PyMem_Malloc((size_t)capacity * type_width((int)code));
-        if (!self->columns[i]) { Py_DECREF(seq); PyErr_NoMemory(); return -1; }
+        self->columns[i] = PyMem_Malloc((size_t)capacity * type_width(self->codes[i]));
+        if (!self->columns[i]) { PyErr_NoMemory(); return -1; }
     }
-    Py_DECREF(seq);
-    self->nargs = (int)n;
+    self->nargs = n;
     self->strict = strict;
     self->capacity = capacity;
     Py_INCREF(fold); Py_XSETREF(self->fold, fold);
@@ -692,25 +665,13 @@ static int RowCaller_init(RowCaller *self, PyObject *args, PyObject *kw) {
     int strict, rcode;
     if (!PyArg_ParseTuple(args, "OOUOpi|O", &bind, &fallback, &what, &codes, &strict, &rcode, &interrupt_check))
         return -1;
-    PyObject *seq = PySequence_Fast(codes, "codes must be a sequence");
-    if (!seq) return -1;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    if (n < 1 || n > MAX_PARAMS || type_width(rcode) == 0) {
-        Py_DECREF(seq);
-        PyErr_SetString(PyExc_ValueError, "RowCaller handles 1..32 fixed-width parameters and a fixed-width result");
+    if (type_width(rcode) == 0) {
+        PyErr_SetString(PyExc_ValueError, "RowCaller handles a fixed-width result only");
         return -1;
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        long code = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
-        if (type_width((int)code) == 0) {
-            Py_DECREF(seq);
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "RowCaller handles fixed-width parameters only");
-            return -1;
-        }
-        self->codes[i] = (int)code;
-    }
-    Py_DECREF(seq);
-    self->nargs = (int)n;
+    int n = parse_codes(codes, is_fixed_width_code, "RowCaller handles fixed-width parameters only", self->codes);
+    if (n < 0) return -1;
+    self->nargs = n;
     self->strict = strict;
     self->rcode = rcode;
     Py_INCREF(interrupt_check); Py_XSETREF(self->interrupt_check, interrupt_check);

@@ -159,14 +159,18 @@ int report_call_failure(Core *c, PyObject *what, void *err, void *trap) {
                 Py_BuildValue("(KK)", (unsigned long long)(uintptr_t)err, (unsigned long long)(uintptr_t)trap));
 }
 
+int core_before_call(Core *c) {
+    if (c->before_call == Py_None) return 0;
+    PyObject *r = PyObject_CallNoArgs(c->before_call);
+    if (!r) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
 /* core_call with the Python side: before_call, optionally without the GIL, failures raised. */
 static int invoke(Core *c, void *func, uint32_t a0, uint32_t a1, uint32_t a2, int release_gil,
                   uint32_t *result, PyObject *what) {
-    if (c->before_call != Py_None) {
-        PyObject *r = PyObject_CallNoArgs(c->before_call);
-        if (!r) return -1;
-        Py_DECREF(r);
-    }
+    if (core_before_call(c)) return -1;
     void *err, *trap;
     int rc;
     if (release_gil) {

@@ -103,6 +103,9 @@ extern PyTypeObject CoreType;
    with wasmtime's *err or *trap (report it with report_call_failure). */
 int core_call(Core *c, void *func, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t *result, void **err, void **trap);
 
+/* Run the Instance's before_call hook, if it has one (GIL held); -1 when it raised. */
+int core_before_call(Core *c);
+
 /* Failures, reported through the Instance's on_failure, which raises; all return -1. */
 int fail(Core *c, const char *kind, PyObject *what, PyObject *detail);
 int fail_invalid(Core *c, PyObject *what, const char *fmt, ...);
