@@ -186,15 +186,13 @@ class ScalarFunction(ArrowArguments):
             # The exact class pins the Arrow type (an Int64Array is int64, never an extension).
             if type(a) is not cls or len(a) != n:
                 return None
-            nulls = a.null_count
-            if strict and nulls:
+            column = arrow_column(a, code, is_varlen)
+            if strict and column[2]:  # NULLs to strip first
                 return None
-            bufs = a.buffers()
-            data = None
-            if is_varlen:
-                data = bufs[2]
-                varlen += 0 if data is None else data.size
-            columns.append((code, a.offset, nulls, bufs[0] if nulls else None, bufs[1], data))
+            data = column[5]
+            if data is not None:
+                varlen += data.size
+            columns.append(column)
         return columns if varlen <= BATCH_VARLEN_BYTES else None
 
     def _call_arrays(self, arrays: list[pa.Array], n: int) -> pa.Array:
@@ -303,11 +301,6 @@ class ScalarFunction(ArrowArguments):
                     0,
                     interrupted,
                 )
-                if len(result) == 2 and result[0] is None:  # fixed-width without NULLs, inlined
-                    values = result[1]
-                    return pa.Array.from_buffers(
-                        self.return_type, rows, [None, values if type(values) is not bytes else pa.py_buffer(values)]
-                    )
                 return result_array(inst, self.name, self.return_type, self._utf8_result, rows, result)
             cols = [input_column(a, t) for a, t in zip(arrays, self.spec.params)]
             with inst.interruptible(interrupted):
@@ -571,14 +564,14 @@ def valid_rows(arrays: Sequence[pa.Array], n: int) -> np.ndarray:
 def arrow_columns(arrays: Sequence[pa.Array], param_codes: Sequence[tuple[int, bool]]) -> list[tuple]:
     """Plain arrays as the C accelerator's column descriptions, in Arrow's own layout:
     (type code, offset, null count, validity, values or offsets, data)."""
-    columns = []
-    for a, (code, varlen) in zip(arrays, param_codes):
-        bufs = a.buffers()
-        nulls = a.null_count
-        columns.append(
-            (code, a.offset, nulls, bufs[0] if nulls else None, bufs[1], bufs[2] if varlen else None)
-        )
-    return columns
+    return [arrow_column(a, code, varlen) for a, (code, varlen) in zip(arrays, param_codes)]
+
+
+def arrow_column(a: pa.Array, code: int, varlen: bool) -> tuple:
+    """One plain array as :func:`arrow_columns` describes it."""
+    bufs = a.buffers()
+    nulls = a.null_count
+    return (code, a.offset, nulls, bufs[0] if nulls else None, bufs[1], bufs[2] if varlen else None)
 
 
 def result_array(
