@@ -368,28 +368,7 @@ class AggregateState:
         values = [[r[i] for r in rows] for i in range(len(fn._arrow_params))]
         for i, column in enumerate(values):
             _check_sql_types(fn, i, column)
-        if self._fold_packed(part, values):
-            return
         self._fold(part, [_sql_column(fn, i, column) for i, column in enumerate(values)])
-
-    def _fold_packed(self, part: str, values: list[list[Any]]) -> bool:
-        """SQLite's buffered rows straight to the C accelerator, packed with ``struct``, when
-        every parameter is a fixed-width number and no value is NULL; False otherwise."""
-        inst, spec = self._inst, self.fn.spec
-        core = inst.core
-        if core is None or any(t.name not in STRUCT_CODES or t.name == "bool" for t in spec.params):
-            return False
-        n = len(values[0])
-        packed = []
-        for t, column in zip(spec.params, values):
-            if None in column:
-                return False
-            try:
-                packed.append(struct.pack(f"<{n}{STRUCT_CODES[t.name]}", *column))
-            except struct.error:
-                return False  # out of range: the general path names the value
-        self._fold_columns(part, packed, n)
-        return True
 
     def _fold_columns(self, part: str, packed: list[bytes], n: int) -> None:
         """Fold ``n`` rows given as one little-endian buffer per (fixed-width) parameter."""
