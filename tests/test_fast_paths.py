@@ -15,14 +15,6 @@ import wat
 import wasmudf
 from wasmudf import _native
 
-COUNTER = """
-  (global $calls (mut i32) (i32.const 0))
-  (func (export "count") (param $args i32) (param i32) (param $out i32) (result i32)
-    (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
-    (i64.store (i32.load offset=20 (local.get $out)) (i64.extend_i32_u (global.get $calls)))
-    (i32.const 0))
-"""
-
 
 def test_the_expected_path_is_in_use():
     # A failed build of the extension must not pass unnoticed as a slow, working install.
@@ -30,12 +22,12 @@ def test_the_expected_path_is_in_use():
         assert _native.speedups is None
     else:
         assert _native.speedups is not None, "wasmudf._speedups was not built"
-        mod = wasmudf.load(wat.module(COUNTER, [wat.scalar("count", ["int64"], "int64")]))
+        mod = wasmudf.load(wat.counter("count"))
         assert type(mod.functions["count"].row_function()).__name__ == "RowCaller"
 
 
 def test_row_function_uses_the_calling_threads_instance():
-    mod = wasmudf.load(wat.module(COUNTER, [wat.scalar("count", ["int64"], "int64")]))
+    mod = wasmudf.load(wat.counter("count"))
     count = mod.functions["count"].row_function()
     seen: list[int] = []
 
@@ -72,7 +64,7 @@ def test_duckdb_workers_keep_one_instance_each():
 
 
 def test_a_python_threads_instance_goes_with_the_thread():
-    module = wasmudf.load(wat.module(COUNTER, [wat.scalar("count", ["int64"], "int64")]))
+    module = wasmudf.load(wat.counter("count"))
     worker = threading.Thread(target=lambda: module.functions["count"]([0]))
     worker.start()
     worker.join()

@@ -28,13 +28,6 @@ from wasmudf.functions import ScalarFunction
 
 NATIVE = _native.speedups is not None
 NUMERIC = "udfs/numeric/numeric.wasm"
-COUNTER = """
-  (global $calls (mut i32) (i32.const 0))
-  (func (export "tally") (param $args i32) (param i32) (param $out i32) (result i32)
-    (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
-    (i64.store (i32.load offset=20 (local.get $out)) (i64.extend_i32_u (global.get $calls)))
-    (i32.const 0))
-"""
 
 
 @pytest.fixture
@@ -158,7 +151,7 @@ def test_a_wrong_type_in_a_long_scan_fails_the_statement_and_keeps_the_connectio
 
 
 def test_each_thread_calls_its_own_instance() -> None:
-    module = wasmudf.load(wat.module(COUNTER, [wat.scalar("tally", ["int64"], "int64")]))
+    module = wasmudf.load(wat.counter("tally"))
     con = apsw.Connection(":memory:")
     wasmudf.register(con, module)
     query = "SELECT tally(x) FROM (SELECT 1 AS x UNION ALL SELECT 2 UNION ALL SELECT 3)"
@@ -174,7 +167,7 @@ def test_each_thread_calls_its_own_instance() -> None:
 
 
 def test_closing_the_connection_releases_the_function(registered_rows: list[Any]) -> None:
-    module = wasmudf.load(wat.module(COUNTER, [wat.scalar("tally", ["int64"], "int64")]))
+    module = wasmudf.load(wat.counter("tally"))
     con = apsw.Connection(":memory:")
     wasmudf.register(con, module)
     (row,) = registered_rows

@@ -82,3 +82,16 @@ ADD_I64 = """
       (br $next)))
     (i32.const 0))
 """
+
+
+def counter(name: str) -> bytes:
+    """A module whose scalar ``name(int64) -> int64`` returns how many times its instance
+    was called (one row per call): which instance answered, and how often."""
+    body = f"""
+  (global $calls (mut i32) (i32.const 0))
+  (func (export "{name}") (param $args i32) (param i32) (param $out i32) (result i32)
+    (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+    (i64.store (i32.load offset=20 (local.get $out)) (i64.extend_i32_u (global.get $calls)))
+    (i32.const 0))
+"""
+    return module(body, [scalar(name, ["int64"], "int64")])
