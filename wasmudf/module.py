@@ -124,7 +124,7 @@ def load(
     limits = limits or Limits()
     wasm, sha, label = _read_source(source)
     if sha256 is not None:
-        check_pin(wasm, sha256, label)
+        check_pin(sha, sha256, label)
     if policy is not None:
         policy.check(wasm, label)
     grant_set = set(grant)

@@ -212,8 +212,7 @@ class Policy:
         return verify(wasm, key, label)
 
 
-def check_pin(wasm: bytes, expected: str, label: str) -> None:
-    """Refuse a module whose sha256 is not the pinned one, naming both."""
-    found = hashlib.sha256(wasm).hexdigest()
+def check_pin(found: str, expected: str, label: str) -> None:
+    """Refuse a module whose sha256 (``found``) is not the pinned one, naming both."""
     if found != expected.lower():
         raise PolicyError(f"{label} has sha256 {found}, but sha256 {expected.lower()} was pinned")

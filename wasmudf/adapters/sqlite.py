@@ -126,11 +126,7 @@ def _factory(fn: AggregateFunction, interrupted: Callable[[], bool]) -> Callable
 def _packed_final(state: AggregateState, rows: Any) -> Any:
     if not state.is_open:
         return None  # a step failed and the statement reports that error
-    try:
-        rows.flush()
-    except BaseException:
-        state.abandon()
-        raise
+    rows.flush()  # a failing batch releases the state itself (fold_packed)
     return state.finish()
 
 
