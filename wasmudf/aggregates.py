@@ -370,17 +370,6 @@ class AggregateState:
             _check_sql_types(fn, i, column)
         self._fold(part, [_sql_column(fn, i, column) for i, column in enumerate(values)])
 
-    def _fold_columns(self, part: str, packed: list[bytes], n: int) -> None:
-        """Fold ``n`` rows given as one little-endian buffer per (fixed-width) parameter."""
-        inst = self._inst
-        core = inst.core
-        columns = [(t.code, 0, 0, None, data, None) for t, data in zip(self.fn.spec.params, packed)]
-        self._check_alive()
-        func = inst.func_addr(f"{self._export}__{part}")
-        self._guest(
-            inst, lambda: core.call_batch(func, self.fn.name, n, 0, -1, None, columns, _SHAPE_FOLD, self._handle)
-        )
-
     # -- SQLite's RowBuffer (C accelerator) hands rows over through these two --------------
 
     def fold_packed(self, inverse: bool, packed: list[bytes], n: int) -> None:
@@ -390,7 +379,12 @@ class AggregateState:
             if inverse:
                 self._require_window()
             self._flush()
-            self._fold_columns("inverse" if inverse else "update", packed, n)
+            inst, name = self._inst, self.fn.name
+            core = inst.core
+            columns = [(t.code, 0, 0, None, data, None) for t, data in zip(self.fn.spec.params, packed)]
+            self._check_alive()
+            func = inst.func_addr(f"{self._export}__{'inverse' if inverse else 'update'}")
+            self._guest(inst, lambda: core.call_batch(func, name, n, 0, -1, None, columns, _SHAPE_FOLD, self._handle))
 
     def fold_row(self, inverse: bool, *values: Any) -> None:
         """One row the ``RowBuffer`` could not pack (a NULL for a ``called`` aggregate, a
