@@ -108,7 +108,6 @@ static PyTypeObject TickerType = {
 
 /* ---- Core ------------------------------------------------------------------------- */
 
-
 static PyObject *s_reset; /* interned "wasmudf_reset" */
 
 /* Report a failure through on_failure, which raises; always returns -1. */
@@ -475,7 +474,6 @@ static void write_column(uint8_t *frame, const Column *col, Py_ssize_t rows) {
             memcpy(frame + col->at_values, (const uint8_t *)col->buf2.buf + col->data_start, col->values_size);
     }
 }
-
 
 /* A new output buffer of `size` bytes from `allocate` (pyarrow's allocator: pooled, so large
    results do not cost fresh pages every call), or bytes when allocate is None (cheaper for
