@@ -19,6 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+THREADS_GROUP = "DuckDB sum(f(a, b)) by threads, 10,000,000 rows"
 
 
 def run_suite(raw: Path) -> None:
@@ -96,11 +97,10 @@ def targets(groups) -> list[str]:
     add("SQLite per-row add_i64, wasm / Python UDF", r, "≤ 1.0", r is not None and r <= 1.0)
     r = ratio(g, "DuckDB sum(add(a, b)), 10,000,000 rows", "wasm", "pyarrow_udf")
     add("DuckDB add_i64 10M, wasm / pyarrow arrow UDF (threads=1)", r, "≤ 1.1", r is not None and r <= 1.1)
-    threads = "DuckDB sum(f(a, b)) by threads, 10,000,000 rows"
-    r = ratio(g, threads, "wasm, threads=2", "wasm, threads=1")
+    r = ratio(g, THREADS_GROUP, "wasm, threads=2", "wasm, threads=1")
     add("DuckDB add_i64 10M, threads=2 / threads=1", r, "≤ 1.0", r is not None and r <= 1.0)
     for impl in ("pyarrow_udf", "identity_udf"):
-        r = ratio(g, threads, f"{impl}, threads=2", f"{impl}, threads=1")
+        r = ratio(g, THREADS_GROUP, f"{impl}, threads=2", f"{impl}, threads=1")
         add(f"for comparison: {impl}, threads=2 / threads=1", r, "(reported)", None)
     r = ratio(g, "add_i64 direct, 1,000,000 rows", "wasm", "pyarrow")
     add("direct add_i64 1M, wasm / pyarrow.compute.add", r, "≤ 3", r is not None and r <= 3)
@@ -165,7 +165,7 @@ def vector_profile(groups) -> list[str]:
         "building the result (`pyarrow.Array.from_buffers`)": best(lambda: pa.Array.from_buffers(pa.int64(), 2048, [None, out])),
         "for comparison: `pyarrow.compute.add(a, b)`": best(lambda: pc.add(a, a)),
     }
-    identity = groups.get("DuckDB sum(f(a, b)) by threads, 10,000,000 rows", {}).get("identity_udf, threads=1")
+    identity = groups.get(THREADS_GROUP, {}).get("identity_udf, threads=1")
     if identity:
         vectors = identity["rows"] / 2048
         parts["DuckDB's own cost of one Python UDF call (an identity arrow UDF, per vector)"] = (
