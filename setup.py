@@ -4,9 +4,29 @@
 paths (wasmudf._native reports which one is in use).
 """
 
+import shutil
+from pathlib import Path
+
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
+
+EXAMPLES = ("numeric", "text", "binary", "stats", "strings", "rust", "assemblyscript")
+
+
+class BuildPyWithExamples(build_py):
+    """Also put the example modules (built and committed in udfs/) into the package, so an
+    installed wheel's ``wasmudf sql`` has them (see wasmudf/examples.py)."""
+
+    def run(self) -> None:
+        super().run()
+        target = Path(self.build_lib) / "wasmudf" / "example_modules"
+        target.mkdir(parents=True, exist_ok=True)
+        for name in EXAMPLES:
+            shutil.copy2(Path("udfs") / name / f"{name}.wasm", target / f"{name}.wasm")
+
 
 setup(
+    cmdclass={"build_py": BuildPyWithExamples},
     ext_modules=[
         Extension(
             "wasmudf._speedups",

@@ -11,6 +11,41 @@ def is_duckdb(con: Any) -> bool:
     return type(con).__module__.split(".")[0] in ("duckdb", "_duckdb")
 
 
+def guest_error(con: Any, error: type[BaseException]) -> type[BaseException]:
+    """What a statement raises when a wasmudf function in it raised ``error``: apsw passes
+    the Python exception through; DuckDB wraps its text in an InvalidInputException."""
+    if is_duckdb(con):
+        import duckdb
+
+        return duckdb.InvalidInputException
+    return error
+
+
+def missing_function_error(con: Any) -> type[BaseException]:
+    """What a statement calling a function the connection does not have raises."""
+    if is_duckdb(con):
+        import duckdb
+
+        return duckdb.CatalogException
+    import apsw
+
+    return apsw.SQLError
+
+
+def interrupted_error(con: Any) -> tuple[type[BaseException], ...]:
+    """What an interrupted statement raises: the engine's own interruption, or the guest
+    call's CallInterrupted as the engine reports a function's error (whichever sees it first)."""
+    import wasmudf
+
+    if is_duckdb(con):
+        import duckdb
+
+        return (duckdb.InterruptException, duckdb.InvalidInputException)
+    import apsw
+
+    return (apsw.InterruptError, wasmudf.CallInterrupted)
+
+
 def query(con: Any, sql: str, params: tuple = ()) -> list[tuple]:
     if is_duckdb(con):
         return con.execute(sql, list(params)).fetchall()

@@ -42,7 +42,7 @@ def test_row_function_uses_the_calling_threads_instance():
     assert count(0) == 3  # back on this thread: this thread's instance again
 
 
-def test_duckdb_workers_keep_one_instance_each():
+def test_duckdb_workers_keep_one_instance_each(monkeypatch):
     # DuckDB's workers are not Python threads: each GIL acquisition gives them a new Python
     # thread state, which must not cost a new instance (a store and an instantiation).
     import duckdb
@@ -52,7 +52,7 @@ def test_duckdb_workers_keep_one_instance_each():
     module = wasmudf.load(wat.module(wat.ADD_I64, [wat.scalar("add_i64", ["int64", "int64"], "int64")]))
     created = []
     factory = module._pool._factory
-    module._pool._factory = lambda: created.append(1) or factory()
+    monkeypatch.setattr(module._pool, "_factory", lambda function=None: created.append(1) or factory(function))
     con = duckdb.connect()
     con.execute("SET threads = 4")
     wasmudf.register(con, module)

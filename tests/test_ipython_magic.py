@@ -6,6 +6,7 @@ import pytest
 from IPython.testing.globalipapp import start_ipython
 
 from wasmudf import ipython as magic
+from wasmudf.build import BuildError
 
 CELL = """#include "wasmudf.h"
 static double fahrenheit(double c) { return c * 9 / 5 + 32; }
@@ -48,7 +49,7 @@ def test_a_zig_cell(shell, capsys, tmp_path, monkeypatch):
 
 def test_a_broken_cell_reports_the_compiler_error(shell, tmp_path, monkeypatch):
     monkeypatch.setenv("WASMUDF_CACHE_DIR", str(tmp_path))
-    with pytest.raises(Exception, match="compilation failed"):
+    with pytest.raises(BuildError, match="compilation failed"):
         shell.run_cell_magic("wasmudf", "--lang c", "this is not C")
     assert list(tmp_path.glob("cells/*.wasm")) == []
 

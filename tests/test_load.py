@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import wasmtime
 import wat
 
 import wasmudf
@@ -216,7 +217,7 @@ def test_unreadable_path(tmp_path):
 
 
 def test_compiled_modules_are_cached_on_disk(tmp_path, monkeypatch):
-    from wasmudf.engine import ENGINES
+    from wasmudf.engine import ENGINES, DiskCache, EngineKey
 
     monkeypatch.setenv("WASMUDF_CACHE_DIR", str(tmp_path))
     data = wat.module(wat.ADD_I64 + "(func $unique_for_cache_test)", ADD)
@@ -224,9 +225,15 @@ def test_compiled_modules_are_cached_on_disk(tmp_path, monkeypatch):
     wasmudf.load(data)
     artifacts = list(tmp_path.rglob("*.cwasm"))
     assert len(artifacts) == 1
-    # A tampered artifact is never deserialized: load still works, from a fresh compile.
+    # Swap in native code this host did not write: a valid artifact of another module whose
+    # add_i64 subtracts, under the original's MAC. Deserializing it would answer 1 - 2.
+    subtract = wat.module(wat.ADD_I64.replace("i64.add", "i64.sub"), ADD)
+    key = EngineKey.for_limits(wasmudf.Limits())
+    engine, _ = ENGINES.engine(key)
+    foreign = bytes(wasmtime.Module(engine, subtract).serialize())
     blob = artifacts[0].read_bytes()
-    artifacts[0].write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))
+    head = len(DiskCache._HEADER) + 32
+    artifacts[0].write_bytes(blob[:head] + foreign)
     ENGINES.forget_compiled()
     mod = wasmudf.load(data)
-    assert mod.functions["add_i64"]([1], [2]).to_pylist() == [3]
+    assert mod.functions["add_i64"]([1], [2]).to_pylist() == [3]  # compiled afresh, not the foreign code

@@ -103,12 +103,9 @@ def both_registrations() -> tuple[apsw.Connection, apsw.Connection]:
     wasmudf.register(native, NUMERIC)
     through_apsw = apsw.Connection(":memory:")
     # The same module registered the other way: apsw calls the per-row callable.
-    saved = sqlite_adapter._sqlite_api_loaded
-    sqlite_adapter._sqlite_api_loaded = lambda con: False  # type: ignore[assignment]
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sqlite_adapter, "_sqlite_api_loaded", lambda con: False)
         wasmudf.register(through_apsw, NUMERIC)
-    finally:
-        sqlite_adapter._sqlite_api_loaded = saved  # type: ignore[assignment]
     return native, through_apsw
 
 
@@ -204,12 +201,9 @@ def both_aggregate_registrations(stats_module: Any) -> tuple[apsw.Connection, ap
     packed = apsw.Connection(":memory:")
     wasmudf.register(packed, stats_module)
     by_class = apsw.Connection(":memory:")
-    saved = sqlite_adapter._PACKED_TYPES
-    sqlite_adapter._PACKED_TYPES = set()  # every aggregate through the class form
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sqlite_adapter, "_PACKED_TYPES", set())  # every aggregate through the class form
         wasmudf.register(by_class, stats_module)
-    finally:
-        sqlite_adapter._PACKED_TYPES = saved
     for con in (packed, by_class):
         con.execute("CREATE TABLE t (g INTEGER, i INTEGER, x, w)")
     return packed, by_class

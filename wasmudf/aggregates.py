@@ -113,7 +113,7 @@ class AggregateFunction(ArrowArguments):
         present = np.zeros(groups, dtype=bool)
         for c in columns:
             present |= c.is_valid().to_numpy(zero_copy_only=False)
-        with self.module._pool.get().interruptible(interrupted):
+        with self.module._pool.get(self.name).interruptible(interrupted):
             return self._groups(offsets, values, present, groups, interrupted)
 
     def _groups(
@@ -159,7 +159,7 @@ class AggregateFunction(ArrowArguments):
         bounds = offsets[0]
         if groups and int(np.max(np.diff(bounds), initial=0)) > BATCH_ROWS:
             return None
-        inst = self.module._pool.get()
+        inst = self.module._pool.get(self.name)
         core = inst.core
         if core is None:
             return None
@@ -215,7 +215,7 @@ class AggregateState:
         self._buffered: list[tuple[Any, ...]] = []
         self._buffered_inverse = False
         self._open = False
-        inst = self._pool.get()
+        inst = self._pool.get(fn.name)
         _release_orphans(inst)
         handle = self._guest(inst, lambda: inst.call(f"{self._export}__init", (), what=fn.name))
         if not handle:

@@ -15,8 +15,10 @@ from typing import Any, Protocol
 import wasmtime
 
 from .abi import HOST_IMPORT_SIGNATURES
+from .errors import UsageError
 
 guest_log = logging.getLogger("wasmudf.guest")
+host_log = logging.getLogger("wasmudf")
 
 #: Bounds on ``log``: longer messages are truncated, extra messages in one call dropped.
 LOG_MAX_MESSAGE_BYTES = 4096
@@ -33,13 +35,40 @@ class SecretStore(Protocol):
 
 
 class DictSecretStore:
-    """Secrets held in memory: ``{tenant: {key: value}}``."""
+    """Secrets held in memory: ``{tenant: {key: value}}``, each value ``str`` or ``bytes``.
+
+    ``load(..., secrets={...})`` wraps a plain mapping of that shape in one of these.
+    """
 
     def __init__(self, secrets: Mapping[str, Mapping[str, bytes | str]]):
         self._secrets = {t: dict(v) for t, v in secrets.items()}
 
     def get(self, tenant: str, key: str) -> bytes | str | None:
         return self._secrets.get(tenant, {}).get(key)
+
+
+def secret_store(secrets: Any) -> SecretStore | None:
+    """``secrets`` as a store: None, a store (an object with ``get(tenant, key)``), or a
+    mapping ``{tenant: {key: value}}`` wrapped in a :class:`DictSecretStore`.
+
+    A plain dict has a ``get`` too, but ``dict.get(tenant, key)`` answers a tenant's whole
+    mapping for any missing key, so a mapping is never taken as a store.
+
+    Raises:
+        UsageError: anything else.
+    """
+    if secrets is None:
+        return None
+    if isinstance(secrets, Mapping):
+        if not all(isinstance(v, Mapping) for v in secrets.values()):
+            raise UsageError("secrets= as a mapping must be {tenant: {key: value}}")
+        return DictSecretStore(secrets)
+    if callable(getattr(secrets, "get", None)):
+        return secrets
+    raise UsageError(
+        f"secrets= must be a secret store (an object with get(tenant, key)) or a mapping "
+        f"{{tenant: {{key: value}}}}, not a {type(secrets).__name__}"
+    )
 
 
 @dataclass
@@ -50,10 +79,19 @@ class CapabilityContext:
     config: Mapping[str, Any] = field(default_factory=dict)
     tenant: str | None = None
     secrets: SecretStore | None = None
-    log_budget: int = LOG_MAX_MESSAGES_PER_CALL
+
+
+class LogBudget:
+    """How many more messages ``log`` takes in the current call. One per instance: an
+    instance runs one call at a time (ABI §7), so the count cannot race between threads."""
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = LOG_MAX_MESSAGES_PER_CALL
 
     def new_call(self) -> None:
-        self.log_budget = LOG_MAX_MESSAGES_PER_CALL
+        self.left = LOG_MAX_MESSAGES_PER_CALL
 
 
 def _memory(caller: wasmtime.Caller) -> tuple[Any, int] | None:
@@ -76,10 +114,22 @@ def _read(caller: wasmtime.Caller, ptr: int, length: int, cap: int) -> bytes | N
     return bytes(mem.read(caller, ptr, ptr + length))
 
 
-def _value_bytes(value: Any) -> bytes:
+def _value_bytes(ctx: CapabilityContext, source: str, key: str, value: Any) -> bytes | None:
+    """A config or secret value as the guest receives it: only ``str`` and ``bytes`` are
+    values. Anything else (a nested mapping, a number) is a host-side mistake: logged here,
+    and absent for the guest, never its ``str()`` (which could hand over a whole mapping)."""
     if isinstance(value, bytes):
         return value
-    return str(value).encode("utf-8")
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    host_log.error(
+        "%s: %s value for key %r is a %s, not str or bytes; the guest was told it is absent",
+        ctx.label,
+        source,
+        key,
+        type(value).__name__,
+    )
+    return None
 
 
 def _copy_value(caller: wasmtime.Caller, value: bytes, buf: int, cap: int) -> int:
@@ -96,14 +146,17 @@ def _copy_value(caller: wasmtime.Caller, value: bytes, buf: int, cap: int) -> in
     return len(value)
 
 
-def host_imports(ctx: CapabilityContext, granted: set[str]) -> dict[str, tuple[wasmtime.FuncType, Any]]:
-    """The granted host imports as name → (type, callable taking a Caller first)."""
+def host_imports(
+    ctx: CapabilityContext, granted: set[str], budget: LogBudget
+) -> dict[str, tuple[wasmtime.FuncType, Any]]:
+    """The granted host imports of one instance as name → (type, callable taking a Caller
+    first); ``log`` counts against that instance's ``budget``."""
 
     def log(caller: wasmtime.Caller, level: int, ptr: int, length: int) -> None:
         try:
-            if ctx.log_budget <= 0:
+            if budget.left <= 0:
                 return
-            ctx.log_budget -= 1
+            budget.left -= 1
             data = _read(caller, ptr, min(length & 0xFFFFFFFF, LOG_MAX_MESSAGE_BYTES), LOG_MAX_MESSAGE_BYTES)
             if data is None:
                 return
@@ -125,9 +178,10 @@ def host_imports(ctx: CapabilityContext, granted: set[str]) -> dict[str, tuple[w
                     value = None
                 else:
                     value = ctx.secrets.get(ctx.tenant, key)
-                if value is None:
+                data = None if value is None else _value_bytes(ctx, source, key, value)
+                if data is None:
                     return -1
-                return _copy_value(caller, _value_bytes(value), buf, cap)
+                return _copy_value(caller, data, buf, cap)
             except Exception:  # noqa: BLE001 - nothing may cross into the guest
                 return -1
 

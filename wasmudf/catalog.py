@@ -207,6 +207,7 @@ def _attach_row(con: Any, row: tuple, policy: Policy | None, secrets: SecretStor
         limits=Limits(**json.loads(limits)) if limits else None,
         sha256=digest,
         policy=policy,
+        name=name,
     )
     return register(con, module, replace=True)
 

@@ -141,7 +141,7 @@ class ScalarFunction(ArrowArguments):
             result = self(*[to_arrow(a) for a in args], rows=rows, interrupted=interrupted)
             return from_arrow(frames[0], frames[1], result, self.name)
         if interrupted is not None:
-            with self.module._pool.get().interruptible(interrupted):
+            with self.module._pool.get(self.name).interruptible(interrupted):
                 return self(*args, rows=rows)
         spec = self.spec
         if len(args) != len(spec.params):
@@ -233,7 +233,7 @@ class ScalarFunction(ArrowArguments):
         window = memoryview(result)  # writable: the guest's output is copied straight in
         values = [a.buffers()[1] for a in arrays]
         nulls: list[tuple[int, int, bytes]] = []
-        inst = self.module._pool.get()
+        inst = self.module._pool.get(self.name)
         if inst.core is None:  # switched to the pure-Python path after this call began
             return self._call_dense(list(arrays), n)
         func = inst.func_addr(self.spec.export)
@@ -283,7 +283,7 @@ class ScalarFunction(ArrowArguments):
     ) -> pa.Array:
         """One guest call on plain arrays of the parameter types, NULLs already handled
         (``columns``: their descriptions, when the caller has them)."""
-        inst = self._pool.get()
+        inst = self._pool.get(self.name)
         core = inst.core
         try:
             if core is not None and rows:
@@ -342,7 +342,7 @@ class ScalarFunction(ArrowArguments):
         )
 
     def _bind_row(self) -> tuple[Any, int]:
-        inst = self.module._pool.get()
+        inst = self.module._pool.get(self.name)
         if inst.core is None:
             raise RuntimeError("the C accelerator was switched off after this function was registered")
         return inst.core, inst.func_addr(self.spec.export)
@@ -353,7 +353,7 @@ class ScalarFunction(ArrowArguments):
         ``None`` is NULL. Integers are range-checked against int32/int64 parameters.
         """
         if interrupted is not None:
-            with self.module._pool.get().interruptible(interrupted):
+            with self.module._pool.get(self.name).interruptible(interrupted):
                 return self.call_row(*values)
         spec = self.spec
         if spec.strict and None in values:
@@ -364,14 +364,14 @@ class ScalarFunction(ArrowArguments):
             except (struct.error, TypeError, OverflowError):
                 pass  # the generic path below explains the value or converts it as Arrow would
             else:
-                inst = self.module._pool.get()
+                inst = self.module._pool.get(self.name)
                 try:
                     return self._row_plan.call(inst, data)
                 except GuestError:
                     self.module._pool.discard()
                     raise
         cols = [self._row_column(i, t, v) for i, (t, v) in enumerate(zip(spec.params, values))]
-        inst = self.module._pool.get()
+        inst = self.module._pool.get(self.name)
         try:
             return self._invoke_row(inst, cols)
         except GuestError:

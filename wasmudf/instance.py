@@ -10,6 +10,7 @@ signatures were checked at load time, which is what makes the unchecked call sou
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
 import threading
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ import wasmtime
 from wasmtime import _ffi as ffi
 
 from . import _native
-from .capabilities import CapabilityContext, host_imports
+from .capabilities import CapabilityContext, LogBudget, host_imports
 from .errors import (
     CallInterrupted,
     FuelExhausted,
@@ -84,7 +85,20 @@ class Instance:
 
     MAX_SLOTS = 4
 
-    def __init__(self, spec: InstanceSpec):
+    def __init__(self, spec: InstanceSpec, function: str | None = None):
+        """Instantiate the module in a new store: the start function, ``_initialize`` and the
+        ABI version check run here, under the module's limits.
+
+        Raises:
+            GuestError: the instance could not start; the message names ``function`` (the SQL
+                function whose call needed this instance) and the module.
+        """
+        try:
+            self._start(spec)
+        except GuestError as exc:
+            raise start_failure(exc, function, spec.label) from exc.__cause__
+
+    def _start(self, spec: InstanceSpec) -> None:
         self.spec = spec
         self.label = spec.label
         self._broken = False
@@ -117,8 +131,9 @@ class Instance:
         self._trap = ctypes.c_void_p()
         self._trap_addr = ctypes.addressof(self._trap)
 
+        self._log_budget = LogBudget()
         linker = wasmtime.Linker(spec.engine)
-        for name, (ty, fn) in host_imports(spec.capabilities, spec.granted_imports).items():
+        for name, (ty, fn) in host_imports(spec.capabilities, spec.granted_imports, self._log_budget).items():
             linker.define_func("wasmudf", name, ty, fn, access_caller=True)
         if spec.wasi:
             linker.define_wasi()
@@ -151,7 +166,7 @@ class Instance:
                 -1 if self._ticks is None else self._ticks,
                 -1 if self._fuel is None else self._fuel,
                 spec.ticker,
-                spec.capabilities.new_call if self._counts_logs else None,
+                self._log_budget.new_call if self._counts_logs else None,
                 self._on_failure,
                 self,
             )
@@ -161,7 +176,8 @@ class Instance:
         if version != 1:
             self.broken = True
             raise InvalidGuestOutput(
-                f"{self.label}: wasmudf_abi_version() returned {version}; this host speaks ABI 1",
+                f"`wasmudf_abi_version` in {self.label} returned {version}; this host speaks ABI 1",
+                function="wasmudf_abi_version",
                 module=self.label,
             )
 
@@ -266,7 +282,7 @@ class Instance:
         if self._fuel is not None:
             self._store.set_fuel(self._fuel)
         if self._counts_logs:
-            self.spec.capabilities.new_call()
+            self._log_budget.new_call()
         err = _call_unchecked(
             self._ctx, self.func_addr(export), self._slots_addr, self.MAX_SLOTS, self._trap_addr
         )
@@ -418,6 +434,31 @@ class Instance:
         return raw.split(b"\0", 1)[0].decode("utf-8", errors="replace") or None
 
 
+#: The steps of starting an instance, as start_failure describes them.
+_START_STEPS = {
+    "instantiation": "its start function, memory or table",
+    "_initialize": "_initialize",
+    "wasmudf_abi_version": "wasmudf_abi_version",
+    "wasmudf_error": "wasmudf_error",
+}
+
+
+def start_failure(exc: GuestError, function: str | None, label: str) -> GuestError:
+    """``exc`` (of the same class, with its attributes) reworded for an instance that could not
+    start: naming the SQL function whose call needed the instance, and the step that failed."""
+    step = exc.function or "instantiation"
+    detail = str(exc).removeprefix(f"`{step}` in {label}").lstrip(": ")
+    where = _START_STEPS.get(step, step)
+    if function is None:
+        message = f"{label} could not be instantiated ({where}): {detail}"
+    else:
+        message = f"`{function}` in {label}: a new instance could not start ({where}): {detail}"
+    new = copy.copy(exc)
+    new.args = (message,)
+    new.function = function
+    return new
+
+
 # Trap codes that mean "a limit was hit" rather than "the guest is wrong".
 _LIMIT_TRAPS: dict[Any, tuple[type[GuestError], str]] = {
     wasmtime.TrapCode.INTERRUPT: (
@@ -525,16 +566,18 @@ class InstancePool:
     a fixed pool of workers).
     """
 
-    def __init__(self, factory: Callable[[], Instance]):
+    def __init__(self, factory: Callable[[str | None], Instance]):
         self._factory = factory
         self._instances: dict[int, Instance] = {}
         self._local = threading.local()
 
-    def get(self) -> Instance:
+    def get(self, function: str | None = None) -> Instance:
+        """This thread's instance, started now if it has none or its last one failed;
+        ``function`` (the SQL function about to be called) is named if starting fails."""
         ident = threading.get_ident()
         inst = self._instances.get(ident)
         if inst is None or inst.broken:
-            inst = self._instances[ident] = self._factory()
+            inst = self._instances[ident] = self._factory(function)
             if not isinstance(threading.current_thread(), threading._DummyThread):  # a Python thread
                 if getattr(self._local, "forget", None) is None:
                     self._local.forget = _ForgetOnExit(self._instances, ident)

@@ -15,9 +15,9 @@ import wasmtime
 from . import abi, wasmbin
 from .abi import Manifest, format_signature
 from .aggregates import AggregateFunction
-from .capabilities import CapabilityContext, SecretStore
+from .capabilities import CapabilityContext, SecretStore, secret_store
 from .engine import ENGINES, EPOCH_TICK_MS, EngineKey
-from .errors import ExportError, ManifestError, ModuleError, PolicyError
+from .errors import ExportError, GuestError, ManifestError, ModuleError, PolicyError
 from .functions import ScalarFunction
 from .instance import Instance, InstancePool, InstanceSpec
 from .limits import Limits
@@ -33,7 +33,8 @@ class Module:
         functions: a read-only mapping from SQL name to a function object.
         manifest: the parsed :class:`wasmudf.abi.Manifest`.
         sha256: hex digest of the module's bytes.
-        label: a short name for messages: the file name, or ``sha256:<first 12 digits>``.
+        label: a short name for messages: the ``name`` given to :func:`load`, the file name, or
+            for bytes ``sha256:<first 12 digits> (<its first functions>)``.
     """
 
     def __init__(
@@ -71,7 +72,7 @@ class Module:
             has_error_export="wasmudf_error" in export_names,
             tick_ms=EPOCH_TICK_MS,
         )
-        self._pool = InstancePool(lambda: Instance(self._spec))
+        self._pool = InstancePool(lambda function: Instance(self._spec, function))
         funcs: dict[str, Any] = {}
         for spec in manifest.functions:
             if spec.kind == "scalar":
@@ -80,6 +81,13 @@ class Module:
                 has_merge = f"{spec.export}__merge" in export_names
                 funcs[spec.name] = AggregateFunction(self, spec, has_merge=has_merge)
         self.functions: Mapping[str, Any] = MappingProxyType(funcs)
+        try:
+            # A module that cannot start (a start function that loops, a memory over the
+            # limit, a lying ABI version) is refused now, not at its first query; the
+            # instance stays with this thread.
+            self._pool.get()
+        except GuestError as exc:
+            raise ModuleError(f"{exc}; raise the limit named above, or fix the module") from exc
 
     def __repr__(self) -> str:
         return f"<wasmudf.Module {self.label} functions={list(self.functions)}>"
@@ -97,9 +105,10 @@ def load(
     grant: Iterable[str] = (),
     config: Mapping[str, Any] | None = None,
     tenant: str | None = None,
-    secrets: SecretStore | None = None,
+    secrets: SecretStore | Mapping[str, Mapping[str, str | bytes]] | None = None,
     sha256: str | None = None,
     policy: Policy | None = None,
+    name: str | None = None,
 ) -> Module:
     """Load, check and compile a module (ABI §1–§2); instances are made lazily per thread.
 
@@ -109,9 +118,13 @@ def load(
         grant: capabilities the host allows (``log``, ``config_get``, ``secret_get``, ``wasi``).
         config: values the guest may read with ``config_get``.
         tenant: the tenant whose secrets ``secret_get`` may read; bound here, never by the guest.
-        secrets: the secret store ``secret_get`` reads from.
+        secrets: the secret store ``secret_get`` reads from: an object with
+            ``get(tenant, key)`` (see :class:`SecretStore`), or a mapping
+            ``{tenant: {key: value}}``. A value reaches the guest only as ``str`` or ``bytes``.
         sha256: the module's pinned digest: other bytes are refused.
         policy: a :class:`Policy` for signatures (e.g. require one by a trusted key).
+        name: what messages call the module (default: its file name, or for bytes its digest
+            and first function names).
 
     Raises:
         ModuleError: malformed bytes, a disallowed Wasm feature, a missing memory.
@@ -119,10 +132,13 @@ def load(
         ExportError: a missing export or one with the wrong signature, naming both signatures.
         PolicyError: an import that is unknown or was not granted, naming it; a digest that
             is not the pinned one.
+        UsageError: ``secrets`` is neither a secret store nor a mapping of tenants.
         SignatureError: the policy refuses the module's signature (or its absence).
     """
     limits = limits or Limits()
+    store = secret_store(secrets)
     wasm, sha, label = _read_source(source)
+    label = name or label
     if sha256 is not None:
         check_pin(sha, sha256, label)
     if policy is not None:
@@ -138,6 +154,8 @@ def load(
     if limits.module_bytes is not None and len(wasm) > limits.module_bytes:
         raise ModuleError(f"{label} is {len(wasm)} bytes, over Limits.module_bytes = {limits.module_bytes}")
     manifest, count = _parsed(wasm, sha, label)
+    if name is None and isinstance(source, (bytes, bytearray, memoryview)):
+        label = f"{label} ({_function_list(manifest)})"
     if limits.max_functions is not None and count > limits.max_functions:
         raise ModuleError(f"{label} defines {count} functions, over Limits.max_functions = {limits.max_functions}")
     key = EngineKey.for_limits(limits)
@@ -150,7 +168,7 @@ def load(
         _check_imports(compiled, manifest, grant_set, label)
         _check_exports(compiled, manifest, label)
         _PASSED_CHECKS.add(checked)
-    caps = CapabilityContext(label=label, config=dict(config or {}), tenant=tenant, secrets=secrets)
+    caps = CapabilityContext(label=label, config=dict(config or {}), tenant=tenant, secrets=store)
     return Module(
         wasm,
         sha256=sha,
@@ -231,6 +249,12 @@ def read_manifest(wasm: bytes, label: str = "module") -> Manifest:
         return abi.parse_manifest(found[0])
     except ManifestError as exc:
         raise ManifestError(f"{label}: {exc}") from None
+
+
+def _function_list(manifest: Manifest, most: int = 3) -> str:
+    """The first few function names, for a label that says which module is meant."""
+    names = [f.name for f in manifest.functions]
+    return ", ".join(names[:most]) + (", …" if len(names) > most else "")
 
 
 def _first_line(exc: Exception) -> str:

@@ -8,7 +8,7 @@ import time
 import pytest
 import wat
 from conftest import connect
-from engines import query
+from engines import interrupted_error, query
 
 import wasmudf
 
@@ -44,7 +44,7 @@ def test_interrupt_stops_a_running_guest(engine, sql):
     query(con, "INSERT INTO t VALUES (1)")
     timer = interrupt_later(con)
     start = time.monotonic()
-    with pytest.raises(Exception, match=r"(?i)interrupt"):
+    with pytest.raises(interrupted_error(con), match=r"(?i)interrupt"):
         query(con, sql)
     elapsed = time.monotonic() - start
     timer.join()

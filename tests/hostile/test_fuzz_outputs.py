@@ -1,6 +1,8 @@
 """Fuzzing what a guest returns: the guest below writes attacker-chosen values (taken from
-its input) into its output descriptor and offsets buffer. Thousands of cases; each one is
-either a well-formed result or a WasmUdfError, and the process and module keep working."""
+its input) into its output descriptor and offsets buffer. Thousands of cases, each judged
+against a model of ABI §4: a write the ABI forbids must be refused with InvalidGuestOutput
+(or OutputLimitExceeded), a result that keeps the rules must be accepted and well-formed, and
+the process and module keep working either way."""
 
 from __future__ import annotations
 
@@ -59,17 +61,69 @@ interesting = st.one_of(
 )
 
 
+# Output-descriptor fields (ABI §3) whose value the host knows in advance, by return type:
+# the guest may not change them. Writing null_count is always allowed; the address fields
+# (validity, offsets, values and values_len of a fixed-width result) hold host addresses the
+# model does not know, so a write there may go either way.
+U32 = 0xFFFFFFFF
+F_TYPE, F_LENGTH, F_NULL_COUNT, F_OFFSETS, F_RESERVED = 0, 1, 2, 4, 7
+RETURN_CODES = {"text": 6, "number": 3}
+
+
+def verdict(name: str, values: list[int]) -> str:
+    """'refused', 'accepted' or 'either', by the ABI's rules alone."""
+    n = len(values)
+    known = {F_TYPE: RETURN_CODES[name], F_LENGTH: n, F_RESERVED: 0}
+    if name == "number":
+        known[F_OFFSETS] = 0
+    written = {i: v & U32 for i, v in enumerate(values[:8]) if v != -1}
+    if any(field in known and value != known[field] for field, value in written.items()):
+        return "refused"
+    if name == "number" and set(written) <= {F_NULL_COUNT, *known}:
+        return "accepted"  # only allowed fields touched: the host's own buffers are the result
+    return "either"
+
+
 def check(name: str, values: list[int]) -> None:
     fn = MODULE.functions[name]
+    expected = verdict(name, values)
     try:
         result = fn(pa.array(values, pa.int64()))
-    except wasmudf.WasmUdfError:
-        pass
+    except (wasmudf.InvalidGuestOutput, wasmudf.OutputLimitExceeded) as exc:
+        assert expected != "accepted", f"a valid result was refused: {exc}"
+        assert str(exc).startswith(f"`{name}` in ")
     else:
+        assert expected != "refused", f"a forbidden write was accepted: {values[:8]}"
         assert len(result) == len(values)
         assert result.type == fn.return_type
         result.validate(full=True)
+        if name == "number" and expected == "accepted":
+            assert result.null_count == 0  # the host's bitmap, all valid, whatever null_count says
     assert MODULE.functions["add_i64"]([1], [2]).to_pylist() == [3]
+
+
+allowed_writes = st.fixed_dictionaries(
+    {},
+    optional={
+        F_TYPE: st.just(3),
+        F_NULL_COUNT: st.integers(0, 2**32 - 1),
+        F_RESERVED: st.just(0),
+        F_OFFSETS: st.just(0),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(allowed_writes, st.lists(interesting, min_size=0, max_size=8))
+def test_results_that_keep_the_rules_are_accepted(writes, tail):
+    fields = [-1] * 8
+    for field, value in writes.items():
+        fields[field] = value
+    if F_LENGTH not in writes and tail:
+        fields[F_LENGTH] = 8 + len(tail)  # the right length, written back
+    values = fields + tail
+    assert verdict("number", values) == "accepted"
+    check("number", values)
 
 
 @settings(max_examples=2500, deadline=None, suppress_health_check=[HealthCheck.too_slow])

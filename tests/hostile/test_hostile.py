@@ -160,46 +160,92 @@ def test_load_time_attacks_are_refused(attack):
         wasmudf.load(wasm, **kwargs)
 
 
-# -- instantiation-time attacks: refused on first use -------------------------------------
+# -- instantiation-time attacks: a module that can never run is refused by load() ------------
 
 
-def first_use(wasm: bytes, **kw) -> None:
-    wasmudf.load(wasm, **kw).functions["add_i64"]([1], [2])
+def refused_at_load(wasm: bytes, cause: type, message: str, **kw) -> None:
+    """load() refuses the module with a ModuleError saying why; the specific cause is chained."""
+    with pytest.raises(ModuleError, match=message) as info:
+        wasmudf.load(wasm, **kw)
+    assert isinstance(info.value.__cause__, cause)
+    assert "could not be instantiated" in str(info.value)
 
 
 def test_initial_memory_over_the_cap():
     body = wat.PRELUDE.replace('(memory (export "memory") 1)', '(memory (export "memory") 2000)')
     wasm = wat.wasmtime.wat2wasm(f"(module {wat.custom('wasmudf', wat.manifest([OK]))} {body} {wat.ADD_I64})")
-    with pytest.raises(MemoryLimitExceeded, match=r"Limits\.memory_bytes = 67108864"):
-        first_use(wasm, limits=Limits(memory_bytes=64 << 20))
+    refused_at_load(wasm, MemoryLimitExceeded, r"Limits\.memory_bytes = 67108864", limits=Limits(memory_bytes=64 << 20))
 
 
 def test_huge_initial_table():
-    with pytest.raises(TableLimitExceeded, match=r"table does not fit in Limits\.table_elements = 10000"):
-        first_use(build("(table 200000 funcref)", functions=()), limits=Limits(table_elements=10_000))
+    refused_at_load(
+        build("(table 200000 funcref)", functions=()),
+        TableLimitExceeded,
+        r"table does not fit in Limits\.table_elements = 10000",
+        limits=Limits(table_elements=10_000),
+    )
 
 
 def test_endless_loop_in_the_start_function():
     wasm = build("(func $spin (loop $l (br $l))) (start $spin)", functions=())
     start = time.monotonic()
-    with pytest.raises(TimeLimitExceeded, match=r"100 ms time limit"):
-        first_use(wasm, limits=Limits(timeout_ms=100))
+    refused_at_load(wasm, TimeLimitExceeded, r"start function.*100 ms time limit", limits=Limits(timeout_ms=100))
     assert time.monotonic() - start < 1.0
 
 
 def test_endless_loop_in_initialize():
     wasm = build('(func (export "_initialize") (loop $l (br $l)))', functions=())
     start = time.monotonic()
-    with pytest.raises(TimeLimitExceeded, match=r"_initialize.*100 ms time limit"):
-        first_use(wasm, limits=Limits(timeout_ms=100))
+    refused_at_load(wasm, TimeLimitExceeded, r"\(_initialize\).*100 ms time limit", limits=Limits(timeout_ms=100))
     assert time.monotonic() - start < 1.0
 
 
 def test_abi_version_lie():
     body = wat.PRELUDE.replace("(i32.const 1))", "(i32.const 2))", 1)
     wasm = wat.wasmtime.wat2wasm(f"(module {wat.custom('wasmudf', wat.manifest([OK]))} {body} {wat.ADD_I64})")
-    with pytest.raises(InvalidGuestOutput, match=r"wasmudf_abi_version\(\) returned 2"):
-        first_use(wasm)
+    refused_at_load(wasm, InvalidGuestOutput, r"returned 2; this host speaks ABI 1")
+
+
+def test_an_instance_that_fails_to_start_on_another_thread_names_the_function(tmp_path):
+    # The start function reads a secret; the store answers the loading thread at once and
+    # stalls for everyone after, so only a second thread's new instance runs out of time.
+    class SlowAfterFirst:
+        calls = 0
+
+        def get(self, tenant, key):
+            SlowAfterFirst.calls += 1
+            if SlowAfterFirst.calls > 1:
+                time.sleep(0.5)
+            return "v"
+
+    start = (
+        '(data (i32.const 3000) "k")'
+        '(func $s (local $i i32)'
+        ' (drop (call $secret (i32.const 3000) (i32.const 1) (i32.const 3100) (i32.const 8)))'
+        # a loop after the import: where wasmtime looks at the deadline again
+        ' (loop $l (local.set $i (i32.add (local.get $i) (i32.const 1)))'
+        '  (br_if $l (i32.lt_u (local.get $i) (i32.const 1000)))))'
+        "(start $s)"
+    )
+    path = tmp_path / "stalls.wasm"
+    path.write_bytes(build(start, functions=(), imports=SECRET_IMPORT, capabilities=["secret_get"]))
+    module = wasmudf.load(path, grant=["secret_get"], tenant="acme", secrets=SlowAfterFirst(), limits=Limits(timeout_ms=100))
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            module.functions["add_i64"]([1], [2])
+        except wasmudf.WasmUdfError as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    worker.join()
+    assert len(errors) == 1 and isinstance(errors[0], TimeLimitExceeded)
+    assert errors[0].function == "add_i64" and errors[0].module == "stalls.wasm"
+    assert str(errors[0]).startswith("`add_i64` in stalls.wasm: a new instance could not start (its start function")
+    assert "100 ms time limit" in str(errors[0])
+    assert module.functions["add_i64"]([1], [2]).to_pylist() == [3]  # the loading thread's instance
 
 
 # -- call-time attacks: the statement fails, nothing else does ----------------------------
@@ -353,6 +399,38 @@ def test_secrets_are_scoped_to_the_registering_tenant():
     assert read_secret(secret_module("initech", store)) == (-1, b"")  # no such tenant: absent
 
 
+def test_a_plain_mapping_of_tenants_is_a_secret_store():
+    secrets = {"acme": {"api_key": "acme-123"}, "globex": {"other": "x"}}
+    assert read_secret(secret_module("acme", secrets)) == (8, b"acme-123")
+    # A missing key is absent (-1), never the text of the tenant's whole mapping.
+    assert read_secret(secret_module("globex", secrets)) == (-1, b"")
+
+
+@pytest.mark.parametrize("secrets", [["acme", "api_key"], "acme=1", 42, {"acme": "not a mapping"}])
+def test_something_that_is_not_a_secret_store_is_refused(secrets):
+    with pytest.raises(wasmudf.UsageError, match=r"secrets="):
+        secret_module("acme", secrets)
+
+
+@pytest.mark.parametrize("value", [{"nested": "mapping"}, 12345, ["a", "b"], None])
+def test_a_secret_that_is_not_text_or_bytes_is_absent_for_the_guest(value, caplog):
+    class Odd:
+        def get(self, tenant, key):
+            return value
+
+    with caplog.at_level(logging.ERROR, logger="wasmudf"):
+        assert read_secret(secret_module("acme", Odd())) == (-1, b"")
+    logged = [r.getMessage() for r in caplog.records if r.name == "wasmudf"]
+    if value is None:
+        assert logged == []  # absent, as the store says: nothing to report
+    else:
+        assert len(logged) == 1
+        assert logged[0].endswith(
+            f": secret value for key 'api_key' is a {type(value).__name__}, not str or bytes; "
+            "the guest was told it is absent"
+        )
+
+
 def test_a_failing_secret_store_is_a_status_not_an_exception():
     class Broken:
         def get(self, tenant, key):
@@ -387,6 +465,27 @@ def test_log_flood_is_bounded(caplog):
     per_call = wasmudf.capabilities.LOG_MAX_MESSAGES_PER_CALL
     assert 0 < len(records) <= 2 * per_call
     assert all(r.getMessage().endswith("spam") for r in records)
+
+
+def test_the_log_budget_is_per_instance_on_several_threads(caplog):
+    # Each call logs 10,000 good and 10,000 bad messages; the budget (counting both) lets
+    # exactly half of LOG_MAX_MESSAGES_PER_CALL through per call, whatever other threads do.
+    wasm = build(LOG_FLOOD, imports='(import "wasmudf" "log" (func $log (param i32 i32 i32)))', capabilities=["log"])
+    module = wasmudf.load(wasm, grant=["log"])
+    calls_per_thread = 4
+
+    def worker() -> None:
+        for _ in range(calls_per_thread):
+            module.functions["f"]([1])
+
+    with caplog.at_level(logging.WARNING, logger="wasmudf.guest"):
+        threads = [threading.Thread(target=worker) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    records = [r for r in caplog.records if r.name == "wasmudf.guest"]
+    assert len(records) == 3 * calls_per_thread * wasmudf.capabilities.LOG_MAX_MESSAGES_PER_CALL // 2
 
 
 # -- threads -------------------------------------------------------------------------------
