@@ -12,7 +12,8 @@ import pytest
 from conftest import measure, module_path
 
 import wasmudf
-from wasmudf.engine import ENGINES
+from wasmudf.adapters.sqlite_apsw import row_function
+from wasmudf.runtime import ENGINES
 
 NUMERIC = module_path("numeric")
 
@@ -49,7 +50,7 @@ def test_load_and_register_on_a_fresh_connection(benchmark, warm_disk_cache, cac
 def test_first_call_on_a_new_thread(benchmark, warm_disk_cache):
     benchmark.group = "cold start: first call on a new thread (new store and instance)"
     fn = wasmudf.load(NUMERIC).functions["add_i64"]
-    row = fn.row_function()
+    row = row_function(fn)
     timings: list[float] = []
 
     def run():
@@ -86,7 +87,7 @@ def test_one_call(benchmark, add_program, impl):
         def run():
             return int(subprocess.run([str(add_program), "1", "2"], capture_output=True, text=True).stdout)
     else:
-        row = wasmudf.load(NUMERIC).functions["add_i64"].row_function()
+        row = row_function(wasmudf.load(NUMERIC).functions["add_i64"])
 
         def run():
             return row(1, 2)
@@ -100,7 +101,7 @@ def test_per_call_overhead(benchmark, extism_plugin, impl):
 
     benchmark.group = "per-call overhead: the smallest call"
     fn = wasmudf.load(NUMERIC).functions["add_i64"]
-    row = fn.row_function()
+    row = row_function(fn)
     one = pa.array([1], pa.int64())
     run = {
         "wasm_row_call": lambda: row(1, 2) and None,

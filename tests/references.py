@@ -9,11 +9,24 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "udfs" / "text"))
 from gen_fold_table import fold_char  # noqa: E402  (the table's own definition)
 
 I64 = 2**64
+
+#: The Arrow type of each ABI type, as docs/abi.md §3 lists them (written out here, not
+#: taken from wasmudf, so tests compare against the document).
+ARROW_TYPES = {
+    "bool": pa.bool_(),
+    "int32": pa.int32(),
+    "int64": pa.int64(),
+    "float32": pa.float32(),
+    "float64": pa.float64(),
+    "utf8": pa.string(),
+    "binary": pa.binary(),
+}
 
 
 def wrap_i64(v: int) -> int:

@@ -7,10 +7,10 @@ import pytest
 import wat
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from references import ARROW_TYPES
 
 import wasmudf
 from wasmudf import ArgumentTypeError, functions
-from wasmudf.columns import ARROW_TYPES
 
 TYPES = list(ARROW_TYPES)
 

@@ -15,10 +15,9 @@ from conftest import EXAMPLES
 from engines import call_over_rows, is_duckdb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from references import REFERENCES
+from references import ARROW_TYPES, REFERENCES
 
 import wasmudf
-from wasmudf.columns import ARROW_TYPES
 
 I64 = st.integers(-(2**63), 2**63 - 1)
 I32 = st.integers(-(2**31), 2**31 - 1)

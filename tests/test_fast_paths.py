@@ -14,6 +14,7 @@ import wat
 
 import wasmudf
 from wasmudf import _native
+from wasmudf.adapters.sqlite_apsw import row_function
 
 
 def test_the_expected_path_is_in_use():
@@ -23,12 +24,12 @@ def test_the_expected_path_is_in_use():
     else:
         assert _native.speedups is not None, "wasmudf._speedups was not built"
         mod = wasmudf.load(wat.counter("count"))
-        assert type(mod.functions["count"].row_function()).__name__ == "RowCaller"
+        assert type(row_function(mod.functions["count"])).__name__ == "RowCaller"
 
 
 def test_row_function_uses_the_calling_threads_instance():
     mod = wasmudf.load(wat.counter("count"))
-    count = mod.functions["count"].row_function()
+    count = row_function(mod.functions["count"])
     seen: list[int] = []
 
     def in_thread(calls: int) -> None:
@@ -59,7 +60,8 @@ def test_duckdb_workers_keep_one_instance_each(monkeypatch):
     for _ in range(3):
         total = con.execute("SELECT sum(add_i64(range, 1)) FROM range(2000000)").fetchall()[0][0]
         assert total == sum(range(2_000_000)) + 2_000_000
-    assert 1 <= len(created) <= 5  # one per worker (and the calling thread), not one per vector
+    # One per worker at most, not one per vector (the calling thread has the one load() made).
+    assert len(created) <= 4
     assert all(isinstance(i, Instance) for i in module._pool._instances.values())
 
 

@@ -12,6 +12,7 @@ from engines import guest_error, missing_function_error, query
 
 import wasmudf
 from wasmudf import GuestFailure, GuestTrap, InvalidGuestOutput, OutputLimitExceeded, TimeLimitExceeded
+from wasmudf.adapters.sqlite_apsw import row_function
 
 OK = wat.scalar("add_i64", ["int64", "int64"], "int64")
 
@@ -51,7 +52,7 @@ def call(request):
     callable SQLite registers (the C accelerator's RowCaller when it is built)."""
     if request.param == "batch":
         return lambda fn, *values: fn(*[[v] for v in values]).to_pylist()[0]
-    return lambda fn, *values: fn.row_function()(*values)
+    return lambda fn, *values: row_function(fn)(*values)
 
 
 def test_trap_names_function_and_cause(call):
@@ -213,7 +214,7 @@ def test_register_refuses_duplicates_unless_replace(conn, example_modules):
 
 def test_register_refuses_other_objects():
     with pytest.raises(
-        wasmudf.RegistrationError, match="supports duckdb.DuckDBPyConnection and apsw.Connection"
+        wasmudf.RegistrationError, match="supports duckdb.DuckDBPyConnection, apsw.Connection and sqlite3.Connection"
     ):
         wasmudf.register(object(), b"")
 

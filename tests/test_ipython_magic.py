@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from IPython.testing.globalipapp import start_ipython
 
+from wasmudf import BuildError
 from wasmudf import ipython as magic
-from wasmudf.build import BuildError
 
 CELL = """#include "wasmudf.h"
 static double fahrenheit(double c) { return c * 9 / 5 + 32; }

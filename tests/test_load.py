@@ -217,7 +217,7 @@ def test_unreadable_path(tmp_path):
 
 
 def test_compiled_modules_are_cached_on_disk(tmp_path, monkeypatch):
-    from wasmudf.engine import ENGINES, DiskCache, EngineKey
+    from wasmudf.runtime import ENGINES, DiskCache, EngineKey
 
     monkeypatch.setenv("WASMUDF_CACHE_DIR", str(tmp_path))
     data = wat.module(wat.ADD_I64 + "(func $unique_for_cache_test)", ADD)

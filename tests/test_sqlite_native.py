@@ -23,7 +23,7 @@ from references import lerp_f32, wrap_i64
 
 import wasmudf
 from wasmudf import _native
-from wasmudf.adapters import sqlite as sqlite_adapter
+from wasmudf.adapters import sqlite_apsw as sqlite_adapter
 from wasmudf.functions import ScalarFunction
 
 NATIVE = _native.speedups is not None
@@ -34,14 +34,14 @@ NUMERIC = "udfs/numeric/numeric.wasm"
 def registered_rows(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """The per-row callables the SQLite adapter registers, as it makes them."""
     made: list[Any] = []
-    original = ScalarFunction.row_function
+    original = sqlite_adapter.row_function
 
-    def capture(self: ScalarFunction, *args: Any, **kwargs: Any) -> Any:
-        row = original(self, *args, **kwargs)
+    def capture(fn: ScalarFunction, *args: Any, **kwargs: Any) -> Any:
+        row = original(fn, *args, **kwargs)
         made.append(row)
         return row
 
-    monkeypatch.setattr(ScalarFunction, "row_function", capture)
+    monkeypatch.setattr(sqlite_adapter, "row_function", capture)
     return made
 
 
@@ -226,8 +226,8 @@ def test_numeric_aggregates_take_the_packed_form() -> None:
         assert not isinstance(text_group, tuple)  # utf8 is not packed
     finally:
         for g in (group, text_group):
-            state = g[2].args[0] if isinstance(g, tuple) else g.state
-            state.abandon()
+            feeder = g[2].args[0] if isinstance(g, tuple) else g.final.__self__
+            feeder.state.abandon()
     assert module._pool.get().live_states == 0
 
 

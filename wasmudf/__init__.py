@@ -9,10 +9,12 @@
 """
 
 from .abi import FunctionSpec, Manifest
+from .aggregates import AggregateFunction
 from .capabilities import DictSecretStore, SecretStore
 from .catalog import AttachReport, InstalledModule, attach, install, installed, uninstall
 from .errors import (
     ArgumentTypeError,
+    BuildError,
     CallInterrupted,
     ExportError,
     FuelExhausted,
@@ -37,13 +39,16 @@ from .errors import (
 from .functions import ScalarFunction
 from .limits import Limits
 from .module import Module, load
-from .registration import interrupt, register
+from .registration import Registration, interrupt, register, unregister
 from .trust import Policy
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AggregateFunction",
     "ArgumentTypeError",
+    "AttachReport",
+    "BuildError",
     "CallInterrupted",
     "DictSecretStore",
     "ExportError",
@@ -52,6 +57,7 @@ __all__ = [
     "GuestError",
     "GuestFailure",
     "GuestTrap",
+    "InstalledModule",
     "InvalidGuestOutput",
     "LimitExceeded",
     "Limits",
@@ -61,24 +67,24 @@ __all__ = [
     "Module",
     "ModuleError",
     "OutputLimitExceeded",
+    "Policy",
     "PolicyError",
+    "Registration",
     "RegistrationError",
-    "SignatureError",
     "ScalarFunction",
     "SecretStore",
+    "SignatureError",
     "StackLimitExceeded",
     "TableLimitExceeded",
     "TimeLimitExceeded",
     "UsageError",
     "WasmUdfError",
-    "load",
-    "AttachReport",
-    "InstalledModule",
     "attach",
     "install",
     "installed",
     "interrupt",
-    "uninstall",
-    "Policy",
+    "load",
     "register",
+    "uninstall",
+    "unregister",
 ]

@@ -77,7 +77,7 @@ typedef struct {
     void *mem;
     void *reset_fn;
     void *alloc_fn;
-    uint8_t *base;   /* linear memory: the engine never moves it (see engine._make_config) */
+    uint8_t *base;   /* linear memory: the engine never moves it (see runtime._make_config) */
     volatile uint64_t *epoch; /* the native ticker's count, or NULL: arm before every call */
     uint64_t armed_epoch;
     int armed_per_tick;   /* the armed deadline is one tick (interruptible) rather than the limit */

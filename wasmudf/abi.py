@@ -1,6 +1,6 @@
 """ABI version 1: type codes, the column descriptor, and the manifest schema.
 
-Pure Python: nothing here touches wasmtime. ``docs/abi.md`` is the prose version.
+Nothing here touches wasmtime. ``docs/abi.md`` is the prose version.
 """
 
 from __future__ import annotations
@@ -10,6 +10,9 @@ import re
 import struct
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+import pyarrow as pa
 
 from .errors import ManifestError
 
@@ -27,27 +30,39 @@ _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 @dataclass(frozen=True)
 class AbiType:
-    """One ABI v1 column type."""
+    """One ABI column type: everything the host core knows about it. Adding a type is one
+    entry in :data:`TYPES` (plus the SDKs); each engine adapter maps the name to its SQL type
+    in one table of its own, and the C accelerator's constants are checked against these by
+    tests/test_type_table.py."""
 
     name: str
     code: int
     width: int  # bytes per row of the values buffer; 0 for variable-length types
+    arrow: pa.DataType
+    #: ``struct`` format of one value ("" for variable-length types).
+    struct_code: str
+    #: The Python values a one-row call accepts for a parameter of this type.
+    accepts: tuple[type, ...]
+    #: The inclusive range of an integer type; None when any accepted value fits.
+    range: tuple[int, int] | None = None
 
     @property
     def is_varlen(self) -> bool:
         return self.width == 0
 
 
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+
 TYPES: dict[str, AbiType] = {
     t.name: t
     for t in (
-        AbiType("bool", 1, 1),
-        AbiType("int32", 2, 4),
-        AbiType("int64", 3, 8),
-        AbiType("float32", 4, 4),
-        AbiType("float64", 5, 8),
-        AbiType("utf8", 6, 0),
-        AbiType("binary", 7, 0),
+        AbiType("bool", 1, 1, pa.bool_(), "?", (int,)),
+        AbiType("int32", 2, 4, pa.int32(), "i", (int, np.integer), (-(2**31), 2**31 - 1)),
+        AbiType("int64", 3, 8, pa.int64(), "q", (int, np.integer), (-(2**63), 2**63 - 1)),
+        AbiType("float32", 4, 4, pa.float32(), "f", (int, float)),
+        AbiType("float64", 5, 8, pa.float64(), "d", (int, float)),
+        AbiType("utf8", 6, 0, pa.string(), "", (str,)),
+        AbiType("binary", 7, 0, pa.binary(), "", _BYTES_LIKE),
     )
 }
 TYPES_BY_CODE = {t.code: t for t in TYPES.values()}

@@ -2,41 +2,27 @@
 
 An :class:`AggregateFunction` makes :class:`AggregateState` objects, one per group. A state
 lives in the calling thread's instance; rows reach the guest's ``__update`` in batches of up
-to ``BATCH_ROWS`` whatever the caller hands over (a whole column, or SQLite's one row at a
-time, buffered), so guest memory for the input stays bounded however large a group is.
+to ``BATCH_ROWS`` whatever the caller hands over (Arrow columns, rows of Python values, or
+the core's column descriptions), so guest memory for the input stays bounded however large
+a group is. How an engine steps rows in (SQLite's one at a time) is its adapter's business.
 """
 
 from __future__ import annotations
 
-import contextlib
-import struct
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
-from .columns import ARROW_TYPES, input_column, read_output, write_frame
+from .abi import FunctionSpec
+from .columns import arrow_columns, plain_array, row_ranges, row_value, valid_rows, value_kind
 from .errors import ArgumentTypeError, GuestError, GuestFailure, UsageError
-from .functions import (
-    BATCH_ROWS,
-    STRUCT_CODES,
-    ArrowArguments,
-    arrow_columns,
-    plain_array,
-    result_array,
-    row_ranges,
-    sql_type_name,
-    valid_rows,
-)
+from .functions import BATCH_ROWS, ArrowArguments
 
 if TYPE_CHECKING:
     from .instance import Instance
     from .module import Module
-from .abi import FunctionSpec
-
-#: Rows SQLite hands over one at a time are buffered and sent to the guest this many at once.
-ROW_BUFFER = 4096
 
 _SHAPE_FOLD, _SHAPE_RESULT = 1, 2
 
@@ -62,8 +48,8 @@ class AggregateFunction(ArrowArguments):
         self.name = spec.name
         self.window = spec.window
         self.has_merge = has_merge
-        self.return_type = ARROW_TYPES[spec.returns.name]
-        self._arrow_params = [ARROW_TYPES[t.name] for t in spec.params]
+        self.return_type = spec.returns.arrow
+        self._arrow_params = [t.arrow for t in spec.params]
         limit = module.limits.output_bytes
         self._output_limit = -1 if limit is None else limit
 
@@ -89,20 +75,13 @@ class AggregateFunction(ArrowArguments):
     def aggregate_lists(
         self, *lists: pa.Array | pa.ChunkedArray, interrupted: Callable[[], bool] | None = None
     ) -> pa.Array:
-        """One result per row of list arrays: row i holds group i's values, a NULL list is an
-        empty group. Give one list array per parameter, or, for several parameters, one list
-        of structs with a field per parameter (what DuckDB's ``list({...})`` makes)."""
+        """One result per row of list arrays, one list array per parameter: row i holds
+        group i's values, a NULL list is an empty group."""
         columns = [plain_array(c) for c in lists]
         nparams = len(self._arrow_params)
         for i, c in enumerate(columns):
             if not (pa.types.is_list(c.type) or pa.types.is_large_list(c.type)):
                 raise ArgumentTypeError(f"`{self.name}` argument {i + 1} must be a list array, not {c.type}")
-        if len(columns) == 1 and nparams > 1 and pa.types.is_struct(columns[0].type.value_type):
-            struct_values = columns[0].values
-            if struct_values.type.num_fields != nparams:
-                raise ArgumentTypeError(f"`{self.name}` takes structs of {nparams} fields")
-            fields = struct_values.flatten()  # parent NULLs become NULL fields
-            columns = [pa.ListArray.from_arrays(columns[0].offsets, f) for f in fields]
         if len(columns) != nparams:
             raise ArgumentTypeError(f"`{self.name}` takes {nparams} arguments, {len(columns)} given")
         groups = len(columns[0]) if columns else 0
@@ -161,15 +140,12 @@ class AggregateFunction(ArrowArguments):
             return None
         inst = self.module._pool.get(self.name)
         core = inst.core
-        if core is None:
-            return None
         export, name = spec.export, self.name
         init_f = inst.func_addr(f"{export}__init")
         update_f = inst.func_addr(f"{export}__update")
         final_f = inst.func_addr(f"{export}__finalize")
         bufs = [(t.code, v.offset, v.buffers()[1]) for t, v in zip(spec.params, values)]
-        unpack = struct.Struct("<" + STRUCT_CODES[spec.returns.name]).unpack_from
-        rcode, limit, allocate = spec.returns.code, self._output_limit, pa.allocate_buffer
+        rcode, limit = spec.returns.code, self._output_limit
         results: list[Any] = []
         try:
             for g in range(groups):
@@ -182,8 +158,8 @@ class AggregateFunction(ArrowArguments):
                     cols = [(code, off + start, 0, None, buf, None) for code, off, buf in bufs]
                     core.call_batch(update_f, name, stop - start, 0, -1, None, cols, _SHAPE_FOLD, handle)
                 inst.live_states -= 1
-                validity, value = core.call_batch(final_f, name, 1, rcode, limit, allocate, (), _SHAPE_RESULT, handle)
-                results.append(None if validity is not None and not validity[0] & 1 else unpack(value)[0])
+                result = core.call_batch(final_f, name, 1, rcode, limit, None, (), _SHAPE_RESULT, handle)
+                results.append(row_value(inst, name, spec.returns, result))
         except GuestError:
             inst.live_states = 0  # the instance and every state in it are gone
             self.module._pool.discard()
@@ -212,8 +188,6 @@ class AggregateState:
         self._interrupted = interrupted
         self._pool = fn.module._pool
         self._export = fn.spec.export
-        self._buffered: list[tuple[Any, ...]] = []
-        self._buffered_inverse = False
         self._open = False
         inst = self._pool.get(fn.name)
         _release_orphans(inst)
@@ -243,30 +217,52 @@ class AggregateState:
 
     def update(self, *args: Any) -> None:
         """Fold rows in: one array (or sequence) per parameter."""
-        self._flush()
         self._fold("update", args)
 
     def inverse(self, *args: Any) -> None:
         """Take rows out again (window functions): rows that were given to :meth:`update`."""
         self._require_window()
-        self._flush()
         self._fold("inverse", args)
+
+    def fold_rows(self, rows: Sequence[tuple[Any, ...]], inverse: bool = False) -> None:
+        """Fold in (or take out) rows of Python values, ``None`` for NULL, each value held to
+        the type rules of a one-row scalar call (``AbiType.accepts``)."""
+        fn = self.fn
+        if inverse:
+            self._require_window()
+        if fn.spec.strict:
+            # A row with a NULL is skipped before its other values are looked at, as a
+            # strict scalar does not look at them either.
+            rows = [r for r in rows if None not in r]
+        if not rows:
+            return
+        nparams = len(fn._arrow_params)
+        if any(len(r) != nparams for r in rows):
+            raise ArgumentTypeError(f"`{fn.name}` takes {nparams} arguments")
+        values = [[r[i] for r in rows] for i in range(nparams)]
+        for i, column in enumerate(values):
+            _check_value_types(fn, i, column)
+        self._fold("inverse" if inverse else "update", [_values_column(fn, i, c) for i, c in enumerate(values)])
+
+    def fold_columns(self, columns: list[tuple], rows: int, inverse: bool = False) -> None:
+        """Fold in (or take out) ``rows`` rows given as the core's column descriptions
+        (see columns.py), which the core checks against their buffers."""
+        if inverse:
+            self._require_window()
+        self._check_alive()
+        inst, name = self._inst, self.fn.name
+        func = inst.func_addr(f"{self._export}__{'inverse' if inverse else 'update'}")
+        self._guest(inst, lambda: inst.core.call_batch(func, name, rows, 0, -1, None, columns, _SHAPE_FOLD, self._handle))
 
     # -- results --------------------------------------------------------------------------
 
     def value(self) -> Any:
         """The current result, the state staying open (window functions)."""
         self._require_window()
-        self._flush()
         return self._result("value")
 
     def finish(self) -> Any:
         """The result; the state is released (also when this fails)."""
-        try:
-            self._flush()
-        except BaseException:
-            self.abandon()
-            raise
         return self._result("finalize")
 
     def abandon(self) -> None:
@@ -302,8 +298,6 @@ class AggregateState:
             raise UsageError(f"`{self.fn.name}` has no {self._export}__merge export")
         if other.fn is not self.fn or other._inst is not self._inst:
             raise UsageError("only states of the same function in the same instance can merge")
-        self._flush()
-        other._flush()
         self._check_alive()
         other._check_alive()
         inst = self._inst
@@ -345,82 +339,6 @@ class AggregateState:
             self._pool.discard()
             raise
 
-    def _buffer(self, inverse: bool, values: tuple[Any, ...]) -> None:
-        if self._buffered and self._buffered_inverse != inverse:
-            self._flush()
-        self._buffered_inverse = inverse
-        self._buffered.append(values)
-        if len(self._buffered) >= ROW_BUFFER:
-            self._flush()
-
-    def _flush(self) -> None:
-        rows, self._buffered = self._buffered, []
-        fn = self.fn
-        if fn.spec.strict:
-            # A row with a NULL is skipped before its other values are looked at, as a
-            # strict scalar does not look at them either.
-            rows = [r for r in rows if None not in r]
-        if not rows:
-            return
-        if any(len(r) != len(fn._arrow_params) for r in rows):
-            raise ArgumentTypeError(f"`{fn.name}` takes {len(fn._arrow_params)} arguments")
-        part = "inverse" if self._buffered_inverse else "update"
-        values = [[r[i] for r in rows] for i in range(len(fn._arrow_params))]
-        for i, column in enumerate(values):
-            _check_sql_types(fn, i, column)
-        self._fold(part, [_sql_column(fn, i, column) for i, column in enumerate(values)])
-
-    # -- SQLite's RowBuffer (C accelerator) hands rows over through these two --------------
-
-    def fold_packed(self, inverse: bool, packed: list[bytes], n: int) -> None:
-        """Fold (or, with ``inverse``, take out) ``n`` rows packed by the accelerator's
-        ``RowBuffer``: one little-endian buffer per parameter, all fixed-width numbers."""
-        with self._released_on_failure():
-            if inverse:
-                self._require_window()
-            self._flush()
-            inst, name = self._inst, self.fn.name
-            core = inst.core
-            columns = [(t.code, 0, 0, None, data, None) for t, data in zip(self.fn.spec.params, packed)]
-            self._check_alive()
-            func = inst.func_addr(f"{self._export}__{'inverse' if inverse else 'update'}")
-            self._guest(inst, lambda: core.call_batch(func, name, n, 0, -1, None, columns, _SHAPE_FOLD, self._handle))
-
-    def fold_row(self, inverse: bool, *values: Any) -> None:
-        """One row the ``RowBuffer`` could not pack (a NULL for a ``called`` aggregate, a
-        value of another type or out of range): through the Python path, at once, so the
-        rows stay in order and a wrong value is reported at its own row."""
-        with self._released_on_failure():
-            if inverse:
-                self._require_window()
-            self._buffer(inverse, values)
-            self._flush()
-
-    def step_row(self, *values: Any) -> None:
-        """Buffer one row of Python values (SQLite's step); sent in batches of ROW_BUFFER."""
-        with self._released_on_failure():
-            self._buffer(False, values)
-
-    def inverse_row(self, *values: Any) -> None:
-        with self._released_on_failure():
-            self._require_window()
-            self._buffer(True, values)
-
-    def value_row(self) -> Any:
-        """:meth:`value` for SQLite's window calls: a failure releases the state."""
-        with self._released_on_failure():
-            return self.value()
-
-    @contextlib.contextmanager
-    def _released_on_failure(self) -> Iterator[None]:
-        """For SQLite's per-row calls: a row that fails ends its statement, and apsw does not
-        call ``final`` for a group whose step raised, so the state is released here."""
-        try:
-            yield
-        except BaseException:
-            self.abandon()
-            raise
-
     def _fold(self, part: str, args: Sequence[Any]) -> None:
         fn = self.fn
         if len(args) != len(fn._arrow_params):
@@ -442,15 +360,10 @@ class AggregateState:
             self._guest(self._inst, lambda p=part_arrays, m=stop - start: self._call_fold(part, p, m))
 
     def _call_fold(self, part: str, arrays: list[pa.Array], rows: int) -> None:
-        inst, export, name = self._inst, f"{self._export}__{part}", self.fn.name
-        core = inst.core
-        if core is not None:
-            columns = arrow_columns(arrays, [(t.code, t.is_varlen) for t in self.fn.spec.params])
-            core.call_batch(inst.func_addr(export), name, rows, 0, -1, None, columns, _SHAPE_FOLD, self._handle)
-            return
-        cols = [input_column(a, t) for a, t in zip(arrays, self.fn.spec.params)]
-        frame = write_frame(inst, cols, None, rows, name)
-        inst.status_call(export, (self._handle, frame.args, len(cols)), what=name)
+        inst, name = self._inst, self.fn.name
+        columns = arrow_columns(arrays, self.fn.spec.params)
+        func = inst.func_addr(f"{self._export}__{part}")
+        inst.core.call_batch(func, name, rows, 0, -1, None, columns, _SHAPE_FOLD, self._handle)
 
     def _result(self, part: str) -> Any:
         self._check_alive()
@@ -464,33 +377,11 @@ class AggregateState:
             raise
 
     def _call_result(self, part: str) -> Any:
-        inst, export, name, fn = self._inst, f"{self._export}__{part}", self.fn.name, self.fn
-        core = inst.core
-        if core is not None:
-            result = core.call_batch(
-                inst.func_addr(export),
-                name,
-                1,
-                fn.spec.returns.code,
-                fn._output_limit,
-                pa.allocate_buffer,
-                (),
-                _SHAPE_RESULT,
-                self._handle,
-            )
-            rname = fn.spec.returns.name
-            if rname in STRUCT_CODES:  # one fixed-width value: no Arrow array needed
-                if result[0] is not None and not result[0][0] & 1:
-                    return None
-                return struct.unpack_from("<" + STRUCT_CODES[rname], result[1])[0]
-            arr = result_array(inst, name, fn.return_type, rname == "utf8", 1, result)
-        else:
-            frame = write_frame(inst, [], fn.spec.returns, 1, name)
-            inst.status_call(export, (self._handle, frame.out), what=name)
-            arr = read_output(inst, frame, name, fn.module.limits.output_bytes)
-        return arr[0].as_py()
-
-
+        inst, name, fn = self._inst, self.fn.name, self.fn
+        func = inst.func_addr(f"{self._export}__{part}")
+        rtype = fn.spec.returns
+        result = inst.core.call_batch(func, name, 1, rtype.code, fn._output_limit, None, (), _SHAPE_RESULT, self._handle)
+        return row_value(inst, name, rtype, result)
 
 
 def _release_orphans(inst: Instance) -> None:
@@ -508,35 +399,22 @@ def _batches(arrays: list[pa.Array], n: int) -> Iterator[tuple[int, int]]:
             yield start + s, start + e
 
 
-# SQLite's types for each ABI type, as ScalarFunction.call_row accepts them.
-_SQL_ACCEPTS: dict[str, tuple[type, ...]] = {
-    "bool": (int,),
-    "int32": (int,),
-    "int64": (int,),
-    "float32": (int, float),
-    "float64": (int, float),
-    "utf8": (str,),
-    "binary": (bytes, bytearray, memoryview),
-}
-
-
-def _check_sql_types(fn: AggregateFunction, index: int, values: list[Any]) -> None:
-    """SQLite values for one parameter, held to the scalar path's type rules."""
-    accepted = _SQL_ACCEPTS[fn.spec.params[index].name]
+def _check_value_types(fn: AggregateFunction, index: int, values: list[Any]) -> None:
+    """Python values for one parameter, held to the scalar row path's type rules."""
+    accepted = fn.spec.params[index].accepts
     for v in values:
         if v is not None and not isinstance(v, accepted):
-            raise fn._type_error(index, f"{sql_type_name(v)} {v!r}")
+            raise fn._type_error(index, f"{value_kind(v)} {v!r}")
 
 
-def _sql_column(fn: AggregateFunction, index: int, values: list[Any]) -> pa.Array:
-    """Python values from SQLite (already type-checked) as one Arrow column."""
+def _values_column(fn: AggregateFunction, index: int, values: list[Any]) -> pa.Array:
+    """Python values (already type-checked) as one Arrow column."""
     t = fn.spec.params[index]
     if t.name == "bool":
         values = [None if v is None else bool(v) for v in values]
     elif t.name in ("float32", "float64"):
         values = [None if v is None else float(v) for v in values]
     try:
-        return pa.array(values, type=ARROW_TYPES[t.name])
+        return pa.array(values, type=t.arrow)
     except (pa.ArrowInvalid, OverflowError) as exc:
         raise ArgumentTypeError(f"`{fn.name}` argument {index + 1} ({t.name}) is out of range ({exc})") from None
-

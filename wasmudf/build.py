@@ -21,14 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from . import abi, wasmbin
-from .errors import WasmUdfError
+from .errors import BuildError
 
 MARKER = b"WASMUDF-MANIFEST-FRAGMENT:"
 ZIG_VERSION = "0.17.1"
-
-
-class BuildError(WasmUdfError):
-    """The compiler failed, or the sources declare no function or an invalid one."""
 
 
 def guest_dir() -> Path:

@@ -14,14 +14,13 @@ import datetime
 import hashlib
 import json
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import abi
-from .adapters import engine_of
+from .adapters import adapter_for
 from .capabilities import SecretStore
 from .errors import RegistrationError, UsageError, WasmUdfError
 from .limits import Limits
@@ -70,28 +69,15 @@ class AttachReport:
 
 
 def _rows(con: Any, sql: str, params: tuple = ()) -> list[tuple]:
-    return [tuple(r) for r in con.execute(sql, list(params) if engine_of(con) == "duckdb" else params).fetchall()]
+    return adapter_for(con).query(con, sql, params)[1]
 
 
-@contextmanager
-def _transaction(con: Any) -> Iterator[None]:
-    if engine_of(con) == "sqlite":
-        with con:
-            yield
-        return
-    con.execute("BEGIN TRANSACTION")
-    try:
-        yield
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    con.execute("COMMIT")
+def _transaction(con: Any) -> AbstractContextManager[None]:
+    return adapter_for(con).transaction(con)
 
 
 def _has_table(con: Any) -> bool:
-    if engine_of(con) == "sqlite":
-        return bool(_rows(con, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)))
-    return bool(_rows(con, "SELECT 1 FROM information_schema.tables WHERE table_name = ?", (TABLE,)))
+    return adapter_for(con).has_table(con, TABLE)
 
 
 def _default_name(source: Source | Module, module: Module) -> str:
@@ -209,7 +195,7 @@ def _attach_row(con: Any, row: tuple, policy: Policy | None, secrets: SecretStor
         policy=policy,
         name=name,
     )
-    return register(con, module, replace=True)
+    return register(con, module, replace=True).names
 
 
 def uninstall(con: Any, name: str) -> list[str]:

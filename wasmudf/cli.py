@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import trust, wasmbin
+from .adapters import Adapter, adapter_named, file_engine, is_engine_error
 from .catalog import AttachReport, attach, install, installed, uninstall
 from .errors import UsageError, WasmUdfError
 from .limits import Limits
@@ -49,12 +50,8 @@ def _engine_for(db: str | None, engine: str | None) -> str:
     new file or memory."""
     if db and Path(db).is_file() and Path(db).stat().st_size > 0:  # SQLite leaves new files empty
         with open(db, "rb") as f:
-            head = f.read(16)
-        if head.startswith(b"SQLite format 3\0"):
-            found = "sqlite"
-        elif head[8:12] == b"DUCK":
-            found = "duckdb"
-        else:
+            found = file_engine(f.read(16))
+        if found is None:
             raise UsageError(f"{db} is neither a SQLite nor a DuckDB database")
         if engine and engine != found:
             raise UsageError(f"{db} is a {found} database, not {engine}")
@@ -62,15 +59,9 @@ def _engine_for(db: str | None, engine: str | None) -> str:
     return engine or "duckdb"
 
 
-def _connect(db: str | None, engine: str | None) -> tuple[Any, str]:
-    engine = _engine_for(db, engine)
-    if engine == "duckdb":
-        import duckdb
-
-        return duckdb.connect(db or ":memory:"), engine
-    import apsw
-
-    return apsw.Connection(db or ":memory:"), engine
+def _connect(db: str | None, engine: str | None) -> tuple[Any, Adapter]:
+    adapter = adapter_named(_engine_for(db, engine))
+    return adapter.connect(db), adapter
 
 
 def _on_db(args: argparse.Namespace, work: Callable[[Any], T]) -> T:
@@ -100,7 +91,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
     modules = [] if args.no_examples else example_paths()
     modules += args.udf or []
-    con, engine = _connect(args.db, args.engine)
+    con, adapter = _connect(args.db, args.engine)
     try:
         refused = False
         if args.db:
@@ -111,19 +102,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
             modules = [m for m in modules if not _all_installed(m, installed_names)]
         for path in modules:
             register(con, path, replace=True)
-        if engine == "duckdb":
-            result = con.execute(args.query)
-            columns = [d[0] for d in result.description or []]
-            rows = result.fetchall()
-        else:
-            import apsw
-
-            cursor = con.execute(args.query)
-            try:
-                columns = [d[0] for d in cursor.get_description()]
-            except apsw.ExecutionCompleteError:  # a statement that returns no rows
-                columns = []
-            rows = list(cursor)
+        columns, rows = adapter.query(con, args.query)
         if args.json:
             print(json.dumps([dict(zip(columns, r)) for r in rows], default=str))
         elif columns:
@@ -423,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wasmudf: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # database errors: report them like the engine's own shell
-        if type(exc).__module__.split(".")[0] in ("duckdb", "_duckdb", "apsw"):
+        if is_engine_error(exc):
             print(f"wasmudf: {type(exc).__name__}: {str(exc).strip()}", file=sys.stderr)
             return 1
         raise

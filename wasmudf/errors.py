@@ -135,3 +135,7 @@ class StackLimitExceeded(LimitExceeded):
 
 class OutputLimitExceeded(LimitExceeded):
     limit = "output_bytes"
+
+
+class BuildError(WasmUdfError):
+    """The compiler failed, or the sources declare no function or an invalid one."""

@@ -1,10 +1,12 @@
 """One instantiated module in its own wasmtime Store: fast calls and checked memory access.
 
 An :class:`Instance` belongs to one thread (ABI §7); :class:`InstancePool` hands each thread
-its own and replaces an instance that failed. Calls go through ``wasmtime_func_call_unchecked``:
-from the C accelerator's ``Core`` when it is built (~0.1 µs a call), else via ctypes with
-preallocated argument slots (~1 µs); wasmtime-py's ``Func.__call__`` costs ~50 µs. Export
-signatures were checked at load time, which is what makes the unchecked call sound.
+its own and replaces an instance that failed. Every guest call goes through the instance's
+core, which calls ``wasmtime_func_call_unchecked``: the C accelerator's ``Core`` when it is
+built (~0.1 µs a call), else :class:`~wasmudf.pycore.PyCore` via ctypes (~1 µs);
+wasmtime-py's ``Func.__call__`` costs ~50 µs. Export signatures were checked at load time,
+which is what makes the unchecked call sound. Failures found by either core come back
+through :meth:`Instance._on_failure`, so every error text is written here once.
 """
 
 from __future__ import annotations
@@ -36,31 +38,13 @@ from .errors import (
     TimeLimitExceeded,
 )
 from .limits import Limits
+from .pycore import PyCore, arm_deadline
 
-U32 = 0xFFFFFFFF
 ERROR_MESSAGE_MAX = 4096
-RESET_EVERY = 64
-_NO_DEADLINE = 1 << 62
 
 
-_symbol = _native.symbol
-c_void_p, c_size_t, c_uint64 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint64
-# Our own prototypes over wasmtime-py's library, taking plain ints: much cheaper than the
-# wrappers in wasmtime._bindings. The call itself releases the GIL (CFUNCTYPE) so DuckDB's
-# threads run Wasm in parallel; the tiny accessors keep it (PYFUNCTYPE).
-_call_unchecked = ctypes.CFUNCTYPE(c_void_p, c_void_p, c_void_p, c_void_p, c_size_t, c_void_p)(
-    _symbol("wasmtime_func_call_unchecked")
-)
-_memory_data = ctypes.PYFUNCTYPE(c_void_p, c_void_p, c_void_p)(_symbol("wasmtime_memory_data"))
-_memory_size = ctypes.PYFUNCTYPE(c_size_t, c_void_p, c_void_p)(_symbol("wasmtime_memory_data_size"))
-_set_deadline = ctypes.PYFUNCTYPE(None, c_void_p, c_uint64)(_symbol("wasmtime_context_set_epoch_deadline"))
-_error_new = ctypes.PYFUNCTYPE(c_size_t, ctypes.c_char_p)(_symbol("wasmtime_error_new"))
-_EPOCH_CALLBACK = ctypes.CFUNCTYPE(
-    c_size_t, c_void_p, c_void_p, ctypes.POINTER(c_uint64), ctypes.POINTER(ctypes.c_uint8)
-)
-_deadline_callback = ctypes.PYFUNCTYPE(None, c_void_p, _EPOCH_CALLBACK, c_void_p, c_void_p)(
-    _symbol("wasmtime_store_epoch_deadline_callback")
-)
+#: The core every Instance holds: the C accelerator's when it is built, else its twin.
+CoreClass: Any = _native.speedups.Core if _native.speedups is not None else PyCore
 
 
 @dataclass
@@ -83,8 +67,6 @@ class InstanceSpec:
 class Instance:
     """A store, an instance of the module in it, and fast calls into its exports."""
 
-    MAX_SLOTS = 4
-
     def __init__(self, spec: InstanceSpec, function: str | None = None):
         """Instantiate the module in a new store: the start function, ``_initialize`` and the
         ABI version check run here, under the module's limits.
@@ -102,7 +84,6 @@ class Instance:
         self.spec = spec
         self.label = spec.label
         self._broken = False
-        self._core: Any = None
         #: Aggregate states opened in this instance and not yet finished (leak checks).
         self.live_states = 0
         #: States dropped while open, to be finalized by this instance's own thread (see
@@ -118,19 +99,9 @@ class Instance:
             memories=1,
         )
         self._store = store
-        self._ctx = ctypes.cast(store._context(), c_void_p).value
-        self._ticks = None if limits.timeout_ms is None else int(limits.timeout_ms // spec.tick_ms) + 2
-        self._armed_epoch = -1
-        self._fuel = limits.fuel
-        # Only `log` keeps per-call state (its message budget); skip the reset otherwise.
-        self._counts_logs = "log" in spec.granted_imports
-        self._interrupt_check: Callable[[], bool] | None = None
-        self._ticks_left: int | None = None
-        self._slots = (ctypes.c_uint64 * (2 * self.MAX_SLOTS))()
-        self._slots_addr = ctypes.addressof(self._slots)
-        self._trap = ctypes.c_void_p()
-        self._trap_addr = ctypes.addressof(self._trap)
-
+        ctx = ctypes.cast(store._context(), ctypes.c_void_p).value
+        ticks = -1 if limits.timeout_ms is None else int(limits.timeout_ms // spec.tick_ms) + 2
+        fuel = -1 if limits.fuel is None else limits.fuel
         self._log_budget = LogBudget()
         linker = wasmtime.Linker(spec.engine)
         for name, (ty, fn) in host_imports(spec.capabilities, spec.granted_imports, self._log_budget).items():
@@ -138,38 +109,34 @@ class Instance:
         if spec.wasi:
             linker.define_wasi()
             store.set_wasi(_sandboxed_wasi())
-        self.arm_deadline(force=True)
+        # The start function runs under the limits too; the core arms every later call.
+        arm_deadline(ctx, ticks)
         with translate_errors(self, "instantiation"):
-            if self._fuel is not None:
-                store.set_fuel(self._fuel)
+            if fuel >= 0:
+                store.set_fuel(fuel)
             instance = linker.instantiate(store, spec.compiled)
         self._exports = instance.exports(store)
         memory = self._exports["memory"]
         assert isinstance(memory, wasmtime.Memory)  # checked at load time
         self._memory = memory
-        self._mem_addr = ctypes.addressof(memory._memory)
         self._func_addrs: dict[str, int] = {}
-        self._scratch = (0, 0)
-        self._calls_since_reset = 0
         self._keep: list[Any] = []
-        speedups = _native.speedups
-        if speedups is None:
-            self._epoch_callback = _EPOCH_CALLBACK(self._epoch_reached)  # kept alive with self
-            _deadline_callback(ctypes.cast(store.ptr(), c_void_p).value, self._epoch_callback, None, None)
-        else:
-            self._core = speedups.Core(
-                ctypes.cast(store.ptr(), c_void_p).value,
-                self._ctx,
-                self._mem_addr,
-                self.func_addr("wasmudf_reset"),
-                self.func_addr("wasmudf_alloc"),
-                -1 if self._ticks is None else self._ticks,
-                -1 if self._fuel is None else self._fuel,
-                spec.ticker,
-                self._log_budget.new_call if self._counts_logs else None,
-                self._on_failure,
-                self,
-            )
+        #: Makes this instance's guest calls: the C accelerator's ``Core`` or its pure-Python
+        #: twin :class:`~wasmudf.pycore.PyCore`, which has the same methods.
+        self.core: Any = CoreClass(
+            ctypes.cast(store.ptr(), ctypes.c_void_p).value,
+            ctx,
+            ctypes.addressof(memory._memory),
+            self.func_addr("wasmudf_reset"),
+            self.func_addr("wasmudf_alloc"),
+            ticks,
+            fuel,
+            spec.ticker,
+            # Only `log` keeps per-call state (its message budget); skip the hook otherwise.
+            self._log_budget.new_call if "log" in spec.granted_imports else None,
+            self._on_failure,
+            self,
+        )
         if spec.has_initialize:
             self.call("_initialize", (), what="_initialize")
         version = self.call("wasmudf_abi_version", (), what="wasmudf_abi_version")
@@ -189,32 +156,22 @@ class Instance:
     @broken.setter
     def broken(self, value: bool) -> None:
         self._broken = value
-        if value and self._core is not None:
-            self._core.dead = 1
+        core = getattr(self, "core", None)  # none yet while the instance is starting
+        if value and core is not None:
+            core.dead = 1
 
     @contextlib.contextmanager
     def interruptible(self, check: Callable[[], bool] | None) -> Iterator[None]:
         """Calls in this block stop within one epoch tick once ``check()`` is true."""
-        core = self._core
+        core = self.core
         if check is None:
             yield
-        elif core is None:
-            previous, self._interrupt_check = self._interrupt_check, check
-            try:
-                yield
-            finally:
-                self._interrupt_check = previous
-        else:
-            previous, core.interrupt_check = core.interrupt_check, check
-            try:
-                yield
-            finally:
-                core.interrupt_check = previous
-
-    @property
-    def core(self) -> Any:
-        """The C accelerator's handle on this instance, or None on the pure-Python path."""
-        return self._core
+            return
+        previous, core.interrupt_check = core.interrupt_check, check
+        try:
+            yield
+        finally:
+            core.interrupt_check = previous
 
     # -- calls ---------------------------------------------------------------------------
 
@@ -227,69 +184,13 @@ class Instance:
             addr = self._func_addrs[export] = ctypes.addressof(func._func)
         return addr
 
-    def arm_deadline(self, force: bool = False) -> None:
-        """Set the epoch deadline for the next call.
-
-        A deadline is absolute (epoch now + ticks); while the ticker has not advanced since we
-        last set it, that absolute deadline is the same as a new one would be, so setting it
-        again is skipped.
-        """
-        if self._interrupt_check is not None:
-            # Interruptible: a deadline every tick, where _epoch_reached asks the check.
-            _set_deadline(self._ctx, 1)
-            self._ticks_left = self._ticks
-            self._armed_epoch = -1
-            return
-        epoch = self.spec.ticker.epoch
-        if force or epoch != self._armed_epoch:
-            _set_deadline(self._ctx, _NO_DEADLINE if self._ticks is None else self._ticks)
-            self._armed_epoch = epoch
-
-    def _epoch_reached(self, _ctx: Any, _data: Any, delta: Any, kind: Any) -> int:
-        """The pure-Python path's epoch callback, the twin of the C accelerator's: the time
-        limit, or with an interrupt check, one look at it per tick. It runs on the calling
-        thread, holding the GIL only for itself; it must not raise."""
-        try:
-            check = self._interrupt_check
-            if check is not None:
-                if check():
-                    return _error_new(b"wasmudf: interrupted")
-                if self._ticks_left is not None:
-                    self._ticks_left -= 1
-                    if self._ticks_left <= 0:
-                        return _error_new(b"wasmudf: time limit")
-                delta[0] = 1
-                kind[0] = 0  # WASMTIME_UPDATE_DEADLINE_CONTINUE
-                return 0
-        except Exception:  # noqa: BLE001 - a failing check is not an interruption
-            delta[0] = 1
-            kind[0] = 0
-            return 0
-        return _error_new(b"wasmudf: time limit")
-
     def call(self, export: str, args: tuple[int, ...], *, what: str) -> int | None:
         """Call an export taking and returning i32s; the result as an unsigned u32, or None.
 
         Raises:
             GuestError: a trap or a limit, translated; the instance is then marked broken.
         """
-        if self._core is not None:
-            return self._core.call(self.func_addr(export), what, *args)
-        slots = self._slots
-        for i, value in enumerate(args):
-            slots[2 * i] = value & U32
-        self.arm_deadline()
-        if self._fuel is not None:
-            self._store.set_fuel(self._fuel)
-        if self._counts_logs:
-            self._log_budget.new_call()
-        err = _call_unchecked(
-            self._ctx, self.func_addr(export), self._slots_addr, self.MAX_SLOTS, self._trap_addr
-        )
-        if err or self._trap.value:
-            trap, self._trap.value = self._trap.value, None
-            self._raise_call_failure(err, trap, what)
-        return slots[0] & U32
+        return self.core.call(self.func_addr(export), what, *args)
 
     def _raise_call_failure(self, err: int | None, trap: int | None, what: str) -> None:
         self.broken = True
@@ -299,7 +200,6 @@ class Instance:
             exc = wasmtime.WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t)))
         with translate_errors(self, what):
             raise exc
-
     def status_call(self, export: str, args: tuple[int, ...], *, what: str) -> None:
         """Call an export returning a status; a non-zero status raises GuestFailure."""
         status = self.call(export, args, what=what)
@@ -353,12 +253,7 @@ class Instance:
     # -- the arena -----------------------------------------------------------------------
 
     def reset(self) -> None:
-        if self._core is not None:
-            self._core.reset()
-            return
-        self.call("wasmudf_reset", (), what="wasmudf_reset")
-        self._scratch = (0, 0)
-        self._calls_since_reset = 0
+        self.core.reset()
 
     def frame_block(self, size: int, *, what: str, fresh: bool) -> int:
         """An 8-aligned block of ``size`` bytes for one call's descriptors and buffers.
@@ -366,30 +261,14 @@ class Instance:
         The arena need not be reset before every call (ABI §7: the host resets when it
         likes), so a call whose guest allocates nothing of its own (``fresh`` False: no
         variable-length data) reuses the previous call's block, and the arena is reset every
-        ``RESET_EVERY`` calls to bound whatever scratch the guest took meanwhile. That saves
-        two of the three guest calls per batch.
+        ``RESET_EVERY`` (64) calls to bound whatever scratch the guest took meanwhile. That
+        saves two of the three guest calls per batch.
         """
-        if self._core is not None:
-            return self._core.frame_block(size, what, fresh)
-        addr, capacity = self._scratch
-        if fresh or not addr or capacity < size or self._calls_since_reset >= RESET_EVERY:
-            self.reset()
-            capacity = max(size, 4096)
-            addr = self.alloc(capacity, 8, what=what)
-            self._scratch = (addr, capacity)
-        self._calls_since_reset += 1
-        return addr
+        return self.core.frame_block(size, what, fresh)
 
     def alloc(self, size: int, align: int, *, what: str) -> int:
         """A block from ``wasmudf_alloc``, checked to be non-zero, aligned and in memory."""
-        if self._core is not None:
-            return self._core.alloc(size, align, what)
-        addr = self.call("wasmudf_alloc", (size, align), what=what)
-        assert addr is not None
-        _, mem_size = self.memory()
-        if addr == 0 or addr % align or addr + size > mem_size:
-            self._raise_bad_alloc(what, size, align, addr, mem_size)
-        return addr
+        return self.core.alloc(size, align, what)
 
     def _raise_bad_alloc(self, what: str, size: int, align: int, addr: int, mem_size: int) -> None:
         self.broken = True
@@ -414,16 +293,13 @@ class Instance:
 
     def memory(self) -> tuple[int, int]:
         """(base address, size in bytes) of linear memory, read afresh: any call may grow it."""
-        if self._core is not None:
-            return self._core.memory()
-        return _memory_data(self._ctx, self._mem_addr), _memory_size(self._ctx, self._mem_addr)
+        return self.core.memory()
 
     def guest_message(self) -> str | None:
         """The guest's ``wasmudf_error`` text, bounded and decoded leniently, if it has one."""
         if not self.spec.has_error_export:
             return None
         try:
-            self.arm_deadline(force=True)
             addr = self.call("wasmudf_error", (), what="wasmudf_error")
         except GuestError:
             return None

@@ -16,11 +16,11 @@ from . import abi, wasmbin
 from .abi import Manifest, format_signature
 from .aggregates import AggregateFunction
 from .capabilities import CapabilityContext, SecretStore, secret_store
-from .engine import ENGINES, EPOCH_TICK_MS, EngineKey
 from .errors import ExportError, GuestError, ManifestError, ModuleError, PolicyError
 from .functions import ScalarFunction
 from .instance import Instance, InstancePool, InstanceSpec
 from .limits import Limits
+from .runtime import ENGINES, EPOCH_TICK_MS, EngineKey
 from .trust import Policy, check_pin
 
 Source = str | os.PathLike[str] | bytes | bytearray | memoryview

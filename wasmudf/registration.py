@@ -1,21 +1,56 @@
-"""``register``: put a module's functions on a DuckDB or SQLite (apsw) connection."""
+"""``register``: put a module's functions on a DuckDB or SQLite (apsw, ``sqlite3``) connection."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from importlib import import_module
 from typing import Any
 
-from .adapters import NameTaken, engine_of
+from .adapters import Adapter, NameTaken, adapter_for
 from .errors import RegistrationError
 from .module import Module, Source, load
 
 
-def register(con: Any, source: Module | Source, *, replace: bool = False, **load_options: Any) -> list[str]:
-    """Register every function of a module on ``con`` and return their SQL names.
+class Registration(list):
+    """What :func:`register` did: the list of the SQL function names it registered (it is
+    that list), and what is needed to undo it or to interrupt the connection's queries.
+
+    Attributes:
+        connection: the connection the functions were registered on.
+        module: the loaded :class:`Module` they run in.
+    """
+
+    def __init__(self, connection: Any, module: Module, adapter: Adapter, functions: list[Any]):
+        super().__init__(fn.name for fn in functions)
+        self.connection = connection
+        self.module = module
+        self._adapter = adapter
+        self._functions = functions
+
+    @property
+    def names(self) -> list[str]:
+        """The SQL function names, as a plain list."""
+        return list(self)
+
+    @property
+    def path(self) -> str:
+        """The module's file path, or its label when it was loaded from bytes."""
+        return self.module.label
+
+    def unregister(self) -> None:
+        """Remove these functions from the connection (names no longer there are skipped)."""
+        _unregister_all(self._adapter, self.connection, self._functions)
+
+    def interrupt(self) -> None:
+        """Interrupt the connection's running query (see :func:`interrupt`)."""
+        self._adapter.interrupt(self.connection)
+
+
+def register(con: Any, source: Module | Source, *, replace: bool = False, **load_options: Any) -> Registration:
+    """Register every function of a module on ``con``; returns a :class:`Registration`, the
+    list of their SQL names.
 
     Args:
-        con: a ``duckdb.DuckDBPyConnection`` or an ``apsw.Connection``.
+        con: a ``duckdb.DuckDBPyConnection``, an ``apsw.Connection`` or a ``sqlite3.Connection``.
         source: a loaded :class:`Module`, or a path / bytes passed to :func:`load`.
         replace: replace functions of the same name that exist on the connection
             (built-in functions are never replaced).
@@ -23,67 +58,65 @@ def register(con: Any, source: Module | Source, *, replace: bool = False, **load
 
     Engine APIs used: DuckDB ``create_function(type="arrow")`` (an aggregate ``f`` becomes
     ``f_list`` over ``list()`` plus a temporary macro ``f``); apsw ``create_scalar_function``,
-    ``create_aggregate_function`` and, for window-capable aggregates, ``create_window_function``.
+    ``create_aggregate_function`` and, for window-capable aggregates, ``create_window_function``;
+    ``sqlite3`` ``create_function``, ``create_aggregate`` and ``create_window_function``.
 
     Raises:
         RegistrationError: a name exists (and ``replace`` is False, or it is built in), or
             the engine cannot take a function's types; nothing is registered then.
         ModuleError, ManifestError, ExportError, PolicyError: from :func:`load`.
     """
-    engine = engine_of(con)
+    adapter = adapter_for(con)
     if isinstance(source, Module):
         if load_options:
             raise RegistrationError("load options were given with an already loaded Module")
         module = source
     else:
         module = load(source, **load_options)
-    adapter = import_module(f".adapters.{engine}", __package__)
     functions = list(module.functions.values())
     for fn in functions:
         adapter.check_supported(fn)
-    names = [fn.name for fn in functions]
     occupied = [n for fn in functions for n in adapter.sql_names(fn)]
     existing = adapter.existing_functions(con, occupied)
     for name in occupied:
-        builtin = existing.get(name.lower())
-        if builtin is None:
-            continue
-        if builtin:
-            raise RegistrationError(f"`{name}` is a built-in {engine} function and cannot be replaced")
-        if not replace:
-            raise RegistrationError(
-                f"a function named `{name}` already exists on this {engine} connection; "
-                "pass replace=True to replace it"
-            )
+        if name.lower() in existing:
+            _check_replaceable(adapter, name, existing[name.lower()], replace)
     done: list[Any] = []
     try:
         for fn in functions:
             for name in adapter.sql_names(fn):
                 if name.lower() in existing:
-                    adapter.unregister(con, name, numargs=len(fn.spec.params))
-            _register_one(adapter, con, fn, replace, engine)
+                    adapter.unregister(con, name, len(fn.spec.params))
+            _register_one(adapter, con, fn, replace)
             done.append(fn)
     except BaseException:
-        unregister(con, done)  # all or nothing
+        _unregister_all(adapter, con, done)  # all or nothing
         raise
-    return names
+    return Registration(con, module, adapter, functions)
 
 
-def _register_one(adapter: Any, con: Any, fn: Any, replace: bool, engine: str) -> None:
+def _check_replaceable(adapter: Adapter, name: str, builtin: bool, replace: bool) -> None:
+    """The one rule for a name that is taken: never a built-in, others with ``replace``."""
+    if builtin:
+        raise RegistrationError(f"`{name}` is a built-in {adapter.engine} function and cannot be replaced")
+    if not replace:
+        raise RegistrationError(
+            f"a function named `{name}` already exists on this {adapter.engine} connection; "
+            "pass replace=True to replace it"
+        )
+
+
+def _register_one(adapter: Adapter, con: Any, fn: Any, replace: bool) -> None:
+    create = adapter.register_aggregate if fn.kind == "aggregate" else adapter.register_scalar
     try:
-        adapter.register_function(con, fn)
-    except NameTaken as taken:
-        if taken.builtin:
-            raise RegistrationError(
-                f"`{taken.name}` is a built-in {engine} function and cannot be replaced"
-            ) from None
-        if not replace:
-            raise RegistrationError(
-                f"a function named `{taken.name}` already exists on this {engine} connection; "
-                "pass replace=True to replace it"
-            ) from None
-        adapter.unregister(con, taken.name, numargs=len(fn.spec.params))
-        adapter.register_function(con, fn)
+        create(con, fn)
+    except NameTaken as taken:  # a name the adapter could only find by registering
+        try:
+            _check_replaceable(adapter, taken.name, taken.builtin, replace)
+        except RegistrationError as exc:
+            raise exc from None
+        adapter.unregister(con, taken.name, len(fn.spec.params))
+        create(con, fn)
 
 
 def interrupt(con: Any) -> None:
@@ -91,26 +124,22 @@ def interrupt(con: Any) -> None:
     is running for it within one epoch tick (5 ms); the query fails with ``CallInterrupted``
     or the engine's own interruption error.
 
-    On SQLite this is ``con.interrupt()``, which wasmudf's functions also notice by
-    themselves. DuckDB's ``interrupt()`` is invisible to a running Python UDF, so there a
-    guest call notices only this function; plain ``con.interrupt()`` takes effect when the
-    running call returns (within ``Limits.timeout_ms``).
+    On apsw this is ``con.interrupt()``, which wasmudf's functions also notice by themselves.
+    DuckDB's and ``sqlite3``'s ``interrupt()`` are invisible to a running Python function, so
+    there a guest call notices only this function; plain ``con.interrupt()`` takes effect
+    when the running call returns (within ``Limits.timeout_ms``).
     """
-    engine = engine_of(con)
-    if engine == "duckdb":
-        from .adapters.duckdb import interrupt as duckdb_interrupt
-
-        duckdb_interrupt(con)
-    else:
-        con.interrupt()
+    adapter_for(con).interrupt(con)
 
 
 def unregister(con: Any, functions: Iterable[Any]) -> None:
     """Remove functions (function objects or FunctionSpecs) from ``con``; names that are not
     there are skipped. Built-in functions are never touched."""
-    engine = engine_of(con)
-    adapter = import_module(f".adapters.{engine}", __package__)
+    _unregister_all(adapter_for(con), con, functions)
+
+
+def _unregister_all(adapter: Adapter, con: Any, functions: Iterable[Any]) -> None:
     for fn in functions:
         spec = getattr(fn, "spec", fn)
         for name in adapter.sql_names(fn):
-            adapter.unregister(con, name, numargs=len(spec.params))
+            adapter.unregister(con, name, len(spec.params))

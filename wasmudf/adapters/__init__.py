@@ -1,8 +1,17 @@
-"""Engine adapters: thin translations of function objects into one engine's API."""
+"""Engine adapters: each translates function objects into one engine's API.
+
+An adapter is an object with the :class:`Adapter` methods; :func:`adapter_for` finds the one
+for a connection by its type, :func:`adapter_named` the one for an engine name (the CLI's
+``--engine``). Adding an engine is one module here and one line in ``_ADAPTERS``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from importlib import import_module
+from typing import Any, Protocol
 
 from ..errors import RegistrationError
 
@@ -16,15 +25,113 @@ class NameTaken(Exception):
         self.builtin = builtin
 
 
-def engine_of(con: Any) -> str:
-    """``"duckdb"`` or ``"sqlite"`` for a supported connection object."""
+class Adapter(Protocol):
+    """What wasmudf needs from an engine."""
+
+    #: The engine's name in messages and on the CLI: "duckdb" or "sqlite".
+    engine: str
+    #: Whether ``con.interrupt()`` alone stops a running guest call (else wasmudf.interrupt).
+    notices_own_interrupt: bool
+
+    def connection_types(self) -> tuple[type, ...]:
+        """The connection classes this adapter serves."""
+
+    # -- registration ------------------------------------------------------------------
+
+    def check_supported(self, fn: Any) -> None:
+        """Raise RegistrationError if the engine cannot take ``fn`` (its kind or types)."""
+
+    def sql_names(self, fn: Any) -> list[str]:
+        """The SQL names ``fn`` (a function object or FunctionSpec) occupies."""
+
+    def existing_functions(self, con: Any, names: list[str]) -> dict[str, bool]:
+        """Which of ``names`` exist on ``con`` (lower-cased) → "is built in". An adapter may
+        leave names out that it can only find by registering: it raises NameTaken then."""
+
+    def register_scalar(self, con: Any, fn: Any) -> None: ...
+
+    def register_aggregate(self, con: Any, fn: Any) -> None:
+        """Register an aggregate; a ``window`` one is also usable with OVER."""
+
+    def unregister(self, con: Any, name: str, numargs: int) -> None:
+        """Remove the function of that name (and arity) wasmudf registered, if any."""
+
+    def interrupt(self, con: Any) -> None:
+        """Interrupt ``con``'s query and stop its running guest calls within one tick."""
+
+    # -- databases: the catalog and the CLI --------------------------------------------
+
+    def connect(self, database: str | None) -> Any:
+        """A connection to a database file, or to memory for None."""
+
+    def owns_file(self, header: bytes) -> bool:
+        """Whether a database file starting with ``header`` (16 bytes) is this engine's."""
+
+    def query(self, con: Any, sql: str, params: tuple = ()) -> tuple[list[str], list[tuple]]:
+        """Run one statement: its column names and rows."""
+
+    def transaction(self, con: Any) -> AbstractContextManager[None]:
+        """A block committed at its end, rolled back on an exception."""
+
+    def has_table(self, con: Any, name: str) -> bool: ...
+
+    def is_engine_error(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is the engine's own error (reported as such by the CLI)."""
+
+
+#: (the package a connection's type comes from, the adapter module serving it).
+_ADAPTERS = (("duckdb", "duckdb"), ("apsw", "sqlite_apsw"), ("sqlite3", "sqlite_stdlib"))
+_BY_TYPE: dict[type, Adapter] = {}
+
+
+def _adapters(loaded_only: bool) -> Iterator[Adapter]:
+    for package, module in _ADAPTERS:
+        # A connection exists only once its engine's package is imported: no other is loaded.
+        if loaded_only and package not in sys.modules:
+            continue
+        try:
+            yield import_module(f".{module}", __name__).ADAPTER
+        except ImportError:  # the engine is not installed
+            continue
+
+
+def adapter_for(con: Any) -> Adapter:
+    """The adapter serving ``con``'s type.
+
+    Raises:
+        RegistrationError: no adapter serves it.
+    """
     cls = type(con)
-    module = cls.__module__ or ""
-    if module.split(".")[0] in ("duckdb", "_duckdb") and hasattr(con, "create_function"):
-        return "duckdb"
-    if module.split(".")[0] == "apsw" and hasattr(con, "create_scalar_function"):
-        return "sqlite"
-    raise RegistrationError(
-        f"cannot register on a {module}.{cls.__name__}: wasmudf supports "
-        "duckdb.DuckDBPyConnection and apsw.Connection"
-    )
+    found = _BY_TYPE.get(cls)
+    if found is None:
+        for adapter in _adapters(loaded_only=True):
+            if issubclass(cls, adapter.connection_types()):
+                found = _BY_TYPE[cls] = adapter
+                break
+        else:
+            raise RegistrationError(
+                f"cannot register on a {cls.__module__}.{cls.__name__}: wasmudf supports "
+                "duckdb.DuckDBPyConnection, apsw.Connection and sqlite3.Connection"
+            )
+    return found
+
+
+def adapter_named(engine: str) -> Adapter:
+    """The adapter of an engine by name ("duckdb" or "sqlite": apsw serves SQLite files)."""
+    for adapter in _adapters(loaded_only=False):
+        if adapter.engine == engine:
+            return adapter
+    raise RegistrationError(f"no installed adapter for {engine!r}")
+
+
+def file_engine(header: bytes) -> str | None:
+    """The engine whose database file starts with ``header``, or None."""
+    for adapter in _adapters(loaded_only=False):
+        if adapter.owns_file(header):
+            return adapter.engine
+    return None
+
+
+def is_engine_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is an error of one of the engines (not of wasmudf or Python)."""
+    return any(adapter.is_engine_error(exc) for adapter in _adapters(loaded_only=True))

@@ -14,13 +14,16 @@ import functools
 import inspect
 import time
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pyarrow as pa
 
 from ..aggregates import AggregateFunction
-from ..errors import RegistrationError
-from ..functions import ScalarFunction, plain_array
+from ..columns import plain_array
+from ..errors import ArgumentTypeError, RegistrationError
+from ..functions import ScalarFunction
 from . import NameTaken
 
 SQL_TYPES = {
@@ -52,35 +55,11 @@ def _ours(con: Any) -> set[str]:
     return _OURS.setdefault(con, set())
 
 
-def existing_functions(con: Any, names: list[str]) -> dict[str, bool]:
-    """Which of ``names`` this connection already has from wasmudf (lower-cased → False,
-    "not built in"); other existing names surface as NameTaken from register_function."""
-    ours = _ours(con)
-    return {n.lower(): False for n in names if n.lower() in ours}
-
-
-def check_supported(fn: Any) -> None:
-    if not isinstance(fn, (ScalarFunction, AggregateFunction)):
-        raise RegistrationError(f"`{fn.name}`: DuckDB cannot register a {type(fn).__name__}")
-    if not fn.spec.params:
-        raise RegistrationError(
-            f"`{fn.name}` takes no arguments; DuckDB's arrow UDFs cannot tell how many rows to produce for it"
-        )
-
-
-def sql_names(fn: Any) -> list[str]:
-    """The SQL names a function (or its FunctionSpec) occupies: an aggregate also takes
-    ``<name>_list``."""
-    if fn.kind == "aggregate":
-        return [fn.name, list_form(fn.name)]
-    return [fn.name]
-
-
 def list_form(name: str) -> str:
     return f"{name}_list"
 
 
-def unregister(con: Any, name: str, numargs: int = -1) -> None:
+def _unregister(con: Any, name: str) -> None:
     """Remove a Python UDF or a temporary macro of that name, if there is one."""
     _ours(con).discard(name.lower())
     try:
@@ -123,7 +102,7 @@ def _is_temp_macro(con: Any, name: str) -> bool:
 _INTERRUPTED_AT: weakref.WeakKeyDictionary[Any, list[float]] = weakref.WeakKeyDictionary()
 
 
-def interrupt(con: Any) -> None:
+def _interrupt(con: Any) -> None:
     """Interrupt the connection's query, and stop its running guest calls within one tick."""
     _INTERRUPTED_AT.setdefault(con, [0.0])[0] = time.monotonic()
     con.interrupt()
@@ -140,11 +119,8 @@ def _interrupt_check(con: Any) -> Any:
     return for_call
 
 
-def register_function(con: Any, fn: ScalarFunction | AggregateFunction) -> None:
+def _register_scalar(con: Any, fn: ScalarFunction) -> None:
     """Create the DuckDB function (its names must be free)."""
-    if isinstance(fn, AggregateFunction):
-        _register_aggregate(con, fn)
-        return
     spec = fn.spec
     check_for_call = _interrupt_check(con)
 
@@ -185,7 +161,7 @@ def _register_aggregate(con: Any, fn: AggregateFunction) -> None:
 
     def udf(*lists: pa.ChunkedArray | pa.Array) -> pa.Array:
         # One row per group (or per window frame), each a list of the group's values.
-        return fn.aggregate_lists(*lists, interrupted=check_for_call())
+        return fn.aggregate_lists(*_per_parameter(fn, lists), interrupted=check_for_call())
 
     udf.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inspect.Parameter("lists", inspect.Parameter.POSITIONAL_ONLY)]
@@ -217,5 +193,104 @@ def _register_aggregate(con: Any, fn: AggregateFunction) -> None:
         # TEMP: the macro must not outlive the connection whose Python function it calls.
         _created(con, spec.name, lambda: con.execute(f'CREATE TEMP MACRO "{spec.name}"({params}) AS "{impl}"({lists})'))
     except BaseException:
-        unregister(con, impl)
+        _unregister(con, impl)
         raise
+
+
+def _per_parameter(fn: AggregateFunction, lists: tuple[Any, ...]) -> list[pa.Array]:
+    """The list arguments as one list array per parameter: an aggregate of several
+    parameters gets one list of structs (``list({'a0': x, 'a1': w})``), split here."""
+    columns = [plain_array(c) for c in lists]
+    nparams = len(fn.spec.params)
+    if len(columns) != 1 or nparams == 1:
+        return columns
+    lists_of_structs = columns[0]
+    if not pa.types.is_list(lists_of_structs.type) or not pa.types.is_struct(lists_of_structs.type.value_type):
+        raise ArgumentTypeError(f"`{fn.name}` takes a list of structs of {nparams} fields")
+    struct_values = lists_of_structs.values
+    if struct_values.type.num_fields != nparams:
+        raise ArgumentTypeError(f"`{fn.name}` takes structs of {nparams} fields")
+    fields = struct_values.flatten()  # parent NULLs become NULL fields
+    # A NULL list (an empty group) stays NULL in every per-parameter list.
+    return [pa.ListArray.from_arrays(lists_of_structs.offsets, f, mask=lists_of_structs.is_null()) for f in fields]
+
+
+class DuckDBAdapter:
+    engine = "duckdb"
+    notices_own_interrupt = False  # a running Python UDF does not see con.interrupt()
+
+    def connection_types(self) -> tuple[type, ...]:
+        import duckdb
+
+        return (duckdb.DuckDBPyConnection,)
+
+    # -- registration ------------------------------------------------------------------
+
+    def existing_functions(self, con: Any, names: list[str]) -> dict[str, bool]:
+        """Which of ``names`` this connection already has from wasmudf (lower-cased → False,
+        "not built in"); other existing names surface as NameTaken from register_function."""
+        ours = _ours(con)
+        return {n.lower(): False for n in names if n.lower() in ours}
+
+    def check_supported(self, fn: Any) -> None:
+        if not isinstance(fn, (ScalarFunction, AggregateFunction)):
+            raise RegistrationError(f"`{fn.name}`: DuckDB cannot register a {type(fn).__name__}")
+        if not fn.spec.params:
+            raise RegistrationError(
+                f"`{fn.name}` takes no arguments; DuckDB's arrow UDFs cannot tell how many rows to produce for it"
+            )
+
+    def sql_names(self, fn: Any) -> list[str]:
+        """The SQL names a function (or its FunctionSpec) occupies: an aggregate also takes
+        ``<name>_list``."""
+        if fn.kind == "aggregate":
+            return [fn.name, list_form(fn.name)]
+        return [fn.name]
+
+    def register_scalar(self, con: Any, fn: ScalarFunction) -> None:
+        _register_scalar(con, fn)
+
+    def register_aggregate(self, con: Any, fn: AggregateFunction) -> None:
+        _register_aggregate(con, fn)
+
+    def unregister(self, con: Any, name: str, numargs: int = -1) -> None:
+        _unregister(con, name)
+
+    def interrupt(self, con: Any) -> None:
+        _interrupt(con)
+
+    # -- databases ---------------------------------------------------------------------
+
+    def connect(self, database: str | None) -> Any:
+        import duckdb
+
+        return duckdb.connect(database or ":memory:")
+
+    def owns_file(self, header: bytes) -> bool:
+        return header[8:12] == b"DUCK"
+
+    def query(self, con: Any, sql: str, params: tuple = ()) -> tuple[list[str], list[tuple]]:
+        result = con.execute(sql, list(params))
+        columns = [d[0] for d in result.description or []]
+        return columns, [tuple(r) for r in result.fetchall()]
+
+    @contextmanager
+    def transaction(self, con: Any) -> Iterator[None]:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+    def has_table(self, con: Any, name: str) -> bool:
+        return bool(self.query(con, "SELECT 1 FROM information_schema.tables WHERE table_name = ?", (name,))[1])
+
+    def is_engine_error(self, exc: BaseException) -> bool:
+        import duckdb
+
+        return isinstance(exc, duckdb.Error)
+
+
+ADAPTER = DuckDBAdapter()

@@ -1,4 +1,4 @@
-"""wasmtime engines, the epoch ticker, and the compile cache (memory and disk).
+"""The Wasm runtime: wasmtime engines, the epoch ticker, and the compile cache (memory and disk).
 
 One :class:`wasmtime.Engine` per distinct engine configuration (fuel on/off, Wasm stack size):
 everything else about limits is per store. Compiled modules are cached in memory and, as
@@ -68,7 +68,7 @@ class Ticker:
     """A daemon thread advancing one engine's epoch every ``EPOCH_TICK_MS``.
 
     ``epoch`` mirrors the engine's counter so callers can tell cheaply whether a deadline
-    they set is still current (see ``Instance.arm_deadline``).
+    they set is still current (see ``PyCore.call``).
     """
 
     def __init__(self, engine: wasmtime.Engine):

@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 
-def frame_kind(values: Any) -> tuple[str, Any] | None:
+def series_kind(values: Any) -> tuple[str, Any] | None:
     """("pandas" | "polars", the first such Series) when any value is one, else None."""
     for v in values:
         package = type(v).__module__.partition(".")[0]

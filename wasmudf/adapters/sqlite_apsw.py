@@ -1,0 +1,200 @@
+"""SQLite through apsw: scalars become per-row functions, aggregates apsw aggregate functions,
+and window-capable aggregates apsw window functions (SQLite's rules: sqlite_rows.py).
+
+With the C accelerator this adapter's C part (``_rows.c``) serves the rows: a scalar whose
+types are all fixed-width is a ``RowCaller``, registered with SQLite itself when the
+accelerator holds SQLite's API, and a numeric aggregate's rows are packed by a ``RowBuffer``
+as SQLite steps them in, so a row costs no Python call of ours.
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import apsw
+
+from .. import _native
+from ..aggregates import AggregateFunction
+from ..errors import RegistrationError
+from ..functions import ScalarFunction
+from . import sqlite_rows
+from .sqlite_rows import ROW_BUFFER, RowFeeder
+
+#: Parameter types whose values the accelerator's RowBuffer packs as SQLite steps them in.
+_PACKED_TYPES = {"int32", "int64", "float32", "float64"}
+
+
+class ApswAdapter:
+    engine = "sqlite"
+    notices_own_interrupt = True  # the functions ask con.is_interrupted themselves
+
+    def connection_types(self) -> tuple[type, ...]:
+        return (apsw.Connection,)
+
+    # -- registration ------------------------------------------------------------------
+
+    def check_supported(self, fn: Any) -> None:
+        if not isinstance(fn, (ScalarFunction, AggregateFunction)):
+            raise RegistrationError(f"`{fn.name}`: SQLite cannot register a {type(fn).__name__}")
+
+    def sql_names(self, fn: Any) -> list[str]:
+        return [fn.name]
+
+    def existing_functions(self, con: Any, names: list[str]) -> dict[str, bool]:
+        return sqlite_rows.existing_functions(con, names)
+
+    def unregister(self, con: Any, name: str, numargs: int = -1) -> None:
+        # Registering again with None as the callable removes the function of that name and
+        # arity (whatever its kind); a new registration of the same arity replaces it anyway.
+        con.create_scalar_function(name, None, numargs=numargs)
+
+    def register_scalar(self, con: Any, fn: ScalarFunction) -> None:
+        spec = fn.spec
+        row = row_function(fn, _interrupt_check(con))
+        speedups = _native.speedups
+        if speedups is not None and isinstance(row, speedups.RowCaller) and _sqlite_api_loaded(con):
+            speedups.sqlite_register(con.sqlite3pointer(), spec.name, spec.deterministic, row)
+        else:
+            con.create_scalar_function(spec.name, row, numargs=len(spec.params), deterministic=spec.deterministic)
+
+    def register_aggregate(self, con: Any, fn: AggregateFunction) -> None:
+        spec = fn.spec
+        flags = apsw.SQLITE_DETERMINISTIC if spec.deterministic else 0
+        create = con.create_window_function if fn.window else con.create_aggregate_function
+        create(spec.name, _factory(fn, _interrupt_check(con)), numargs=len(spec.params), flags=flags)
+
+    def interrupt(self, con: Any) -> None:
+        con.interrupt()
+
+    # -- databases ---------------------------------------------------------------------
+
+    def connect(self, database: str | None) -> Any:
+        return apsw.Connection(database or ":memory:")
+
+    def owns_file(self, header: bytes) -> bool:
+        return sqlite_rows.owns_file(header)
+
+    def query(self, con: Any, sql: str, params: tuple = ()) -> tuple[list[str], list[tuple]]:
+        cursor = con.execute(sql, params)
+        try:
+            columns = [d[0] for d in cursor.get_description()]
+        except apsw.ExecutionCompleteError:  # a statement that returns no rows
+            columns = []
+        return columns, [tuple(r) for r in cursor]
+
+    @contextmanager
+    def transaction(self, con: Any) -> Iterator[None]:
+        with con:
+            yield
+
+    def has_table(self, con: Any, name: str) -> bool:
+        return sqlite_rows.has_table(con, name)
+
+    def is_engine_error(self, exc: BaseException) -> bool:
+        return isinstance(exc, apsw.Error)
+
+
+ADAPTER = ApswAdapter()
+
+
+def row_function(fn: ScalarFunction, interrupted: Callable[[], bool] | None = None) -> Callable[..., Any]:
+    """The callable SQLite calls per row. For a function whose parameters and result are all
+    fixed-width this is the accelerator's ``RowCaller``: SQLite calls straight into C, which
+    hands anything unusual (a NULL for a ``called`` function, a value of the wrong type) back
+    to :meth:`ScalarFunction.call_row`."""
+    fallback = fn.call_row if interrupted is None else functools.partial(fn.call_row, interrupted=interrupted)
+    speedups = _native.speedups
+    spec = fn.spec
+    fixed = spec.params and not spec.returns.is_varlen and not any(t.is_varlen for t in spec.params)
+    if speedups is None or not fixed:
+        return fallback
+    return speedups.RowCaller(
+        fn.thread_core, fallback, fn.name, [t.code for t in spec.params], spec.strict, spec.returns.code, interrupted
+    )
+
+
+def _sqlite_api_loaded(con: Any) -> bool:
+    """Whether the C accelerator has SQLite's API table, so a fixed-width scalar can be
+    registered with SQLite directly (rows then reach the guest without Python objects).
+
+    SQLite gives its table to any loadable extension, and the accelerator is one: loading it
+    once per process is enough (apsw carries one SQLite library). Only the C-level loading
+    is switched on, for that moment, and then put back as it was; SQL's load_extension()
+    stays off.
+    """
+    speedups = _native.speedups
+    if speedups is None or not hasattr(speedups, "sqlite_ready"):
+        return False  # built without SQLite's header
+    if speedups.sqlite_ready():
+        return True
+    option = apsw.SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION
+    was = con.config(option, -1)
+    try:
+        con.config(option, 1)
+        con.load_extension(speedups.__file__, "wasmudf_sqlite_init")
+    except apsw.Error:
+        return False  # an SQLite built without extension loading: apsw calls the RowCaller
+    finally:
+        con.config(option, was)
+    return bool(speedups.sqlite_ready())
+
+
+def _interrupt_check(con: Any) -> Callable[[], bool]:
+    """``Connection.interrupt()`` as the guest sees it: a running call stops within one tick.
+    A weak reference, so the function registered on the connection does not keep it alive."""
+    ref = weakref.ref(con)
+
+    def interrupted() -> bool:
+        c = ref()
+        return c is not None and c.is_interrupted
+
+    return interrupted
+
+
+def _factory(fn: AggregateFunction, interrupted: Callable[[], bool]) -> Callable[[], Any]:
+    """apsw's factory for one group (or window) of ``fn``.
+
+    With the C accelerator and numeric parameters, apsw's tuple form: the context is a
+    ``RowBuffer`` that packs each row as it comes, and ``step``/``inverse`` are C functions,
+    so a row costs no Python call of ours. Otherwise the class form over a RowFeeder."""
+    speedups = _native.speedups
+    codes = [t.code for t in fn.spec.params]
+    if speedups is None or not codes or any(t.name not in _PACKED_TYPES for t in fn.spec.params):
+        return lambda: _Group(RowFeeder(fn.start(interrupted)))
+
+    def packed_group() -> tuple[Any, ...]:
+        feeder = RowFeeder(fn.start(interrupted))
+        rows = speedups.RowBuffer(codes, fn.spec.strict, feeder.fold_packed, feeder.fold_row, ROW_BUFFER)
+        final = functools.partial(_packed_final, feeder)
+        if fn.window:
+            value = functools.partial(_packed_value, feeder)
+            return (rows, speedups.buffer_step, final, value, speedups.buffer_inverse)
+        return (rows, speedups.buffer_step, final)
+
+    return packed_group
+
+
+def _packed_final(feeder: RowFeeder, rows: Any) -> Any:
+    if not feeder.state.is_open:
+        return None  # a step failed and the statement reports that error
+    rows.flush()  # a failing batch releases the state itself (fold_packed)
+    return feeder.final()
+
+
+def _packed_value(feeder: RowFeeder, rows: Any) -> Any:
+    rows.flush()
+    return feeder.value()
+
+
+class _Group:
+    """apsw's aggregate and window protocol over a RowFeeder. SQLite calls ``final`` even
+    after ``step`` failed; the feeder answers NULL then."""
+
+    __slots__ = ("step", "inverse", "value", "final")
+
+    def __init__(self, feeder: RowFeeder):
+        self.step, self.inverse, self.value, self.final = feeder.step, feeder.inverse, feeder.value, feeder.final

@@ -1,0 +1,110 @@
+"""SQLite's rules, shared by its adapters (apsw and the standard ``sqlite3``).
+
+SQLite calls a function once per row with Python values, steps an aggregate's rows in one at
+a time and asks for its result at the end (``final``) or, for a window, after each frame
+move (``value``). :class:`RowFeeder` turns that into batches for an AggregateState: rows are
+buffered and reach the guest ``ROW_BUFFER`` at a time, in order (an inverse after updates
+sends the updates first). SQLite does not tell an aggregate that a step failed, so a state
+whose step failed is released at once and its ``final`` answers NULL (the statement reports
+the step's error).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from ..aggregates import AggregateState
+
+#: Rows SQLite hands over one at a time are buffered and sent to the guest this many at once.
+ROW_BUFFER = 4096
+
+
+def existing_functions(con: Any, names: list[str]) -> dict[str, bool]:
+    """Which of ``names`` exist on the connection (lower-cased), mapped to "is built in"."""
+    wanted = {n.lower() for n in names}
+    rows = con.execute("SELECT lower(name), max(builtin) FROM pragma_function_list GROUP BY 1")
+    return {name: bool(builtin) for name, builtin in rows if name in wanted}
+
+
+def has_table(con: Any, name: str) -> bool:
+    rows = con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+    return any(True for _ in rows)
+
+
+def owns_file(header: bytes) -> bool:
+    return header.startswith(b"SQLite format 3\0")
+
+
+class RowFeeder:
+    """One group (or window) of an aggregate, stepped one row at a time."""
+
+    __slots__ = ("state", "_rows", "_inverse")
+
+    def __init__(self, state: AggregateState):
+        self.state = state
+        self._rows: list[tuple[Any, ...]] = []
+        self._inverse = False
+
+    def step(self, *values: Any) -> None:
+        with self._released_on_failure():
+            self._buffer(False, values)
+
+    def inverse(self, *values: Any) -> None:
+        with self._released_on_failure():
+            self._buffer(True, values)
+
+    def value(self) -> Any:
+        with self._released_on_failure():
+            self.flush()
+            return self.state.value()
+
+    def final(self) -> Any:
+        if not self.state.is_open:
+            return None  # a step failed and the statement reports that error
+        with self._released_on_failure():
+            self.flush()
+        return self.state.finish()
+
+    def flush(self) -> None:
+        rows, self._rows = self._rows, []
+        if rows:
+            self.state.fold_rows(rows, inverse=self._inverse)
+
+    # The C RowBuffer (apsw) packs numeric rows itself and hands them over through these.
+
+    def fold_packed(self, inverse: bool, packed: list[bytes], n: int) -> None:
+        """``n`` rows packed by the accelerator's ``RowBuffer``: one little-endian buffer per
+        parameter, all fixed-width numbers."""
+        with self._released_on_failure():
+            self.flush()
+            columns = [(t.code, 0, 0, None, data, None) for t, data in zip(self.state.fn.spec.params, packed)]
+            self.state.fold_columns(columns, n, inverse=inverse)
+
+    def fold_row(self, inverse: bool, *values: Any) -> None:
+        """One row the ``RowBuffer`` could not pack (a NULL for a ``called`` aggregate, a
+        value of another type or out of range): folded at once, so the rows stay in order
+        and a wrong value is reported at its own row."""
+        with self._released_on_failure():
+            self._buffer(inverse, values)
+            self.flush()
+
+    def _buffer(self, inverse: bool, values: tuple[Any, ...]) -> None:
+        if inverse and not self.state.fn.window:
+            self.state.inverse()  # raises the UsageError that names the function
+        if self._rows and self._inverse != inverse:
+            self.flush()
+        self._inverse = inverse
+        self._rows.append(values)
+        if len(self._rows) >= ROW_BUFFER:
+            self.flush()
+
+    @contextlib.contextmanager
+    def _released_on_failure(self) -> Iterator[None]:
+        try:
+            yield
+        except BaseException:
+            self._rows = []
+            self.state.abandon()
+            raise

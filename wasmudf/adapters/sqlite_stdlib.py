@@ -1,0 +1,135 @@
+"""SQLite through Python's standard ``sqlite3``: ``create_function``, ``create_aggregate``
+and ``create_window_function`` (SQLite's rules: sqlite_rows.py).
+
+``sqlite3`` gives no native handle, so rows take the Python path (``call_row``), and no
+way to see ``Connection.interrupt()`` from a running function: ``wasmudf.interrupt(con)``
+stops a running guest call, plain ``interrupt()`` takes effect when it returns. Two limits of
+the module itself: an error raised by a function reaches SQL as ``sqlite3.OperationalError``
+("user-defined function raised exception") without its text, and a function cannot be
+removed on Python < 3.13, so unregistering replaces it with one that refuses to run.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ..aggregates import AggregateFunction
+from ..errors import RegistrationError, UsageError
+from ..functions import ScalarFunction
+from . import sqlite_rows
+from .sqlite_rows import RowFeeder
+
+#: When wasmudf.interrupt(con) last ran, per connection (sqlite3 has no is_interrupted).
+_INTERRUPTED_AT: weakref.WeakKeyDictionary[Any, list[float]] = weakref.WeakKeyDictionary()
+
+
+class StdlibSqliteAdapter:
+    engine = "sqlite"
+    notices_own_interrupt = False
+
+    def connection_types(self) -> tuple[type, ...]:
+        return (sqlite3.Connection,)
+
+    # -- registration ------------------------------------------------------------------
+
+    def check_supported(self, fn: Any) -> None:
+        if not isinstance(fn, (ScalarFunction, AggregateFunction)):
+            raise RegistrationError(f"`{fn.name}`: SQLite cannot register a {type(fn).__name__}")
+
+    def sql_names(self, fn: Any) -> list[str]:
+        return [fn.name]
+
+    def existing_functions(self, con: Any, names: list[str]) -> dict[str, bool]:
+        return sqlite_rows.existing_functions(con, names)
+
+    def unregister(self, con: Any, name: str, numargs: int = -1) -> None:
+        if sys.version_info >= (3, 13):
+            con.create_function(name, numargs, None)  # None removes the function
+            return
+
+        def unregistered(*_: Any) -> None:
+            raise UsageError(f"`{name}` was unregistered from this connection")
+
+        con.create_function(name, numargs, unregistered)
+
+    def register_scalar(self, con: Any, fn: ScalarFunction) -> None:
+        spec = fn.spec
+        check = _interrupt_check(con)
+
+        def row(*values: Any) -> Any:
+            return fn.call_row(*values, interrupted=check())
+
+        con.create_function(spec.name, len(spec.params), row, deterministic=spec.deterministic)
+
+    def register_aggregate(self, con: Any, fn: AggregateFunction) -> None:
+        check = _interrupt_check(con)
+
+        class Group:
+            """sqlite3's aggregate (and window) protocol over a RowFeeder."""
+
+            def __init__(self) -> None:
+                self.feeder = RowFeeder(fn.start(check()))
+                self.step, self.inverse, self.value = self.feeder.step, self.feeder.inverse, self.feeder.value
+
+            def finalize(self) -> Any:
+                return self.feeder.final()
+
+        nargs = len(fn.spec.params)
+        if fn.window:
+            con.create_window_function(fn.name, nargs, Group)
+        else:
+            con.create_aggregate(fn.name, nargs, Group)
+
+    def interrupt(self, con: Any) -> None:
+        _INTERRUPTED_AT.setdefault(con, [0.0])[0] = time.monotonic()
+        con.interrupt()
+
+    # -- databases ---------------------------------------------------------------------
+
+    def connect(self, database: str | None) -> Any:
+        return sqlite3.connect(database or ":memory:", isolation_level=None)
+
+    def owns_file(self, header: bytes) -> bool:
+        return sqlite_rows.owns_file(header)
+
+    def query(self, con: Any, sql: str, params: tuple = ()) -> tuple[list[str], list[tuple]]:
+        cursor = con.execute(sql, params)
+        columns = [d[0] for d in cursor.description or []]
+        return columns, [tuple(r) for r in cursor.fetchall()]
+
+    @contextmanager
+    def transaction(self, con: Any) -> Iterator[None]:
+        con.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+    def has_table(self, con: Any, name: str) -> bool:
+        return sqlite_rows.has_table(con, name)
+
+    def is_engine_error(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.Error)
+
+
+ADAPTER = StdlibSqliteAdapter()
+
+
+def _interrupt_check(con: Any) -> Callable[[], Callable[[], bool]]:
+    """A factory of per-call checks: a call is interrupted by a wasmudf.interrupt() made
+    after it began."""
+    stamp = _INTERRUPTED_AT.setdefault(con, [0.0])
+
+    def for_call() -> Callable[[], bool]:
+        started = time.monotonic()
+        return lambda: stamp[0] >= started
+
+    return for_call
