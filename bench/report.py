@@ -143,7 +143,7 @@ def vector_profile(groups) -> list[str]:
 
     fn = wasmudf.load(HERE.parent / "udfs" / "numeric" / "numeric.wasm").functions["add_i64"]
     a = pa.array(np.arange(2048, dtype=np.int64))
-    inst = fn.module._pool.get()
+    inst = fn.pool.get()
     core = inst.core
     if core is None:
         return ["(the C accelerator is not built: no per-vector profile)", ""]

@@ -28,11 +28,22 @@ def engine(request):
     return request.param
 
 
+@pytest.fixture(params=["direct", "duckdb", "sqlite", "sqlite3"])
+def conformance_engine(request):
+    """Every way to run a function: direct calls on Arrow, DuckDB, SQLite through apsw and
+    through Python's sqlite3 (what each cannot do: engines.ENGINE_TRAITS)."""
+    return request.param
+
+
 def connect(engine: str):
     if engine == "duckdb":
         import duckdb
 
         return duckdb.connect()
+    if engine == "sqlite3":
+        import sqlite3
+
+        return sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
     import apsw
 
     return apsw.Connection(":memory:")

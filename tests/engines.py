@@ -1,14 +1,45 @@
-"""Run the same query on DuckDB or SQLite and get plain Python rows back."""
+"""Run the same query on DuckDB or SQLite (apsw, sqlite3) and get plain Python rows back;
+what each engine can and cannot do is written here once (ENGINE_TRAITS), and tests ask
+these traits rather than the engine's name."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
 
+@dataclass(frozen=True)
+class Traits:
+    sql: bool = True
+    #: A float NaN survives a round trip through a table and a function result (SQLite
+    #: stores NaN as NULL).
+    keeps_nan: bool = False
+    #: A function's error reaches the caller with its own text (Python's sqlite3 replaces it
+    #: with "user-defined function raised exception").
+    error_text: bool = True
+
+
+ENGINE_TRAITS = {
+    "direct": Traits(sql=False, keeps_nan=True),
+    "duckdb": Traits(keeps_nan=True),
+    "sqlite": Traits(),  # apsw
+    "sqlite3": Traits(error_text=False),
+}
+
+
+def engine_name(con: Any) -> str:
+    package = type(con).__module__.split(".")[0]
+    return {"_duckdb": "duckdb", "duckdb": "duckdb", "apsw": "sqlite", "sqlite3": "sqlite3"}[package]
+
+
+def traits(con: Any) -> Traits:
+    return ENGINE_TRAITS[engine_name(con)]
+
+
 def is_duckdb(con: Any) -> bool:
-    return type(con).__module__.split(".")[0] in ("duckdb", "_duckdb")
+    return engine_name(con) == "duckdb"
 
 
 def guest_error(con: Any, error: type[BaseException]) -> type[BaseException]:

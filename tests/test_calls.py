@@ -129,7 +129,7 @@ def test_each_thread_gets_its_own_instance(ident):
     seen = []
 
     def work():
-        seen.append(fn.module.instantiate())  # kept alive, so ids stay distinct
+        seen.append(fn.pool.get())  # kept alive, so ids stay distinct
         assert fn(pa.array(range(1000))).to_pylist() == list(range(1000))
 
     threads = [threading.Thread(target=work) for _ in range(3)]

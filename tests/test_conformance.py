@@ -11,8 +11,8 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from conftest import EXAMPLES
-from engines import call_over_rows, is_duckdb
+from conftest import EXAMPLES, connect
+from engines import ENGINE_TRAITS, call_over_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from references import ARROW_TYPES, REFERENCES
@@ -106,48 +106,44 @@ def test_every_example_function_has_a_case(example_modules):
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_direct_call_matches_reference(name, example_modules):
-    module_name, strategies = CASES[name]
-    fn = example_modules[module_name].functions[name]
-
-    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(rows_of(strategies))
-    def check(rows):
-        columns = [
-            pa.array([r[i] for r in rows], type=ARROW_TYPES[t.name]) for i, t in enumerate(fn.spec.params)
-        ]
-        got = fn(*columns).to_pylist()
-        for row, value in zip(rows, got, strict=True):
-            assert same(value, expected(name, fn.spec, row), name), (row, value)
-
-    check()
-
-
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_sql_call_matches_reference(name, conn, example_modules):
+def test_calls_match_reference(name, conformance_engine, example_modules):
     module_name, strategies = CASES[name]
     module = example_modules[module_name]
     fn = module.functions[name]
-    wasmudf.register(conn, module)
     types = [t.name for t in fn.spec.params]
+    trait = ENGINE_TRAITS[conformance_engine]
+    con = connect(conformance_engine) if trait.sql else None
+    if con is not None:
+        wasmudf.register(con, module)
 
-    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @settings(
+        max_examples=25 if trait.sql else 60,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
     @given(rows_of(strategies))
     def check(rows):
-        if not is_duckdb(conn):
+        if not trait.keeps_nan:
             # SQLite stores NaN as NULL: the function sees what the database holds.
             rows = [tuple(None if isinstance(v, float) and math.isnan(v) else v for v in r) for r in rows]
         table = pa.table(
             {f"c{i}": pa.array([r[i] for r in rows], type=ARROW_TYPES[t]) for i, t in enumerate(types)}
         )
-        got = call_over_rows(conn, name, table, [SQL[t] for t in types])
+        if con is None:
+            got = fn(*table.columns).to_pylist()
+        else:
+            got = call_over_rows(con, name, table, [SQL[t] for t in types])
         for row, value in zip(rows, got, strict=True):
             want = expected(name, fn.spec, row)
-            if not is_duckdb(conn) and isinstance(want, float) and math.isnan(want):
+            if not trait.keeps_nan and isinstance(want, float) and math.isnan(want):
                 want = None  # and SQLite returns a NaN result as NULL
             assert same(normalize(value, fn.spec.returns.name), want, name), (row, value)
 
-    check()
+    try:
+        check()
+    finally:
+        if con is not None:
+            con.close()
 
 
 @settings(max_examples=60, deadline=None)

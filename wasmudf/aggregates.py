@@ -9,6 +9,7 @@ a group is. How an engine steps rows in (SQLite's one at a time) is its adapter'
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,8 +22,7 @@ from .errors import ArgumentTypeError, GuestError, GuestFailure, UsageError
 from .functions import BATCH_ROWS, ArrowArguments
 
 if TYPE_CHECKING:
-    from .instance import Instance
-    from .module import Module
+    from .instance import Instance, InstancePool
 
 _SHAPE_FOLD, _SHAPE_RESULT = 1, 2
 
@@ -42,19 +42,20 @@ class AggregateFunction(ArrowArguments):
 
     kind = "aggregate"
 
-    def __init__(self, module: Module, spec: FunctionSpec, *, has_merge: bool):
-        self.module = module
+    def __init__(self, pool: InstancePool, spec: FunctionSpec, *, has_merge: bool):
+        #: The module's instances, one per thread (``pool.spec.label`` names the module).
+        self.pool = pool
         self.spec = spec
         self.name = spec.name
         self.window = spec.window
         self.has_merge = has_merge
         self.return_type = spec.returns.arrow
         self._arrow_params = [t.arrow for t in spec.params]
-        limit = module.limits.output_bytes
+        limit = pool.spec.limits.output_bytes
         self._output_limit = -1 if limit is None else limit
 
     def __repr__(self) -> str:
-        return f"<AggregateFunction {self.spec.signature()} from {self.module.label}>"
+        return f"<AggregateFunction {self.spec.signature()} from {self.pool.spec.label}>"
 
     def start(self, interrupted: Callable[[], bool] | None = None) -> AggregateState:
         """A new, empty group (``__init``) in this thread's instance; ``interrupted`` stops a
@@ -92,7 +93,7 @@ class AggregateFunction(ArrowArguments):
         present = np.zeros(groups, dtype=bool)
         for c in columns:
             present |= c.is_valid().to_numpy(zero_copy_only=False)
-        with self.module._pool.get(self.name).interruptible(interrupted):
+        with self.pool.get(self.name).interruptible(interrupted):
             return self._groups(offsets, values, present, groups, interrupted)
 
     def _groups(
@@ -138,7 +139,7 @@ class AggregateFunction(ArrowArguments):
         bounds = offsets[0]
         if groups and int(np.max(np.diff(bounds), initial=0)) > BATCH_ROWS:
             return None
-        inst = self.module._pool.get(self.name)
+        inst = self.pool.get(self.name)
         core = inst.core
         export, name = spec.export, self.name
         init_f = inst.func_addr(f"{export}__init")
@@ -162,7 +163,6 @@ class AggregateFunction(ArrowArguments):
                 results.append(row_value(inst, name, spec.returns, result))
         except GuestError:
             inst.live_states = 0  # the instance and every state in it are gone
-            self.module._pool.discard()
             raise
         return pa.array(results, type=self.return_type)
 
@@ -186,7 +186,7 @@ class AggregateState:
     def __init__(self, fn: AggregateFunction, interrupted: Callable[[], bool] | None = None):
         self.fn = fn
         self._interrupted = interrupted
-        self._pool = fn.module._pool
+        self._pool = fn.pool
         self._export = fn.spec.export
         self._open = False
         inst = self._pool.get(fn.name)
@@ -194,7 +194,6 @@ class AggregateState:
         handle = self._guest(inst, lambda: inst.call(f"{self._export}__init", (), what=fn.name))
         if not handle:
             inst.broken = True
-            self._pool.discard()
             message = inst.guest_message()
             raise GuestFailure(
                 f"`{fn.name}` in {inst.label}: {self._export}__init returned 0, no state"
@@ -276,10 +275,8 @@ class AggregateState:
     def _finalize_quietly(self) -> None:
         if self._inst.broken:
             return  # the instance, and every state in it, is gone already
-        try:
+        with contextlib.suppress(GuestError):  # the instance let go of itself
             self._call_result("finalize")
-        except GuestError:
-            self._pool.discard()
 
     def __del__(self) -> None:
         # Dropped while still open: SQLite does not call `final` for a group's other
@@ -336,7 +333,6 @@ class AggregateState:
             if self._open:
                 self._open = False
                 inst.live_states -= 1
-            self._pool.discard()
             raise
 
     def _fold(self, part: str, args: Sequence[Any]) -> None:
@@ -370,11 +366,7 @@ class AggregateState:
         if part == "finalize":
             self._open = False
             self._inst.live_states -= 1
-        try:
-            return self._call_result(part)
-        except GuestError:
-            self._pool.discard()
-            raise
+        return self._call_result(part)
 
     def _call_result(self, part: str) -> Any:
         inst, name, fn = self._inst, self.fn.name, self.fn

@@ -26,10 +26,10 @@ from .columns import (
     value_kind,
 )
 from .dataframes import from_arrow, series_kind, to_arrow
-from .errors import ArgumentTypeError, GuestError
+from .errors import ArgumentTypeError
 
 if TYPE_CHECKING:
-    from .module import Module
+    from .instance import InstancePool
 
 #: Rows handed to the guest per call.
 BATCH_ROWS = 65_536
@@ -91,24 +91,25 @@ class ScalarFunction(ArrowArguments):
 
     kind = "scalar"
 
-    def __init__(self, module: Module, spec: FunctionSpec):
-        self.module = module
+    def __init__(self, pool: InstancePool, spec: FunctionSpec):
+        #: The module's instances, one per thread (``pool.spec.label`` names the module).
+        self.pool = pool
         self.spec = spec
         self.name = spec.name
         self._arrow_params = [t.arrow for t in spec.params]
         self._array_classes = [array_class(t) for t in spec.params]
         # Looked up once: the per-call path below runs for every DuckDB vector.
-        self._pool = module._pool
+        self._pool = pool
         self._export = spec.export
         self._rcode = spec.returns.code
         self._strict = spec.strict
         self._checks = [(cls, t.code, t.is_varlen) for cls, t in zip(self._array_classes, spec.params)]
-        limit = module.limits.output_bytes
+        limit = pool.spec.limits.output_bytes
         self._output_limit = -1 if limit is None else limit
         self.return_type = spec.returns.arrow
 
     def __repr__(self) -> str:
-        return f"<ScalarFunction {self.spec.signature()} from {self.module.label}>"
+        return f"<ScalarFunction {self.spec.signature()} from {self.pool.spec.label}>"
 
     # -- whole columns ---------------------------------------------------------------------
 
@@ -125,7 +126,7 @@ class ScalarFunction(ArrowArguments):
             result = self(*[to_arrow(a) for a in args], rows=rows, interrupted=interrupted)
             return from_arrow(series[0], series[1], result, self.name)
         if interrupted is not None:
-            with self.module._pool.get(self.name).interruptible(interrupted):
+            with self._pool.get(self.name).interruptible(interrupted):
                 return self(*args, rows=rows)
         spec = self.spec
         if len(args) != len(spec.params):
@@ -219,31 +220,27 @@ class ScalarFunction(ArrowArguments):
         nulls: list[tuple[int, int, bytes]] = []
         inst = self._pool.get(self.name)
         func = inst.func_addr(self.spec.export)
-        try:
-            for start in range(0, n, BATCH_ROWS):
-                m = min(BATCH_ROWS, n - start)
-                columns = [
-                    (t.code, a.offset + start, 0, None, buf, None)
-                    for a, buf, t in zip(arrays, values, self.spec.params)
-                ]
-                part = window[start * width : (start + m) * width]
-                validity, _ = inst.core.call_batch(
-                    func,
-                    self.name,
-                    m,
-                    self.spec.returns.code,
-                    self._output_limit,
-                    lambda size, part=part: part,
-                    columns,
-                    0,
-                    0,
-                    interrupted,
-                )
-                if validity is not None:
-                    nulls.append((start, m, validity))
-        except GuestError:
-            self._pool.discard()
-            raise
+        for start in range(0, n, BATCH_ROWS):
+            m = min(BATCH_ROWS, n - start)
+            columns = [
+                (t.code, a.offset + start, 0, None, buf, None)
+                for a, buf, t in zip(arrays, values, self.spec.params)
+            ]
+            part = window[start * width : (start + m) * width]
+            validity, _ = inst.core.call_batch(
+                func,
+                self.name,
+                m,
+                self.spec.returns.code,
+                self._output_limit,
+                lambda size, part=part: part,
+                columns,
+                0,
+                0,
+                interrupted,
+            )
+            if validity is not None:
+                nulls.append((start, m, validity))
         bitmap = merge_validity(n, nulls) if nulls else None
         return pa.Array.from_buffers(self.return_type, n, [bitmap, result])
 
@@ -266,24 +263,20 @@ class ScalarFunction(ArrowArguments):
         """One guest call on plain arrays of the parameter types, NULLs already handled
         (``columns``: their descriptions, when the caller has them)."""
         inst = self._pool.get(self.name)
-        try:
-            result = inst.core.call_batch(
-                inst.func_addr(self._export),
-                self.name,
-                rows,
-                self._rcode,
-                self._output_limit,
-                # A few rows' result is cheaper as bytes than as a buffer from Arrow's pool.
-                pa.allocate_buffer if rows > SMALL_RESULT_ROWS else None,
-                columns or arrow_columns(arrays, self.spec.params),
-                0,
-                0,
-                interrupted,
-            )
-            return result_array(inst, self.name, self.spec.returns, rows, result)
-        except GuestError:
-            self._pool.discard()
-            raise
+        result = inst.core.call_batch(
+            inst.func_addr(self._export),
+            self.name,
+            rows,
+            self._rcode,
+            self._output_limit,
+            # A few rows' result is cheaper as bytes than as a buffer from Arrow's pool.
+            pa.allocate_buffer if rows > SMALL_RESULT_ROWS else None,
+            columns or arrow_columns(arrays, self.spec.params),
+            0,
+            0,
+            interrupted,
+        )
+        return result_array(inst, self.name, self.spec.returns, rows, result)
 
     # -- one row ---------------------------------------------------------------------------
 
@@ -312,14 +305,10 @@ class ScalarFunction(ArrowArguments):
             except OverflowError:
                 raise ArgumentTypeError(f"`{self.name}` argument {i + 1} ({t.name}) is out of range: {v}") from None
         inst = self._pool.get(self.name)
-        try:
-            result = inst.core.call_batch(
-                inst.func_addr(self._export), self.name, 1, self._rcode, self._output_limit, None, columns, 0, 0, interrupted
-            )
-            return row_value(inst, self.name, spec.returns, result)
-        except GuestError:
-            self._pool.discard()
-            raise
+        result = inst.core.call_batch(
+            inst.func_addr(self._export), self.name, 1, self._rcode, self._output_limit, None, columns, 0, 0, interrupted
+        )
+        return row_value(inst, self.name, spec.returns, result)
 
 
 def _batches(columns: Sequence[pa.Array | pa.ChunkedArray], n: int) -> Iterator[tuple[list[pa.Array], int]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import ctypes
+import functools
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -84,6 +85,8 @@ class Instance:
         self.spec = spec
         self.label = spec.label
         self._broken = False
+        #: Called once a call failed (the pool lets go of the instance then).
+        self.on_broken: Callable[[], None] = lambda: None
         #: Aggregate states opened in this instance and not yet finished (leak checks).
         self.live_states = 0
         #: States dropped while open, to be finalized by this instance's own thread (see
@@ -156,9 +159,11 @@ class Instance:
     @broken.setter
     def broken(self, value: bool) -> None:
         self._broken = value
-        core = getattr(self, "core", None)  # none yet while the instance is starting
-        if value and core is not None:
-            core.dead = 1
+        if value:
+            core = getattr(self, "core", None)  # none yet while the instance is starting
+            if core is not None:
+                core.dead = 1
+            self.on_broken()
 
     @contextlib.contextmanager
     def interruptible(self, check: Callable[[], bool] | None) -> Iterator[None]:
@@ -433,7 +438,8 @@ def _sandboxed_wasi() -> wasmtime.WasiConfig:
 
 
 class InstancePool:
-    """One live instance per thread, created on first use and replaced after a failure.
+    """One live instance per thread, created on first use and replaced after a failure
+    (an instance marked broken tells its pool, which lets go of it).
 
     Keyed by the OS thread id, not ``threading.local``: DuckDB's worker threads are not
     Python threads, and each time one takes the GIL it gets a fresh Python thread state, so
@@ -442,8 +448,10 @@ class InstancePool:
     a fixed pool of workers).
     """
 
-    def __init__(self, factory: Callable[[str | None], Instance]):
-        self._factory = factory
+    def __init__(self, spec: InstanceSpec):
+        #: What every instance of the module is made from (its label, limits, ...).
+        self.spec = spec
+        self._factory: Callable[[str | None], Instance] = functools.partial(Instance, spec)
         self._instances: dict[int, Instance] = {}
         self._local = threading.local()
 
@@ -454,13 +462,17 @@ class InstancePool:
         inst = self._instances.get(ident)
         if inst is None or inst.broken:
             inst = self._instances[ident] = self._factory(function)
+            inst.on_broken = functools.partial(self._forget, ident, inst)
             if not isinstance(threading.current_thread(), threading._DummyThread):  # a Python thread
                 if getattr(self._local, "forget", None) is None:
                     self._local.forget = _ForgetOnExit(self._instances, ident)
         return inst
 
-    def discard(self) -> None:
-        self._instances.pop(threading.get_ident(), None)
+    def _forget(self, ident: int, inst: Instance) -> None:
+        """Let go of a failed instance (its memory goes with it); the thread's next call
+        starts a new one. This is the one place a failed instance is replaced."""
+        if self._instances.get(ident) is inst:
+            del self._instances[ident]
 
 
 class _ForgetOnExit:

@@ -72,14 +72,14 @@ class Module:
             has_error_export="wasmudf_error" in export_names,
             tick_ms=EPOCH_TICK_MS,
         )
-        self._pool = InstancePool(lambda function: Instance(self._spec, function))
+        self._pool = InstancePool(self._spec)
         funcs: dict[str, Any] = {}
         for spec in manifest.functions:
             if spec.kind == "scalar":
-                funcs[spec.name] = ScalarFunction(self, spec)
+                funcs[spec.name] = ScalarFunction(self._pool, spec)
             else:
                 has_merge = f"{spec.export}__merge" in export_names
-                funcs[spec.name] = AggregateFunction(self, spec, has_merge=has_merge)
+                funcs[spec.name] = AggregateFunction(self._pool, spec, has_merge=has_merge)
         self.functions: Mapping[str, Any] = MappingProxyType(funcs)
         try:
             # A module that cannot start (a start function that loops, a memory over the

@@ -14,7 +14,6 @@ from __future__ import annotations
 import sqlite3
 import sys
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,7 +25,10 @@ from . import sqlite_rows
 from .sqlite_rows import RowFeeder
 
 #: When wasmudf.interrupt(con) last ran, per connection (sqlite3 has no is_interrupted).
-_INTERRUPTED_AT: weakref.WeakKeyDictionary[Any, list[float]] = weakref.WeakKeyDictionary()
+#: Keyed by id(): a sqlite3.Connection takes no weak reference. An entry is a few dozen
+#: bytes per connection that ever had functions registered; an id reused by a later
+#: connection brings a stamp from before any of its calls began, which interrupts nothing.
+_INTERRUPTED_AT: dict[int, list[float]] = {}
 
 
 class StdlibSqliteAdapter:
@@ -87,7 +89,7 @@ class StdlibSqliteAdapter:
             con.create_aggregate(fn.name, nargs, Group)
 
     def interrupt(self, con: Any) -> None:
-        _INTERRUPTED_AT.setdefault(con, [0.0])[0] = time.monotonic()
+        _INTERRUPTED_AT.setdefault(id(con), [0.0])[0] = time.monotonic()
         con.interrupt()
 
     # -- databases ---------------------------------------------------------------------
@@ -126,7 +128,7 @@ ADAPTER = StdlibSqliteAdapter()
 def _interrupt_check(con: Any) -> Callable[[], Callable[[], bool]]:
     """A factory of per-call checks: a call is interrupted by a wasmudf.interrupt() made
     after it began."""
-    stamp = _INTERRUPTED_AT.setdefault(con, [0.0])
+    stamp = _INTERRUPTED_AT.setdefault(id(con), [0.0])
 
     def for_call() -> Callable[[], bool]:
         started = time.monotonic()
