@@ -30,7 +30,7 @@ setup(
     ext_modules=[
         Extension(
             "wasmudf._speedups",
-            ["wasmudf/_speedups.c", "wasmudf/_rows.c"],
+            ["wasmudf/_speedups.c", "wasmudf/adapters/_sqlite.c"],
             depends=["wasmudf/_speedups.h"],
             optional=True,
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wno-missing-braces", "-fvisibility=hidden"],

@@ -19,13 +19,16 @@ class Traits:
     #: A function's error reaches the caller with its own text (Python's sqlite3 replaces it
     #: with "user-defined function raised exception").
     error_text: bool = True
+    #: An aggregate over no rows at all is the guest's finalize of an empty state (Python's
+    #: sqlite3 answers NULL without creating the aggregate).
+    finalizes_empty_groups: bool = True
 
 
 ENGINE_TRAITS = {
     "direct": Traits(sql=False, keeps_nan=True),
     "duckdb": Traits(keeps_nan=True),
     "sqlite": Traits(),  # apsw
-    "sqlite3": Traits(error_text=False),
+    "sqlite3": Traits(error_text=False, finalizes_empty_groups=False),
 }
 
 

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 import wat
 from conftest import ROOT, connect
-from engines import guest_error, is_duckdb, load_table, query
+from engines import guest_error, is_duckdb, load_table, query, traits
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -97,11 +97,27 @@ def stats():
     return wasmudf.load(STATS)
 
 
-@pytest.fixture
-def db(engine, stats, example_modules):
+def _registered(engine, stats, example_modules):
     con = connect(engine)
     wasmudf.register(con, stats)
     wasmudf.register(con, example_modules["text"])  # the Zig SDK's aggregates
+    return con
+
+
+@pytest.fixture(params=["duckdb", "sqlite", "sqlite3"])
+def db(request, stats, example_modules):
+    """A connection with the example aggregates, on every engine (SQLite through apsw and
+    through Python's sqlite3)."""
+    con = _registered(request.param, stats, example_modules)
+    yield con
+    con.close()
+
+
+@pytest.fixture
+def big_db(engine, stats, example_modules):
+    """As ``db``, on DuckDB and apsw only: the million-row tests cost a minute a run on the
+    pure-Python path, and sqlite3 runs the same Python row path as apsw's class form."""
+    con = _registered(engine, stats, example_modules)
     yield con
     con.close()
 
@@ -148,9 +164,11 @@ def test_grouped_aggregates_match_references(db, data):
 def test_empty_and_all_null_groups(db):
     query(db, "CREATE TABLE t (g BIGINT, x DOUBLE, s TEXT)")
     query(db, "INSERT INTO t VALUES (1, NULL, NULL), (1, NULL, NULL), (2, 4.0, 'a')")
-    # No rows at all: one empty group; the guest decides (NULL here, 0 for a count).
+    # No rows at all: one empty group; the guest decides (NULL here, 0 for a count), on an
+    # engine that asks it.
+    empty_count = 0 if traits(db).finalizes_empty_groups else None
     assert query(db, "SELECT geo_mean(x), median_exact(x), hll_distinct(g), common_prefix(s) FROM t WHERE g > 5") == [
-        (None, None, 0, None)
+        (None, None, empty_count, None)
     ]
     assert query(db, "SELECT g, geo_mean(x), most_frequent(g), common_prefix(s) FROM t GROUP BY g ORDER BY g") == [
         (1, None, 1, None),
@@ -263,7 +281,8 @@ def test_group_by_directly(stats):
 
 
 @pytest.mark.slow
-def test_one_group_of_five_million_rows(db):
+def test_one_group_of_five_million_rows(big_db):
+    db = big_db
     n = 5_000_000
     if is_duckdb(db):
         query(db, f"CREATE TABLE big AS SELECT (range % 1000)::DOUBLE + 1 AS x FROM range({n})")
@@ -276,7 +295,8 @@ def test_one_group_of_five_million_rows(db):
 
 
 @pytest.mark.slow
-def test_a_million_groups_of_one_row(db):
+def test_a_million_groups_of_one_row(big_db):
+    db = big_db
     n = 1_000_000
     if is_duckdb(db):
         query(db, f"CREATE TABLE big AS SELECT range AS g, range % 10 AS k FROM range({n})")

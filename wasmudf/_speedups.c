@@ -13,7 +13,7 @@
  *              running with the GIL held still meets its deadline.
  *   Core       one per wasmudf Instance (one store, one thread): calls exports, manages
  *              the call frame block, and runs a whole batch (copy in, call, check, copy out).
- *   RowCaller  (_rows.c) the per-row SQL function for a fixed-width scalar on SQLite, called
+ *   RowCaller  (adapters/_sqlite.c) the per-row SQL function for a fixed-width scalar on SQLite, called
  *              by apsw or registered with SQLite directly.
  *
  * Failures are reported by calling the Instance's `on_failure(kind, what, detail)`, which
@@ -364,7 +364,7 @@ static PyObject *Core_memory(Core *self, PyObject *unused) {
    columns: a sequence of (type_code, arrow_offset, null_count, validity, buffer1, buffer2)
    in Arrow's own layout (validity bitmap or None; values, or int32 offsets for utf8/binary;
    the data buffer for utf8/binary, else None). The frame is laid out as in
-   columns.write_frame: [descriptors][per column: validity, offsets, values][out validity]
+   PyCore._run_batch (pycore.py): [descriptors][per column: validity, offsets, values][out validity]
    [out values or offsets], every piece 8-aligned. */
 
 typedef struct {
@@ -749,7 +749,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     PyObject *m = PyModule_Create(&module_def);
     if (!m) return NULL;
     if (PyModule_AddObjectRef(m, "Ticker", (PyObject *)&TickerType) < 0 ||
-        PyModule_AddObjectRef(m, "Core", (PyObject *)&CoreType) < 0 || rows_add_to_module(m) < 0) {
+        PyModule_AddObjectRef(m, "Core", (PyObject *)&CoreType) < 0 || sqlite_add_to_module(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -1,6 +1,7 @@
 /*
  * Shared by the C accelerator's files: the wasmtime C API by address, the ABI's constants and
- * the per-instance Core. _speedups.c has the overview; _rows.c the per-row SQL functions.
+ * the per-instance Core. _speedups.c has the overview; adapters/_sqlite.c (the SQLite adapter's C
+ * part) the per-row SQL functions.
  */
 #ifndef WASMUDF_SPEEDUPS_H
 #define WASMUDF_SPEEDUPS_H
@@ -116,7 +117,7 @@ int frame_block(Core *c, uint64_t size, int fresh, PyObject *what, uint32_t *out
 /* The same when the current block can be reused without calling the guest; else 0. */
 int frame_block_reusable(Core *c, uint64_t size, uint32_t *out);
 
-/* _rows.c: adds RowCaller and the SQLite entry points to the module. */
-int rows_add_to_module(PyObject *module);
+/* adapters/_sqlite.c: adds RowCaller, RowBuffer and the SQLite entry points to the module. */
+int sqlite_add_to_module(PyObject *module);
 
 #endif

@@ -15,6 +15,7 @@ import wasmtime
 from . import abi, wasmbin
 from .abi import Manifest, format_signature
 from .aggregates import AggregateFunction
+from .caches import LruCache
 from .capabilities import CapabilityContext, SecretStore, secret_store
 from .errors import ExportError, GuestError, ManifestError, ModuleError, PolicyError
 from .functions import ScalarFunction
@@ -167,7 +168,7 @@ def load(
     if checked not in _PASSED_CHECKS:  # the checks depend only on these; a reload skips them
         _check_imports(compiled, manifest, grant_set, label)
         _check_exports(compiled, manifest, label)
-        _PASSED_CHECKS.add(checked)
+        _PASSED_CHECKS.put(checked, True)
     caps = CapabilityContext(label=label, config=dict(config or {}), tenant=tenant, secrets=store)
     return Module(
         wasm,
@@ -195,20 +196,20 @@ def _read_source(source: Source) -> tuple[bytes, str, str]:
     return wasm, hashlib.sha256(wasm).hexdigest(), path.name
 
 
+#: How many distinct modules the load-time caches below remember (a few KiB each).
+FACT_CACHE_BOUND = 1024
+
 #: The manifest and defined-function count of modules read before, by sha256: both depend
 #: only on the bytes, and parsing them is most of the cost of reloading a cached module.
-_PARSED: dict[str, tuple[Manifest, int]] = {}
+_PARSED: LruCache[str, tuple[Manifest, int]] = LruCache(FACT_CACHE_BOUND)
 
 
 def _parsed(wasm: bytes, sha: str, label: str) -> tuple[Manifest, int]:
-    found = _PARSED.get(sha)
-    if found is None:
-        found = _PARSED[sha] = (read_manifest(wasm, label), wasmbin.defined_function_count(wasm))
-    return found
+    return _PARSED.get_or_make(sha, lambda: (read_manifest(wasm, label), wasmbin.defined_function_count(wasm)))
 
 
 #: Modules (engine key, sha256, grants) that passed the import and export checks.
-_PASSED_CHECKS: set[tuple[EngineKey, str, frozenset[str]]] = set()
+_PASSED_CHECKS: LruCache[tuple[EngineKey, str, frozenset[str]], bool] = LruCache(FACT_CACHE_BOUND)
 
 
 @dataclass(frozen=True)
@@ -220,19 +221,19 @@ class _Facts:
 
 #: By sha256: what a module exports and imports depends only on its bytes, and a module
 #: compiled again (or read back from the disk cache) would otherwise be listed again.
-_FACTS: dict[str, _Facts] = {}
+_FACTS: LruCache[str, _Facts] = LruCache(FACT_CACHE_BOUND)
 
 
 def _facts(sha256: str, compiled: wasmtime.Module) -> _Facts:
     """What a compiled module exports and imports (wasmtime-py's listings are slow to build)."""
-    found = _FACTS.get(sha256)
-    if found is None:
-        found = _FACTS[sha256] = _Facts(
+    return _FACTS.get_or_make(
+        sha256,
+        lambda: _Facts(
             exports=frozenset(e.name for e in compiled.exports),
             host_imports=frozenset(i.name for i in compiled.imports if i.module == "wasmudf"),
             wasi=any(i.module == "wasi_snapshot_preview1" for i in compiled.imports),
-        )
-    return found
+        ),
+    )
 
 
 def read_manifest(wasm: bytes, label: str = "module") -> Manifest:

@@ -25,7 +25,12 @@ from typing import Any
 import wasmtime
 
 from . import _native
+from .caches import LruCache
 from .limits import Limits
+
+#: Compiled modules kept in memory (native code, typically 0.1-5 MiB each; Modules loaded
+#: and alive keep theirs whatever this says). Past it, a load reads the disk cache again.
+COMPILED_CACHE_BOUND = 64
 
 #: How often the ticker advances the epoch. A time limit is honoured to within one tick.
 EPOCH_TICK_MS = 5.0
@@ -124,7 +129,7 @@ class EngineSet:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._engines: dict[EngineKey, tuple[wasmtime.Engine, Any]] = {}
-        self._modules: dict[tuple[EngineKey, str], wasmtime.Module] = {}
+        self._modules: LruCache[tuple[EngineKey, str], wasmtime.Module] = LruCache(COMPILED_CACHE_BOUND)
 
     def engine(self, key: EngineKey) -> tuple[wasmtime.Engine, Any]:
         with self._lock:
@@ -140,8 +145,7 @@ class EngineSet:
         Raises:
             wasmtime.WasmtimeError: the module does not validate under the engine's features.
         """
-        with self._lock:
-            module = self._modules.get((key, sha256))
+        module = self._modules.get((key, sha256))
         if module is not None:
             return module
         engine, _ = self.engine(key)
@@ -151,13 +155,11 @@ class EngineSet:
             module = wasmtime.Module(engine, wasm)
             if cache:
                 cache.store(key, sha256, module)
-        with self._lock:
-            return self._modules.setdefault((key, sha256), module)
+        return self._modules.put((key, sha256), module)
 
     def forget_compiled(self) -> None:
         """Drop the in-memory compile cache (tests and benchmarks of cold loads use this)."""
-        with self._lock:
-            self._modules.clear()
+        self._modules.clear()
 
 
 ENGINES = EngineSet()

@@ -1,7 +1,7 @@
 """SQLite through apsw: scalars become per-row functions, aggregates apsw aggregate functions,
 and window-capable aggregates apsw window functions (SQLite's rules: sqlite_rows.py).
 
-With the C accelerator this adapter's C part (``_rows.c``) serves the rows: a scalar whose
+With the C accelerator this adapter's C part (``adapters/_sqlite.c``) serves the rows: a scalar whose
 types are all fixed-width is a ``RowCaller``, registered with SQLite itself when the
 accelerator holds SQLite's API, and a numeric aggregate's rows are packed by a ``RowBuffer``
 as SQLite steps them in, so a row costs no Python call of ours.

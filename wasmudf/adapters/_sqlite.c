@@ -16,7 +16,7 @@
  * a failure the way apsw reports a Python function's: the exception is left set on the
  * calling thread, where apsw raises it when the statement fails.
  */
-#include "_speedups.h"
+#include "../_speedups.h"
 #include <stddef.h>
 
 #if __has_include(<sqlite3ext.h>)
@@ -742,7 +742,7 @@ static PyMethodDef row_methods[] = {
     {NULL},
 };
 
-int rows_add_to_module(PyObject *module) {
+int sqlite_add_to_module(PyObject *module) {
     if (PyType_Ready(&RowCallerType) < 0 || PyType_Ready(&RowBufferType) < 0) return -1;
     if (PyModule_AddObjectRef(module, "RowCaller", (PyObject *)&RowCallerType) < 0 ||
         PyModule_AddObjectRef(module, "RowBuffer", (PyObject *)&RowBufferType) < 0)
