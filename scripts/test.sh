@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The test command from the README: set up, lint, check the wheel (every SDK and the example
-# modules inside it), run the whole suite on the C accelerator, then again on the pure-Python
-# path that installs without a compiler.
+# modules inside it), run the whole suite on the C accelerator, the native and hostile tests
+# again on a build of it with AddressSanitizer and UndefinedBehaviorSanitizer, then the whole
+# suite on the pure-Python path that installs without a compiler.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check wasmudf tests udfs bench
 bash scripts/check_wheel.sh
 .venv/bin/python -m pytest -q "$@"
+bash scripts/sanitizers.sh
 WASMUDF_PURE_PYTHON=1 .venv/bin/python -m pytest -q "$@"
