@@ -83,3 +83,18 @@ def test_the_graph_sees_relative_and_type_checking_imports():
 
 def test_no_import_cycle():
     assert find_cycle(import_graph()) is None
+
+
+def test_the_public_names_are_sorted_and_complete():
+    import inspect
+
+    import wasmudf
+    from wasmudf import errors
+
+    assert wasmudf.__all__ == sorted(wasmudf.__all__)
+    assert all(hasattr(wasmudf, name) for name in wasmudf.__all__)
+    error_classes = {n for n, c in vars(errors).items() if inspect.isclass(c) and issubclass(c, errors.WasmUdfError)}
+    assert error_classes <= set(wasmudf.__all__)
+    assert {"AggregateFunction", "ScalarFunction", "Registration", "register", "unregister", "interrupt"} <= set(
+        wasmudf.__all__
+    )

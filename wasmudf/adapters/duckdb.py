@@ -46,13 +46,33 @@ def _duck_type(name: str) -> Any:
     return getattr(sqltypes, SQL_TYPES[name])
 
 
-# The names wasmudf registered, per connection. Asking DuckDB (duckdb_functions()) costs
-# ~20 ms, most of a cold registration, so other names are found when DuckDB refuses them.
-_OURS: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+class _Session:
+    """What wasmudf keeps about one DuckDB connection."""
+
+    __slots__ = ("names", "interrupted_at", "__weakref__")
+
+    def __init__(self) -> None:
+        #: The names wasmudf registered. Asking DuckDB (duckdb_functions()) costs ~20 ms,
+        #: most of a cold registration, so other names are found when DuckDB refuses them.
+        self.names: set[str] = set()
+        #: When wasmudf.interrupt(con) last ran: DuckDB's own interrupt() is not visible to
+        #: a running UDF, so this is how a running guest call learns about it.
+        self.interrupted_at = 0.0
+
+
+#: One session per connection, gone with the connection (the only state kept per connection).
+_SESSIONS: weakref.WeakKeyDictionary[Any, _Session] = weakref.WeakKeyDictionary()
+
+
+def _session(con: Any) -> _Session:
+    found = _SESSIONS.get(con)
+    if found is None:
+        found = _SESSIONS[con] = _Session()
+    return found
 
 
 def _ours(con: Any) -> set[str]:
-    return _OURS.setdefault(con, set())
+    return _session(con).names
 
 
 def list_form(name: str) -> str:
@@ -97,24 +117,20 @@ def _is_temp_macro(con: Any, name: str) -> bool:
     return bool(rows[0][0])
 
 
-# When wasmudf.interrupt(con) last ran, per connection. DuckDB's own interrupt() is not
-# visible to a running UDF, so this is how a running guest call learns about it.
-_INTERRUPTED_AT: weakref.WeakKeyDictionary[Any, list[float]] = weakref.WeakKeyDictionary()
-
-
 def _interrupt(con: Any) -> None:
     """Interrupt the connection's query, and stop its running guest calls within one tick."""
-    _INTERRUPTED_AT.setdefault(con, [0.0])[0] = time.monotonic()
+    _session(con).interrupted_at = time.monotonic()
     con.interrupt()
 
 
 def _interrupt_check(con: Any) -> Any:
-    """A factory of per-call checks: a call is interrupted by an interrupt() after it began."""
-    stamp = _INTERRUPTED_AT.setdefault(con, [0.0])
+    """A factory of per-call checks: a call is interrupted by an interrupt() after it began.
+    It holds the session, not the connection (a function must not keep its connection alive)."""
+    session = _session(con)
 
     def for_call() -> Any:
         started = time.monotonic()
-        return lambda: stamp[0] >= started
+        return lambda: session.interrupted_at >= started
 
     return for_call
 
