@@ -205,11 +205,13 @@ static int core_reset(Core *c) {
     c->block = 0;
     c->capacity = 0;
     c->calls_since_reset = 0;
+    c->scratch_bytes = 0;
     return 0;
 }
 
 int frame_block_reusable(Core *c, uint64_t size, uint32_t *out) {
-    if (!c->block || c->capacity < size || c->calls_since_reset >= RESET_EVERY) return 0;
+    if (!c->block || c->capacity < size || c->calls_since_reset >= RESET_EVERY || c->scratch_bytes > RESET_SCRATCH_BYTES)
+        return 0;
     c->calls_since_reset++;
     *out = c->block;
     return 1;

@@ -11,6 +11,7 @@ callback, so the error texts are written once, in instance.py. Calls go through
 from __future__ import annotations
 
 import ctypes
+import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,8 +23,8 @@ from .abi import TYPES_BY_CODE as _TYPES
 
 #: Reuse the frame block for this many calls before resetting the arena (as RESET_EVERY in C).
 RESET_EVERY = 64
-#: A frame may not exceed the 32-bit address space.
-BATCH_MAX_BYTES = 0xFFFFFFFF
+#: The largest frame one call may take (BATCH_MAX_BYTES in C).
+BATCH_MAX_BYTES = 0x7FFF0000
 NO_DEADLINE = 1 << 62
 SHAPE_SCALAR, SHAPE_FOLD, SHAPE_RESULT = 0, 1, 2
 
@@ -340,15 +341,8 @@ class PyCore:
                 self._fail("output_limit", what, values_len)
             if values_len > 0x7FFFFFFF:
                 self._invalid(what, f"values_len {values_len} is over 2 GiB")
-            offsets = np.frombuffer(ctypes.string_at(base + want[F_OFFSETS], (rows + 1) * 4), np.uint32)
-            if offsets[0] != 0:
-                self._invalid(what, f"offsets[0] is {offsets[0]}, not 0")
-            steps = np.diff(offsets.astype(np.int64))
-            if rows and bool(np.any(steps < 0)):
-                i = int(np.argmax(steps < 0))
-                self._invalid(what, f"offsets decrease at row {i} ({offsets[i]} then {offsets[i + 1]})")
-            if offsets[rows] != values_len:
-                self._invalid(what, f"offsets[{rows}] is {offsets[rows]} but values_len is {values_len}")
+            raw_offsets = ctypes.string_at(base + want[F_OFFSETS], (rows + 1) * 4)
+            self._check_offsets(what, raw_offsets, rows, values_len)
             if values_len and (values_at == 0 or values_at + values_len > mem_size):
                 self._invalid(
                     what, f"values [0x{values_at:x}, +{values_len}) is outside the {mem_size}-byte linear memory"
@@ -356,15 +350,37 @@ class PyCore:
         raw_validity = ctypes.string_at(base + want[F_VALIDITY], (rows + 7) // 8)
         validity = None if raw_validity.count(b"\xff") == len(raw_validity) else raw_validity
         if rtype.name == "bool":
-            flags = np.frombuffer(ctypes.string_at(base + want[5], rows), np.uint8)
-            return validity, _output(allocate, np.packbits(flags != 0, bitorder="little").tobytes())
+            flags = ctypes.string_at(base + want[5], rows)
+            if rows == 1:
+                return validity, _output(allocate, b"\1" if flags[0] else b"\0")
+            bits = np.packbits(np.frombuffer(flags, np.uint8) != 0, bitorder="little")
+            return validity, _output(allocate, bits.tobytes())
         if not rtype.is_varlen:
             return validity, _output(allocate, ctypes.string_at(base + want[5], want[6]))
         return (
             validity,
-            _output(allocate, offsets.tobytes()),
+            _output(allocate, raw_offsets),
             _output(allocate, ctypes.string_at(base + values_at, values_len) if values_len else b""),
         )
+
+    def _check_offsets(self, what: str, raw: bytes, rows: int, values_len: int) -> None:
+        """A result's offsets start at 0, never decrease and end at values_len (vectorised
+        only when there is more than one row: a one-row call is SQLite's common case)."""
+        if rows == 1:
+            first, last = struct.unpack("<II", raw)
+            offsets: Any = (first, last)
+            decrease = 0 if last < first else None
+        else:
+            offsets = np.frombuffer(raw, np.uint32)
+            steps = np.diff(offsets.astype(np.int64))
+            decrease = int(np.argmax(steps < 0)) if rows and bool(np.any(steps < 0)) else None
+        if offsets[0] != 0:
+            self._invalid(what, f"offsets[0] is {offsets[0]}, not 0")
+        if decrease is not None:
+            i = decrease
+            self._invalid(what, f"offsets decrease at row {i} ({offsets[i]} then {offsets[i + 1]})")
+        if offsets[rows] != values_len:
+            self._invalid(what, f"offsets[{rows}] is {offsets[rows]} but values_len is {values_len}")
 
     def _invalid(self, what: str, message: str) -> None:
         self._fail("invalid", what, message)
@@ -396,10 +412,15 @@ def _column_pieces(column: tuple, rows: int, what: str) -> tuple[bytes, bytes, b
     if null_count:
         if validity is None or len(memoryview(validity).cast("B")) * 8 < off + rows:
             raise short
-        bits = _bits(validity, off, rows).tobytes()
+        if rows == 1:
+            bits = bytes([memoryview(validity).cast("B")[off // 8] >> (off % 8) & 1])
+        else:
+            bits = _bits(validity, off, rows).tobytes()
     if t.name == "bool":
         if rows and (buf1 is None or len(memoryview(buf1).cast("B")) * 8 < off + rows):
             raise short
+        if rows == 1:
+            return bits, b"", bytes([memoryview(buf1).cast("B")[off // 8] >> (off % 8) & 1])
         flags = np.unpackbits(_bytes(buf1), bitorder="little", count=off + rows)[off:] if rows else np.zeros(0, np.uint8)
         return bits, b"", flags.tobytes()
     if not t.is_varlen:
@@ -410,14 +431,19 @@ def _column_pieces(column: tuple, rows: int, what: str) -> tuple[bytes, bytes, b
         return bits, b"", data[off * w : (off + rows) * w].tobytes()
     if buf1 is None or len(memoryview(buf1).cast("B")) < (off + rows + 1) * 4:
         raise short
-    offsets = np.frombuffer(buf1, np.int32, count=rows + 1, offset=off * 4)
-    start, end = int(offsets[0]), int(offsets[-1])
+    if rows == 1:  # a one-row call (SQLite's): no numpy
+        start, end = struct.unpack_from("<ii", buf1, off * 4)
+        offsets = struct.pack("<II", 0, max(end - start, 0))
+    else:
+        array = np.frombuffer(buf1, np.int32, count=rows + 1, offset=off * 4)
+        start, end = int(array[0]), int(array[-1])
+        offsets = (array - start).astype(np.uint32).tobytes()
     if start < 0 or end < start:
         raise short
     data = memoryview(buf2).cast("B") if buf2 is not None else memoryview(b"")
     if end > start and len(data) < end:
         raise short
-    return bits, (offsets - start).astype(np.uint32).tobytes(), data[start:end].tobytes()
+    return bits, offsets, data[start:end].tobytes()
 
 
 def _bytes(buf: Any) -> np.ndarray:

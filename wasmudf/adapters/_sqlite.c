@@ -1,5 +1,5 @@
 /*
- * Per-row SQL functions for SQLite: a scalar whose parameters and result are fixed-width.
+ * The SQLite adapter's C part: per-row SQL functions and aggregate rows, for every ABI type.
  *
  *   RowCaller        a Python callable (vectorcall) that apsw can register like any function.
  *   sqlite_register  hands a RowCaller to SQLite itself (sqlite3_create_function_v2 on apsw's
@@ -10,14 +10,16 @@
  *   RowBuffer        an aggregate's rows as SQLite steps them in, packed straight into column
  *                    buffers (no Python objects kept) and handed to the guest in batches.
  *
- * Both scalar paths share one frame call (row_call). A row neither handles itself (a NULL for a
- * `called` function, a value of the wrong type, the frame block due for renewal) goes to the
- * Python path, ScalarFunction.call_row, which explains the problem. The native path reports
- * a failure the way apsw reports a Python function's: the exception is left set on the
- * calling thread, where apsw raises it when the statement fails.
+ * Both scalar paths share one frame call (row_call). Text is checked to be UTF-8 on the way in
+ * (SQLite does not promise it) and on the way out (the guest does not either). A row neither
+ * path handles itself (a value of the wrong type, text that is not UTF-8) goes to the Python
+ * path, ScalarFunction.call_row, which explains the problem. The native path reports a failure
+ * the way apsw reports a Python function's: the exception is left set on the calling thread,
+ * where apsw raises it when the statement fails. The core is reached through _speedups.h.
  */
 #include "../_speedups.h"
 #include <stddef.h>
+#include <stdio.h>
 
 #if __has_include(<sqlite3ext.h>)
 #include <sqlite3ext.h>
@@ -37,6 +39,7 @@ typedef struct {
     int strict;
     int codes[MAX_PARAMS];
     int rcode;
+    long long output_limit; /* Limits.output_bytes for a variable-length result; < 0: none */
     PyObject *interrupt_check; /* None, or the connection's "was I interrupted" */
     void *db;           /* the sqlite3 connection once registered natively, else NULL */
     Core *core;         /* bound instance, or NULL */
@@ -46,15 +49,77 @@ typedef struct {
 
 static PyTypeObject RowCallerType;
 
-/* ---- one row's frame: [nargs descriptors][out descriptor][an 8-byte slot per argument]
-   [out validity, 8 bytes][out value, 8 bytes] ----------------------------------------- */
+static int is_type_code(int code) { return type_width(code) != 0 || is_varlen(code); }
 
-static uint32_t slots_at(int n) { return DESC * (uint32_t)(n + 1); }
-static uint32_t validity_at(int n) { return slots_at(n) + 8 * (uint32_t)n; }
-static uint32_t value_at(int n) { return validity_at(n) + 8; }
-static uint32_t frame_size(int n) { return value_at(n) + 8; }
+/* ---- UTF-8 -------------------------------------------------------------------------- */
 
-enum { ROW_CALL = 1, ROW_STATUS, ROW_DESCRIPTOR };
+/* Whether s[0..n) is well-formed UTF-8 (no overlong forms, surrogates or code points past
+   U+10FFFF: what Python's strict decoder and Arrow accept); else *bad is the first bad byte. */
+static int utf8_valid(const uint8_t *s, size_t n, size_t *bad) {
+    size_t i = 0;
+    while (i < n) {
+        if (i + 8 <= n) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (!(w & 0x8080808080808080ull)) { i += 8; continue; }
+        }
+        uint8_t c = s[i];
+        if (c < 0x80) { i++; continue; }
+        size_t need;
+        uint32_t cp;
+        if (c >= 0xC2 && c <= 0xDF) { need = 1; cp = c & 0x1F; }
+        else if (c >= 0xE0 && c <= 0xEF) { need = 2; cp = c & 0x0F; }
+        else if (c >= 0xF0 && c <= 0xF4) { need = 3; cp = c & 0x07; }
+        else goto fail;
+        if (n - i - 1 < need) goto fail;
+        for (size_t k = 1; k <= need; k++) {
+            uint8_t b = s[i + k];
+            if ((b & 0xC0) != 0x80) goto fail;
+            cp = (cp << 6) | (b & 0x3F);
+        }
+        if ((need == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (need == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
+            goto fail;
+        i += need + 1;
+    }
+    return 1;
+fail:
+    if (bad) *bad = i;
+    return 0;
+}
+
+/* ---- one row's frame ----------------------------------------------------------------
+
+   [nargs descriptors][out descriptor]
+   [per argument: validity (8 bytes), value or offsets {0, len} (8 bytes)]
+   [out validity (8 bytes)][out value or offsets (8 bytes)]
+   [the variable-length arguments' bytes, each 8-aligned] */
+
+typedef struct {
+    int is_null;
+    uint64_t slot;        /* a fixed-width value, little-endian */
+    const uint8_t *data;  /* a variable-length value's bytes (alive for the call) */
+    uint32_t len;
+} RowArg;
+
+typedef struct {
+    int is_null;
+    uint64_t raw;         /* a fixed-width result */
+    const uint8_t *data;  /* a variable-length result, in linear memory until the next call */
+    uint32_t len;
+} RowResult;
+
+static uint32_t args_at(int n) { return DESC * (uint32_t)(n + 1); }
+static uint32_t out_at(int n) { return args_at(n) + 16 * (uint32_t)n; }
+static uint32_t data_at(int n) { return out_at(n) + 16; }
+
+static uint64_t row_frame_size(const RowCaller *r, const RowArg *args) {
+    uint64_t size = data_at(r->nargs);
+    for (int i = 0; i < r->nargs; i++)
+        if (is_varlen(r->codes[i]) && !args[i].is_null) size += align8(args[i].len);
+    return size;
+}
+
+enum { ROW_CALL = 1, ROW_STATUS, ROW_DESCRIPTOR, ROW_OUTPUT_LIMIT, ROW_INVALID };
 
 typedef struct {
     int kind;
@@ -62,24 +127,79 @@ typedef struct {
     uint32_t status;    /* ROW_STATUS */
     int field;          /* ROW_DESCRIPTOR: which field the guest changed */
     uint32_t want, got;
+    uint32_t size;      /* ROW_OUTPUT_LIMIT */
+    char message[160];  /* ROW_INVALID */
 } RowFailure;
 
-/* Call the guest on one row of argument slots in `block`. Touches no Python object (the
-   native path runs it without the GIL): 0 with the result's raw 8 bytes in *value, or -1
-   with what went wrong in *failure, for row_report. */
-static int row_call(RowCaller *r, Core *c, uint32_t block, const uint64_t *slots, int *is_null, uint64_t *value,
-                    RowFailure *failure) {
+static int row_invalid(RowFailure *failure, const char *fmt, ...) {
+    va_list va;
+    va_start(va, fmt);
+    vsnprintf(failure->message, sizeof failure->message, fmt, va);
+    va_end(va);
+    failure->kind = ROW_INVALID;
+    return -1;
+}
+
+/* Check a variable-length result as read_result does for a batch (the same texts). */
+static int check_varlen_result(RowCaller *r, Core *c, uint32_t offsets_at, const uint32_t got[8], RowResult *result,
+                               RowFailure *failure) {
+    uint32_t values_at = got[5], values_len = got[6];
+    if (r->output_limit >= 0 && values_len > (unsigned long long)r->output_limit) {
+        failure->kind = ROW_OUTPUT_LIMIT;
+        failure->size = values_len;
+        return -1;
+    }
+    if (values_len > 0x7fffffffu) return row_invalid(failure, "values_len %u is over 2 GiB", values_len);
+    uint32_t first = get_u32(c->base + offsets_at), last = get_u32(c->base + offsets_at + 4);
+    if (first != 0) return row_invalid(failure, "offsets[0] is %u, not 0", first);
+    if (last < first) return row_invalid(failure, "offsets decrease at row 0 (%u then %u)", first, last);
+    if (last != values_len) return row_invalid(failure, "offsets[1] is %u but values_len is %u", last, values_len);
+    uint64_t msize = api.memory_size(c->ctx, c->mem);
+    if (values_len && (values_at == 0 || (uint64_t)values_at + values_len > msize))
+        return row_invalid(failure, "values [0x%x, +%u) is outside the %llu-byte linear memory", values_at, values_len,
+                           (unsigned long long)msize);
+    c->scratch_bytes += values_len;
+    result->data = c->base + values_at;
+    result->len = values_len;
+    size_t bad;
+    if (r->rcode == ABI_UTF8 && !result->is_null && !utf8_valid(result->data, values_len, &bad))
+        return row_invalid(failure, "a utf8 result is not valid UTF-8 (a bad byte at offset %zu)", bad);
+    return 0;
+}
+
+/* Call the guest on one row in `block` (row_frame_size bytes). Touches no Python object (the
+   native path runs it without the GIL): 0 with the result, or -1 with what went wrong in
+   *failure, for row_report. */
+static int row_call(RowCaller *r, Core *c, uint32_t block, const RowArg *args, RowResult *result, RowFailure *failure) {
     int n = r->nargs;
-    uint8_t *frame = c->base + block;
-    for (int i = 0; i < n; i++)
-        put_desc(frame + DESC * i, r->codes[i], 1, 0, 0, 0, block + slots_at(n) + 8 * (uint32_t)i, type_width(r->codes[i]));
-    uint32_t want[8] = {(uint32_t)r->rcode, 1, 0, block + validity_at(n), 0, block + value_at(n),
-                        (uint32_t)type_width(r->rcode), 0};
+    uint8_t *base = c->base, *frame = base + block;
+    uint32_t data = block + data_at(n);
+    for (int i = 0; i < n; i++) {
+        const RowArg *a = &args[i];
+        int code = r->codes[i];
+        uint32_t at = block + args_at(n) + 16 * (uint32_t)i;
+        /* Word stores: a memcpy/memset of a runtime size becomes `rep movs`, slow to start. */
+        put_u64(base + at, a->is_null ? 0 : 0xFF);
+        uint32_t validity = a->is_null ? at : 0;
+        if (is_varlen(code)) {
+            uint32_t len = a->is_null ? 0 : a->len;
+            put_u32(base + at + 8, 0);
+            put_u32(base + at + 12, len);
+            if (len) memcpy(base + data, a->data, len);
+            put_desc(frame + DESC * i, code, 1, a->is_null, validity, at + 8, data, len);
+            data += (uint32_t)align8(len);
+        } else {
+            put_u64(base + at + 8, a->is_null ? 0 : a->slot);
+            put_desc(frame + DESC * i, code, 1, a->is_null, validity, 0, at + 8, (uint32_t)type_width(code));
+        }
+    }
+    int varlen_result = is_varlen(r->rcode);
+    uint32_t out_validity = block + out_at(n), out_value = out_validity + 8;
+    uint32_t want[8] = {(uint32_t)r->rcode, 1, 0, out_validity, varlen_result ? out_value : 0,
+                        varlen_result ? 0 : out_value, varlen_result ? 0 : (uint32_t)type_width(r->rcode), 0};
     put_desc(frame + DESC * n, want[0], want[1], want[2], want[3], want[4], want[5], want[6]);
-    /* Word stores: a memcpy/memset of a runtime size becomes `rep movs`, slow to start. */
-    for (int i = 0; i < n; i++) put_u64(frame + slots_at(n) + 8 * i, slots[i]);
-    put_u64(frame + validity_at(n), 0xFF);
-    put_u64(frame + value_at(n), 0);
+    put_u64(base + out_validity, 0xFF);
+    put_u64(base + out_value, 0);
     uint32_t status;
     if (core_call(c, r->func, block, (uint32_t)n, block + DESC * (uint32_t)n, &status, &failure->err, &failure->trap)) {
         failure->kind = ROW_CALL;
@@ -90,19 +210,23 @@ static int row_call(RowCaller *r, Core *c, uint32_t block, const uint64_t *slots
         failure->status = status;
         return -1;
     }
-    /* The guest may write only null_count (ABI §5); anything else it changed is a lie. */
+    /* The guest may write only null_count, and values/values_len of a variable-length result
+       (ABI §4); anything else it changed is a lie. */
+    uint32_t got[8];
     for (int f = 0; f < 8; f++) {
-        uint32_t got = get_u32(frame + DESC * n + 4 * f);
-        if (f != 2 && got != want[f]) {
+        got[f] = get_u32(frame + DESC * n + 4 * f);
+        if (f == 2 || (varlen_result && (f == 5 || f == 6))) continue;
+        if (got[f] != want[f]) {
             failure->kind = ROW_DESCRIPTOR;
             failure->field = f;
             failure->want = want[f];
-            failure->got = got;
+            failure->got = got[f];
             return -1;
         }
     }
-    *is_null = !(frame[validity_at(n)] & 1);
-    memcpy(value, frame + value_at(n), 8);
+    result->is_null = !(base[out_validity] & 1);
+    if (varlen_result) return check_varlen_result(r, c, out_value, got, result, failure);
+    memcpy(&result->raw, base + out_value, 8);
     return 0;
 }
 
@@ -111,6 +235,8 @@ static int row_report(RowCaller *r, Core *c, const RowFailure *failure) {
     switch (failure->kind) {
     case ROW_CALL: return report_call_failure(c, r->what, failure->err, failure->trap);
     case ROW_STATUS: return fail(c, "status", r->what, PyLong_FromUnsignedLong(failure->status));
+    case ROW_OUTPUT_LIMIT: return fail(c, "output_limit", r->what, PyLong_FromUnsignedLong(failure->size));
+    case ROW_INVALID: return fail_invalid(c, r->what, "%s", failure->message);
     default:
         return fail_invalid(c, r->what, "it changed the output descriptor's '%s' field from %u to %u",
                             FIELD_NAMES[failure->field], failure->want, failure->got);
@@ -159,7 +285,7 @@ static void disarm_interrupt(Core *c, const SavedCheck *saved) {
     if (saved->interrupt_check) Py_SETREF(c->interrupt_check, saved->interrupt_check);
 }
 
-/* ---- one value into a parameter's slot (row frames and RowBuffer columns alike) --------- */
+/* ---- one value into a parameter's place (row frames and RowBuffer columns alike) ------- */
 
 /* An integer for an int32/int64/bool parameter, `type_width(code)` bytes at dst; 0 when it
    does not fit (int32), so the Python path names the value. */
@@ -189,9 +315,6 @@ static void put_real(int code, double d, uint8_t *dst) {
 
 static int is_integer_code(int code) { return code == ABI_INT32 || code == ABI_INT64 || code == ABI_BOOL; }
 static int is_real_code(int code) { return code == ABI_FLOAT32 || code == ABI_FLOAT64; }
-static int is_fixed_width_code(int code) { return type_width(code) != 0; }
-/* What a RowBuffer packs (a bool column would have to be a bitmap). */
-static int is_packable_code(int code) { return code != ABI_BOOL && is_fixed_width_code(code); }
 
 /* A Python value (not None) for a fixed-width parameter; 0 when the Python path must take
    it (another type, out of range). */
@@ -214,9 +337,40 @@ static int put_python(int code, PyObject *v, uint8_t *dst) {
     return 1;
 }
 
+/* The bytes of a Python value (not None) for a utf8 (str) or binary (bytes) parameter,
+   alive as long as the value; 0 when the Python path must take it (another type, a str
+   with lone surrogates, a bytearray or memoryview). */
+static int python_bytes(int code, PyObject *v, const uint8_t **data, uint32_t *len) {
+    Py_ssize_t size;
+    const char *p;
+    if (code == ABI_UTF8) {
+        if (!PyUnicode_Check(v)) return 0;
+        if (!(p = PyUnicode_AsUTF8AndSize(v, &size))) { PyErr_Clear(); return 0; }
+    } else {
+        if (!PyBytes_Check(v)) return 0;
+        p = PyBytes_AS_STRING(v);
+        size = PyBytes_GET_SIZE(v);
+    }
+    if (size > 0x7fffffff) return 0;
+    *data = (const uint8_t *)p;
+    *len = (uint32_t)size;
+    return 1;
+}
+
+/* One row's argument from a Python value; 0 when the Python path must take the row. */
+static int arg_from_python(int code, PyObject *v, RowArg *a) {
+    memset(a, 0, sizeof *a);
+    if (v == Py_None) {
+        a->is_null = 1;
+        return 1;
+    }
+    if (is_varlen(code)) return python_bytes(code, v, &a->data, &a->len);
+    return put_python(code, v, (uint8_t *)&a->slot);
+}
+
 /* A type-code sequence into out[]: its length (1..MAX_PARAMS), or -1 with an exception
-   when it is not one or `accept` refuses a code. */
-static int parse_codes(PyObject *codes, int (*accept)(int), const char *refusal, int *out) {
+   when it is not one or a code is not an ABI type. */
+static int parse_codes(PyObject *codes, int *out) {
     PyObject *seq = PySequence_Fast(codes, "codes must be a sequence");
     if (!seq) return -1;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
@@ -227,9 +381,9 @@ static int parse_codes(PyObject *codes, int (*accept)(int), const char *refusal,
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         long code = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
-        if (!accept((int)code)) {
+        if (!is_type_code((int)code)) {
             Py_DECREF(seq);
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, refusal);
+            if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "%ld is not an ABI type code", code);
             return -1;
         }
         out[i] = (int)code;
@@ -254,38 +408,50 @@ static int row_bind(RowCaller *r) {
     return 0;
 }
 
-static PyObject *raw_to_python(int rcode, uint64_t raw) {
+static PyObject *result_to_python(int rcode, const RowResult *result) {
+    if (result->is_null) Py_RETURN_NONE;
+    uint64_t raw = result->raw;
     switch (rcode) {
     case ABI_BOOL: return PyBool_FromLong((raw & 0xFF) != 0);
     case ABI_INT32: { int32_t x; memcpy(&x, &raw, 4); return PyLong_FromLong(x); }
     case ABI_INT64: { int64_t x; memcpy(&x, &raw, 8); return PyLong_FromLongLong(x); }
     case ABI_FLOAT32: { float x; memcpy(&x, &raw, 4); return PyFloat_FromDouble(x); }
-    default: { double x; memcpy(&x, &raw, 8); return PyFloat_FromDouble(x); }
+    case ABI_FLOAT64: { double x; memcpy(&x, &raw, 8); return PyFloat_FromDouble(x); }
+    case ABI_UTF8: return PyUnicode_DecodeUTF8((const char *)result->data, result->len, "strict"); /* checked */
+    default: return PyBytes_FromStringAndSize((const char *)result->data, result->len);
     }
 }
 
-/* One row whose slots are filled, with the GIL: bind, renew the block if due, call. */
-static PyObject *row_call_python(RowCaller *r, const uint64_t *slots) {
+/* The thread's core bound and a frame block for this row (GIL held); NULL with an exception. */
+static Core *row_prepare(RowCaller *r, const RowArg *args, uint32_t *block) {
     if (!r->core || r->core->dead || r->thread != PyThread_get_thread_ident()) {
         if (row_bind(r)) return NULL;
     }
     Core *c = r->core;
     Py_INCREF(c); /* a failure may unbind it */
-    PyObject *result = NULL;
+    if (core_before_call(c) || frame_block(c, row_frame_size(r, args), 0, r->what, block)) {
+        Py_DECREF(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* One row whose arguments are ready, with the GIL: bind, renew the block if due, call. */
+static PyObject *row_call_python(RowCaller *r, const RowArg *args) {
     uint32_t block;
-    if (core_before_call(c) || frame_block(c, frame_size(r->nargs), 0, r->what, &block)) goto done;
+    Core *c = row_prepare(r, args, &block);
+    if (!c) return NULL;
+    PyObject *out = NULL;
     SavedCheck saved;
     RowFailure failure;
-    int is_null;
-    uint64_t value;
+    RowResult result = {0};
     arm_interrupt(r, c, &saved);
-    int rc = row_call(r, c, block, slots, &is_null, &value, &failure);
+    int rc = row_call(r, c, block, args, &result, &failure);
     disarm_interrupt(c, &saved);
     if (rc) row_report(r, c, &failure);
-    else result = is_null ? Py_NewRef(Py_None) : raw_to_python(r->rcode, value);
-done:
+    else out = result_to_python(r->rcode, &result);
     Py_DECREF(c);
-    return result;
+    return out;
 }
 
 static PyObject *to_fallback(RowCaller *r, PyObject *const *args, size_t nargsf) {
@@ -299,50 +465,69 @@ static PyObject *RowCaller_vectorcall(RowCaller *r, PyObject *const *args, size_
     }
     Py_ssize_t n = PyVectorcall_NARGS(nargsf);
     if (n != r->nargs || kwnames) return PyObject_Vectorcall(r->fallback, args, nargsf, kwnames);
-    uint64_t slots[MAX_PARAMS];
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *v = args[i];
-        slots[i] = 0;
-        if (v == Py_None) {
-            if (r->strict) Py_RETURN_NONE;
-            return to_fallback(r, args, nargsf);
-        }
-        if (!put_python(r->codes[i], v, (uint8_t *)&slots[i])) return to_fallback(r, args, nargsf);
-    }
-    return row_call_python(r, slots);
+    if (r->strict)
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (args[i] == Py_None) Py_RETURN_NONE; /* before the other values are looked at */
+    RowArg row[MAX_PARAMS];
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!arg_from_python(r->codes[i], args[i], &row[i])) return to_fallback(r, args, nargsf);
+    return row_call_python(r, row);
 }
 
 /* ---- the native SQLite path --------------------------------------------------------- */
 
 #if HAVE_SQLITE
 
-enum { SLOTS_READY, SLOTS_PYTHON, SLOTS_NULL };
+enum { ARGS_READY, ARGS_PYTHON, ARGS_NULL };
 
-/* Fill the slots from SQLite's values in one pass: READY; NULL for a strict function given
-   a NULL (its result is NULL); PYTHON when the row needs the Python path. */
-static int sqlite_slots(RowCaller *r, sqlite3_value **argv, uint64_t *slots) {
-    int saw_null = 0;
+/* One row's arguments from SQLite's values: READY; NULL for a strict function given a NULL
+   (its result is NULL); PYTHON when the row needs the Python path. */
+static int sqlite_args(RowCaller *r, sqlite3_value **argv, RowArg *args) {
+    if (r->strict)
+        for (int i = 0; i < r->nargs; i++)
+            if (sqlite3_value_type(argv[i]) == SQLITE_NULL) return ARGS_NULL;
     for (int i = 0; i < r->nargs; i++) {
         int t = sqlite3_value_type(argv[i]), code = r->codes[i];
-        uint8_t *dst = (uint8_t *)&slots[i];
-        slots[i] = 0;
-        if (t == SQLITE_NULL) saw_null = 1;
-        else if (is_integer_code(code)) {
-            if (t != SQLITE_INTEGER || !put_integer(code, sqlite3_value_int64(argv[i]), dst)) return SLOTS_PYTHON;
+        RowArg *a = &args[i];
+        memset(a, 0, sizeof *a);
+        uint8_t *dst = (uint8_t *)&a->slot;
+        if (t == SQLITE_NULL) a->is_null = 1;
+        else if (code == ABI_UTF8) {
+            if (t != SQLITE_TEXT) return ARGS_PYTHON;
+            const unsigned char *text = sqlite3_value_text(argv[i]); /* before _bytes: SQLite's rule */
+            int len = sqlite3_value_bytes(argv[i]);
+            if (!text || !utf8_valid(text, (size_t)len, NULL)) return ARGS_PYTHON;
+            a->data = text;
+            a->len = (uint32_t)len;
+        } else if (code == ABI_BINARY) {
+            if (t != SQLITE_BLOB) return ARGS_PYTHON;
+            const void *blob = sqlite3_value_blob(argv[i]);
+            a->len = (uint32_t)sqlite3_value_bytes(argv[i]);
+            a->data = blob ? blob : (const uint8_t *)"";
+        } else if (is_integer_code(code)) {
+            if (t != SQLITE_INTEGER || !put_integer(code, sqlite3_value_int64(argv[i]), dst)) return ARGS_PYTHON;
         } else if (t == SQLITE_FLOAT) put_real(code, sqlite3_value_double(argv[i]), dst);
         else if (t == SQLITE_INTEGER) put_real(code, (double)sqlite3_value_int64(argv[i]), dst); /* as float(int) */
-        else return SLOTS_PYTHON;
+        else return ARGS_PYTHON;
     }
-    return !saw_null ? SLOTS_READY : r->strict ? SLOTS_NULL : SLOTS_PYTHON;
+    return ARGS_READY;
 }
 
-static void sqlite_result_raw(sqlite3_context *ctx, int rcode, uint64_t raw) {
+static void sqlite_result(sqlite3_context *ctx, int rcode, const RowResult *result) {
+    if (result->is_null) {
+        sqlite3_result_null(ctx);
+        return;
+    }
+    uint64_t raw = result->raw;
     switch (rcode) {
     case ABI_BOOL: sqlite3_result_int64(ctx, (raw & 0xFF) != 0); break;
     case ABI_INT32: { int32_t x; memcpy(&x, &raw, 4); sqlite3_result_int64(ctx, x); break; }
     case ABI_INT64: { int64_t x; memcpy(&x, &raw, 8); sqlite3_result_int64(ctx, x); break; }
     case ABI_FLOAT32: { float x; memcpy(&x, &raw, 4); sqlite3_result_double(ctx, x); break; }
-    default: { double x; memcpy(&x, &raw, 8); sqlite3_result_double(ctx, x); break; }
+    case ABI_FLOAT64: { double x; memcpy(&x, &raw, 8); sqlite3_result_double(ctx, x); break; }
+    /* One copy, out of linear memory (the next guest call may overwrite it). */
+    case ABI_UTF8: sqlite3_result_text(ctx, (const char *)result->data, (int)result->len, SQLITE_TRANSIENT); break;
+    default: sqlite3_result_blob(ctx, result->data, (int)result->len, SQLITE_TRANSIENT); break;
     }
 }
 
@@ -376,6 +561,23 @@ static PyObject *sqlite_to_python(sqlite3_value *v) {
     }
 }
 
+/* Set a Python result (None, int, float, str or bytes) as the SQL result. */
+static void sqlite_result_python(RowCaller *r, sqlite3_context *ctx, PyObject *result) {
+    if (result == Py_None) sqlite3_result_null(ctx);
+    else if (PyFloat_Check(result)) sqlite3_result_double(ctx, PyFloat_AS_DOUBLE(result));
+    else if (PyLong_Check(result)) { /* bool included */
+        long long x = PyLong_AsLongLong(result);
+        if (!(x == -1 && PyErr_Occurred())) sqlite3_result_int64(ctx, x);
+    } else if (PyUnicode_Check(result)) {
+        Py_ssize_t len;
+        const char *text = PyUnicode_AsUTF8AndSize(result, &len);
+        if (text) sqlite3_result_text64(ctx, text, (sqlite3_uint64)len, SQLITE_TRANSIENT, SQLITE_UTF8);
+    } else if (PyBytes_Check(result))
+        sqlite3_result_blob64(ctx, PyBytes_AS_STRING(result), (sqlite3_uint64)PyBytes_GET_SIZE(result), SQLITE_TRANSIENT);
+    else
+        PyErr_Format(PyExc_TypeError, "`%U` returned a %s", r->what, Py_TYPE(result)->tp_name);
+}
+
 /* A row the native path does not handle itself: the RowCaller with Python values, as apsw
    would have called it (GIL held). */
 static void sqlite_row_python(RowCaller *r, sqlite3_context *ctx, int argc, sqlite3_value **argv) {
@@ -389,14 +591,7 @@ static void sqlite_row_python(RowCaller *r, sqlite3_context *ctx, int argc, sqli
     for (; made < argc; made++)
         if (!(args[made] = sqlite_to_python(argv[made]))) goto done;
     result = PyObject_Vectorcall((PyObject *)r, args, (size_t)argc, NULL);
-    if (!result) goto done;
-    if (result == Py_None) sqlite3_result_null(ctx);
-    else if (PyFloat_Check(result)) sqlite3_result_double(ctx, PyFloat_AS_DOUBLE(result));
-    else if (PyLong_Check(result)) { /* bool included */
-        long long x = PyLong_AsLongLong(result);
-        if (!(x == -1 && PyErr_Occurred())) sqlite3_result_int64(ctx, x);
-    } else
-        PyErr_Format(PyExc_TypeError, "`%U` returned a %s", r->what, Py_TYPE(result)->tp_name);
+    if (result) sqlite_result_python(r, ctx, result);
 done:
     if (PyErr_Occurred()) sqlite_result_exception(ctx);
     Py_XDECREF(result);
@@ -404,12 +599,13 @@ done:
 }
 
 /* SQLite's xFunc. The common row (arguments of the declared types, this thread's instance
-   bound, its frame block still good) runs without the GIL. */
+   bound, its frame block still good) runs without the GIL; a row that needs a new frame
+   block takes the GIL for that and no more. */
 static void sqlite_row(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     RowCaller *r = (RowCaller *)sqlite3_user_data(ctx);
-    uint64_t slots[MAX_PARAMS];
-    int filled = argc == r->nargs ? sqlite_slots(r, argv, slots) : SLOTS_PYTHON;
-    if (filled == SLOTS_NULL) {
+    RowArg args[MAX_PARAMS];
+    int filled = argc == r->nargs ? sqlite_args(r, argv, args) : ARGS_PYTHON;
+    if (filled == ARGS_NULL) {
         sqlite3_result_null(ctx);
         return;
     }
@@ -417,24 +613,30 @@ static void sqlite_row(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     uint32_t block;
     /* r->core and c->dead change only with the GIL, on this connection's thread: SQLite
        serializes the calls of one connection. */
-    if (filled != SLOTS_READY || !c || c->dead ||
-        r->thread != PyThread_get_thread_ident() || c->before_call != Py_None ||
-        !frame_block_reusable(c, frame_size(r->nargs), &block)) {
+    int native = filled == ARGS_READY && c && !c->dead && r->thread == PyThread_get_thread_ident() &&
+                 c->before_call == Py_None;
+    if (!native) {
         PyGILState_STATE gil = PyGILState_Ensure();
         sqlite_row_python(r, ctx, argc, argv);
         PyGILState_Release(gil);
         return;
     }
+    if (!frame_block_reusable(c, row_frame_size(r, args), &block)) {
+        PyGILState_STATE gil = PyGILState_Ensure();
+        c = row_prepare(r, args, &block); /* a new reference, or NULL with an exception */
+        if (!c) sqlite_result_exception(ctx);
+        else Py_DECREF(c); /* r->core keeps it */
+        PyGILState_Release(gil);
+        if (!c) return;
+    }
     SavedCheck saved;
     RowFailure failure;
-    int is_null;
-    uint64_t value;
+    RowResult result = {0};
     arm_interrupt(r, c, &saved);
-    int rc = row_call(r, c, block, slots, &is_null, &value, &failure);
+    int rc = row_call(r, c, block, args, &result, &failure);
     disarm_interrupt(c, &saved);
     if (rc == 0) {
-        if (is_null) sqlite3_result_null(ctx);
-        else sqlite_result_raw(ctx, r->rcode, value);
+        sqlite_result(ctx, r->rcode, &result);
         return;
     }
     PyGILState_STATE gil = PyGILState_Ensure();
@@ -472,7 +674,7 @@ static PyObject *py_sqlite_register(PyObject *self, PyObject *args) {
     RowCaller *r;
     if (!PyArg_ParseTuple(args, "KspO!", &db, &name, &deterministic, &RowCallerType, &r)) return NULL;
     if (!sqlite3_api) {
-        PyErr_SetString(PyExc_RuntimeError, "SQLite's API table was not loaded (see adapters.sqlite)");
+        PyErr_SetString(PyExc_RuntimeError, "SQLite's API table was not loaded (see adapters.sqlite_apsw)");
         return NULL;
     }
     if (r->db || !r->fallback) {
@@ -502,34 +704,146 @@ static PyObject *py_sqlite_register(PyObject *self, PyObject *args) {
 
 /* ---- RowBuffer: an aggregate's rows, packed as they arrive --------------------------- */
 
+/* One parameter's pending rows, in Arrow's layout. */
+typedef struct {
+    uint8_t *values;        /* fixed-width: capacity values; bool: one byte per row, packed at flush */
+    int32_t *offsets;       /* variable-length: capacity + 1 offsets into data */
+    uint8_t *data;          /* variable-length bytes */
+    size_t data_len, data_cap;
+    uint8_t *validity;      /* capacity bits; a NULL (for a `called` aggregate) clears its bit */
+    Py_ssize_t nulls;
+} BufferColumn;
+
 typedef struct {
     PyObject_HEAD
     int nargs;
     int strict;
     int codes[MAX_PARAMS];
-    uint8_t *columns[MAX_PARAMS]; /* capacity values of each parameter, little-endian */
+    BufferColumn columns[MAX_PARAMS];
     Py_ssize_t capacity, pending;
     int inverse;      /* the pending rows are removals (a window's inverse), not additions */
-    PyObject *fold;   /* fold(inverse, [bytes per column], rows): a batch to the guest */
+    PyObject *fold;   /* fold(inverse, [(null count, validity, buffer1, buffer2) per column], rows) */
     PyObject *slow;   /* slow(inverse, *values): one row through the Python path */
 } RowBuffer;
 
 static PyTypeObject RowBufferType;
 
+/* Variable-length bytes per batch: as the batch path (functions.BATCH_VARLEN_BYTES). */
+#define BUFFER_DATA_BYTES (16u << 20)
+
+static PyObject *bytes_of(const void *p, Py_ssize_t n) { return PyBytes_FromStringAndSize(n ? p : "", n); }
+
+/* The (null count, validity, buffer1, buffer2) description of one column's n pending rows. */
+static PyObject *column_description(int code, const BufferColumn *col, Py_ssize_t n) {
+    PyObject *validity = col->nulls ? bytes_of(col->validity, (n + 7) / 8) : Py_NewRef(Py_None);
+    PyObject *b1 = NULL, *b2 = NULL;
+    if (code == ABI_BOOL) {
+        b1 = PyBytes_FromStringAndSize(NULL, (n + 7) / 8);
+        if (b1) {
+            uint8_t *bits = (uint8_t *)PyBytes_AS_STRING(b1);
+            memset(bits, 0, (n + 7) / 8);
+            for (Py_ssize_t i = 0; i < n; i++)
+                if (col->values[i]) bits[i >> 3] |= (uint8_t)(1u << (i & 7));
+        }
+        b2 = Py_NewRef(Py_None);
+    } else if (is_varlen(code)) {
+        b1 = bytes_of(col->offsets, (n + 1) * 4);
+        b2 = bytes_of(col->data, (Py_ssize_t)col->data_len);
+    } else {
+        b1 = bytes_of(col->values, n * type_width(code));
+        b2 = Py_NewRef(Py_None);
+    }
+    if (!validity || !b1 || !b2) {
+        Py_XDECREF(validity); Py_XDECREF(b1); Py_XDECREF(b2);
+        return NULL;
+    }
+    return Py_BuildValue("(nNNN)", col->nulls, validity, b1, b2);
+}
+
+static void buffer_reset(RowBuffer *b) {
+    b->pending = 0;
+    for (int i = 0; i < b->nargs; i++) {
+        BufferColumn *col = &b->columns[i];
+        col->nulls = 0;
+        col->data_len = 0;
+        memset(col->validity, 0xFF, (size_t)(b->capacity + 7) / 8);
+    }
+}
+
 static int buffer_flush(RowBuffer *b) {
     Py_ssize_t n = b->pending;
     if (!n || !b->fold) return 0;
-    b->pending = 0; /* a failing batch is reported, not retried */
     PyObject *columns = PyList_New(b->nargs);
     if (!columns) return -1;
     for (int i = 0; i < b->nargs; i++) {
-        PyObject *data = PyBytes_FromStringAndSize((const char *)b->columns[i], n * type_width(b->codes[i]));
-        if (!data) { Py_DECREF(columns); return -1; }
-        PyList_SET_ITEM(columns, i, data);
+        PyObject *description = column_description(b->codes[i], &b->columns[i], n);
+        if (!description) { Py_DECREF(columns); return -1; }
+        PyList_SET_ITEM(columns, i, description);
     }
+    buffer_reset(b); /* a failing batch is reported, not retried */
     PyObject *r = PyObject_CallFunction(b->fold, "ONn", b->inverse ? Py_True : Py_False, columns, n);
     if (!r) return -1;
     Py_DECREF(r);
+    return 0;
+}
+
+/* Room for `len` more bytes in a variable-length column; 0 on no memory. */
+static int column_reserve(BufferColumn *col, size_t len) {
+    if (col->data_len + len <= col->data_cap) return 1;
+    size_t cap = col->data_cap ? col->data_cap : 4096;
+    while (cap < col->data_len + len) cap *= 2;
+    uint8_t *grown = PyMem_Realloc(col->data, cap);
+    if (!grown) return 0;
+    col->data = grown;
+    col->data_cap = cap;
+    return 1;
+}
+
+/* Pack one value into row `row` of a column; 0 when the row must take the Python path, -1
+   on no memory. A NULL is packed only for a `called` aggregate (the caller checks). */
+static int pack_value(int code, BufferColumn *col, Py_ssize_t row, PyObject *v) {
+    if (v == Py_None) {
+        col->validity[row >> 3] &= (uint8_t)~(1u << (row & 7));
+        col->nulls++;
+        if (code == ABI_BOOL) col->values[row] = 0;
+        else if (is_varlen(code)) col->offsets[row + 1] = (int32_t)col->data_len;
+        else memset(col->values + row * type_width(code), 0, type_width(code));
+        return 1;
+    }
+    if (code == ABI_BOOL) {
+        uint8_t flag;
+        if (!put_python(code, v, &flag)) return 0;
+        col->values[row] = flag;
+        return 1;
+    }
+    if (!is_varlen(code)) return put_python(code, v, col->values + row * type_width(code));
+    const uint8_t *data;
+    uint32_t len;
+    if (!python_bytes(code, v, &data, &len)) return 0;
+    if (col->data_len + len > 0x7fffffffu) return 0; /* offsets are int32: too big for one batch */
+    if (!column_reserve(col, len)) { PyErr_NoMemory(); return -1; }
+    if (len) memcpy(col->data + col->data_len, data, len);
+    col->data_len += len;
+    col->offsets[row + 1] = (int32_t)col->data_len;
+    return 1;
+}
+
+/* Undo a row packed part-way (its NULL marks and bytes), so it can go the Python path. */
+static void unpack_row(RowBuffer *b, int packed_columns) {
+    Py_ssize_t row = b->pending;
+    for (int i = 0; i < packed_columns; i++) {
+        BufferColumn *col = &b->columns[i];
+        if (!(col->validity[row >> 3] & (1u << (row & 7)))) {
+            col->validity[row >> 3] |= (uint8_t)(1u << (row & 7));
+            col->nulls--;
+        }
+        if (is_varlen(b->codes[i])) col->data_len = (size_t)col->offsets[row];
+    }
+}
+
+static int buffer_data_full(const RowBuffer *b) {
+    for (int i = 0; i < b->nargs; i++)
+        if (b->columns[i].data_len >= BUFFER_DATA_BYTES) return 1;
     return 0;
 }
 
@@ -549,18 +863,18 @@ static PyObject *buffer_row(PyObject *const *args, Py_ssize_t nargs, int inverse
     if (b->pending && b->inverse != inverse && buffer_flush(b)) return NULL;
     b->inverse = inverse;
     if (count == b->nargs) {
+        int saw_null = 0;
+        for (Py_ssize_t i = 0; i < count; i++) saw_null |= values[i] == Py_None;
+        if (saw_null && b->strict) Py_RETURN_NONE; /* a strict aggregate skips the row */
         /* Packed into the next row's place, which counts only once every value fitted. */
-        int saw_null = 0, packed = 1;
-        for (Py_ssize_t i = 0; packed && i < count; i++) {
-            int code = b->codes[i];
-            if (values[i] == Py_None) saw_null = 1;
-            else packed = put_python(code, values[i], b->columns[i] + b->pending * type_width(code));
-        }
-        if (packed && saw_null && b->strict) Py_RETURN_NONE; /* a strict aggregate skips the row */
-        if (packed && !saw_null) {
-            if (++b->pending == b->capacity && buffer_flush(b)) return NULL;
+        int i = 0, packed = 1;
+        for (; packed == 1 && i < count; i++) packed = pack_value(b->codes[i], &b->columns[i], b->pending, values[i]);
+        if (packed < 0) return NULL;
+        if (packed) {
+            if ((++b->pending == b->capacity || buffer_data_full(b)) && buffer_flush(b)) return NULL;
             Py_RETURN_NONE;
         }
+        unpack_row(b, i);
     }
     /* In order: the rows before this one first. */
     if (buffer_flush(b)) return NULL;
@@ -588,6 +902,17 @@ static PyObject *RowBuffer_flush(RowBuffer *b, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+static void buffer_free_columns(RowBuffer *b) {
+    for (int i = 0; i < MAX_PARAMS; i++) {
+        BufferColumn *col = &b->columns[i];
+        PyMem_Free(col->values);
+        PyMem_Free(col->offsets);
+        PyMem_Free(col->data);
+        PyMem_Free(col->validity);
+        memset(col, 0, sizeof *col);
+    }
+}
+
 static int RowBuffer_init(RowBuffer *self, PyObject *args, PyObject *kw) {
     PyObject *codes, *fold, *slow;
     int strict;
@@ -597,16 +922,26 @@ static int RowBuffer_init(RowBuffer *self, PyObject *args, PyObject *kw) {
         PyErr_SetString(PyExc_ValueError, "RowBuffer takes a capacity of 1..2^20, once");
         return -1;
     }
-    int n = parse_codes(codes, is_packable_code, "RowBuffer packs int32/int64/float32/float64", self->codes);
+    buffer_free_columns(self); /* from an earlier init that failed part-way */
+    int n = parse_codes(codes, self->codes);
     if (n < 0) return -1;
     for (int i = 0; i < n; i++) {
-        PyMem_Free(self->columns[i]); /* from an earlier init that failed part-way */
-        self->columns[i] = PyMem_Malloc((size_t)capacity * type_width(self->codes[i]));
-        if (!self->columns[i]) { PyErr_NoMemory(); return -1; }
+        BufferColumn *col = &self->columns[i];
+        int code = self->codes[i];
+        size_t per_row = is_varlen(code) ? 0 : code == ABI_BOOL ? 1 : (size_t)type_width(code);
+        col->validity = PyMem_Malloc((size_t)(capacity + 7) / 8);
+        if (per_row) col->values = PyMem_Malloc((size_t)capacity * per_row);
+        else if ((col->offsets = PyMem_Malloc((size_t)(capacity + 1) * 4))) col->offsets[0] = 0;
+        if (!col->validity || (per_row ? !col->values : !col->offsets)) {
+            buffer_free_columns(self);
+            PyErr_NoMemory();
+            return -1;
+        }
     }
     self->nargs = n;
     self->strict = strict;
     self->capacity = capacity;
+    buffer_reset(self);
     Py_INCREF(fold); Py_XSETREF(self->fold, fold);
     Py_INCREF(slow); Py_XSETREF(self->slow, slow);
     return 0;
@@ -627,7 +962,7 @@ static int RowBuffer_clear(RowBuffer *self) {
 static void RowBuffer_dealloc(RowBuffer *self) {
     PyObject_GC_UnTrack(self);
     RowBuffer_clear(self);
-    for (int i = 0; i < MAX_PARAMS; i++) PyMem_Free(self->columns[i]);
+    buffer_free_columns(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -663,17 +998,20 @@ static PyTypeObject RowBufferType = {
 static int RowCaller_init(RowCaller *self, PyObject *args, PyObject *kw) {
     PyObject *bind, *fallback, *what, *codes, *interrupt_check = Py_None;
     int strict, rcode;
-    if (!PyArg_ParseTuple(args, "OOUOpi|O", &bind, &fallback, &what, &codes, &strict, &rcode, &interrupt_check))
+    long long output_limit = -1;
+    if (!PyArg_ParseTuple(args, "OOUOpi|OL", &bind, &fallback, &what, &codes, &strict, &rcode, &interrupt_check,
+                          &output_limit))
         return -1;
-    if (type_width(rcode) == 0) {
-        PyErr_SetString(PyExc_ValueError, "RowCaller handles a fixed-width result only");
+    if (!is_type_code(rcode)) {
+        PyErr_Format(PyExc_ValueError, "%d is not an ABI type code", rcode);
         return -1;
     }
-    int n = parse_codes(codes, is_fixed_width_code, "RowCaller handles fixed-width parameters only", self->codes);
+    int n = parse_codes(codes, self->codes);
     if (n < 0) return -1;
     self->nargs = n;
     self->strict = strict;
     self->rcode = rcode;
+    self->output_limit = output_limit;
     Py_INCREF(interrupt_check); Py_XSETREF(self->interrupt_check, interrupt_check);
     Py_INCREF(bind); Py_XSETREF(self->bind, bind);
     Py_INCREF(fallback); Py_XSETREF(self->fallback, fallback);
@@ -718,7 +1056,7 @@ static PyTypeObject RowCallerType = {
     .tp_name = "wasmudf._speedups.RowCaller",
     .tp_basicsize = sizeof(RowCaller),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "RowCaller(bind, fallback, name, param_codes, strict, return_code, interrupt_check=None): a per-row SQL function",
+    .tp_doc = "RowCaller(bind, fallback, name, param_codes, strict, return_code, interrupt_check=None, output_limit=-1): a per-row SQL function",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)RowCaller_init,
     .tp_dealloc = (destructor)RowCaller_dealloc,

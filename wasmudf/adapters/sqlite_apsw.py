@@ -1,10 +1,10 @@
 """SQLite through apsw: scalars become per-row functions, aggregates apsw aggregate functions,
 and window-capable aggregates apsw window functions (SQLite's rules: sqlite_rows.py).
 
-With the C accelerator this adapter's C part (``adapters/_sqlite.c``) serves the rows: a scalar whose
-types are all fixed-width is a ``RowCaller``, registered with SQLite itself when the
-accelerator holds SQLite's API, and a numeric aggregate's rows are packed by a ``RowBuffer``
-as SQLite steps them in, so a row costs no Python call of ours.
+With the C accelerator this adapter's C part (``adapters/_sqlite.c``) serves the rows: a
+scalar is a ``RowCaller``, registered with SQLite itself when the accelerator holds SQLite's
+API, and an aggregate's rows are packed by a ``RowBuffer`` as SQLite steps them in, so a row
+of any ABI type costs no Python call of ours.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from ..functions import ScalarFunction
 from . import sqlite_rows
 from .sqlite_rows import ROW_BUFFER, RowFeeder
 
-#: Parameter types whose values the accelerator's RowBuffer packs as SQLite steps them in.
-_PACKED_TYPES = {"int32", "int64", "float32", "float64"}
+#: Whether aggregates take the accelerator's RowBuffer when it is built (tests switch it off
+#: to compare with the class form).
+PACK_ROWS = True
 
 
 class ApswAdapter:
@@ -102,18 +103,24 @@ ADAPTER = ApswAdapter()
 
 
 def row_function(fn: ScalarFunction, interrupted: Callable[[], bool] | None = None) -> Callable[..., Any]:
-    """The callable SQLite calls per row. For a function whose parameters and result are all
-    fixed-width this is the accelerator's ``RowCaller``: SQLite calls straight into C, which
-    hands anything unusual (a NULL for a ``called`` function, a value of the wrong type) back
-    to :meth:`ScalarFunction.call_row`."""
+    """The callable SQLite calls per row: with the C accelerator its ``RowCaller``, which
+    SQLite calls straight into C and which hands anything unusual (a value of the wrong type,
+    text that is not UTF-8) back to :meth:`ScalarFunction.call_row`."""
     fallback = fn.call_row if interrupted is None else functools.partial(fn.call_row, interrupted=interrupted)
     speedups = _native.speedups
     spec = fn.spec
-    fixed = spec.params and not spec.returns.is_varlen and not any(t.is_varlen for t in spec.params)
-    if speedups is None or not fixed:
+    if speedups is None or not spec.params:
         return fallback
+    limit = fn.pool.spec.limits.output_bytes
     return speedups.RowCaller(
-        fn.thread_core, fallback, fn.name, [t.code for t in spec.params], spec.strict, spec.returns.code, interrupted
+        fn.thread_core,
+        fallback,
+        fn.name,
+        [t.code for t in spec.params],
+        spec.strict,
+        spec.returns.code,
+        interrupted,
+        -1 if limit is None else limit,
     )
 
 
@@ -158,12 +165,12 @@ def _interrupt_check(con: Any) -> Callable[[], bool]:
 def _factory(fn: AggregateFunction, interrupted: Callable[[], bool]) -> Callable[[], Any]:
     """apsw's factory for one group (or window) of ``fn``.
 
-    With the C accelerator and numeric parameters, apsw's tuple form: the context is a
-    ``RowBuffer`` that packs each row as it comes, and ``step``/``inverse`` are C functions,
-    so a row costs no Python call of ours. Otherwise the class form over a RowFeeder."""
+    With the C accelerator, apsw's tuple form: the context is a ``RowBuffer`` that packs each
+    row as it comes, and ``step``/``inverse`` are C functions, so a row costs no Python call
+    of ours. Otherwise the class form over a RowFeeder."""
     speedups = _native.speedups
     codes = [t.code for t in fn.spec.params]
-    if speedups is None or not codes or any(t.name not in _PACKED_TYPES for t in fn.spec.params):
+    if speedups is None or not codes or not PACK_ROWS:
         return lambda: _Group(RowFeeder(fn.start(interrupted)))
 
     def packed_group() -> tuple[Any, ...]:

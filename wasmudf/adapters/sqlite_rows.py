@@ -72,20 +72,23 @@ class RowFeeder:
         if rows:
             self.state.fold_rows(rows, inverse=self._inverse)
 
-    # The C RowBuffer (apsw) packs numeric rows itself and hands them over through these.
+    # The C RowBuffer (apsw) packs rows itself and hands them over through these.
 
-    def fold_packed(self, inverse: bool, packed: list[bytes], n: int) -> None:
-        """``n`` rows packed by the accelerator's ``RowBuffer``: one little-endian buffer per
-        parameter, all fixed-width numbers."""
+    def fold_packed(self, inverse: bool, packed: list[tuple], n: int) -> None:
+        """``n`` rows packed by the accelerator's ``RowBuffer``: per parameter, its null
+        count, validity bitmap (or None) and buffers in Arrow's layout."""
         with self._released_on_failure():
             self.flush()
-            columns = [(t.code, 0, 0, None, data, None) for t, data in zip(self.state.fn.spec.params, packed)]
+            columns = [
+                (t.code, 0, nulls, validity, b1, b2)
+                for t, (nulls, validity, b1, b2) in zip(self.state.fn.spec.params, packed)
+            ]
             self.state.fold_columns(columns, n, inverse=inverse)
 
     def fold_row(self, inverse: bool, *values: Any) -> None:
-        """One row the ``RowBuffer`` could not pack (a NULL for a ``called`` aggregate, a
-        value of another type or out of range): folded at once, so the rows stay in order
-        and a wrong value is reported at its own row."""
+        """One row the ``RowBuffer`` could not pack (a value of another type or out of range,
+        a str that is not UTF-8): folded at once, so the rows stay in order and a wrong value
+        is reported at its own row."""
         with self._released_on_failure():
             self._buffer(inverse, values)
             self.flush()
