@@ -125,6 +125,21 @@ def targets(groups) -> list[str]:
     add("one call: process-per-call sandbox / wasmudf", r, "(reported)", None)
     r = ratio(g, "DuckDB sum(add_i64(a, b)), default limits vs none, 10,000,000 rows", "default", "unlimited")
     add("default limits / no limits, DuckDB add_i64 10M", r, "≤ 1.3", r is not None and r <= 1.3)
+    lev, fold = "SQLite sum(lev_distance(a, b)), 20,000 rows", "SQLite count(ascii_fold(a)), 20,000 rows"
+    r = ratio(g, lev, "wasm", "python_udf")
+    add("SQLite lev_distance per row, wasm / pure-Python Levenshtein UDF", r, "≤ 0.1", r is not None and r <= 0.1)
+    per_row = g.get(fold, {}).get("wasm")
+    if per_row:
+        us = per_row["median"] / per_row["rows"] * 1e6
+        add("SQLite ascii_fold per row, µs", us, "≤ 3 µs", us <= 3)
+    r = ratio(g, fold, "wasm", "python_udf_upper")
+    add("SQLite ascii_fold, wasm / Python UDF s.upper()", r, "≤ 3", r is not None and r <= 3)
+    r = ratio(g, "SQLite longest(s), 1,000,000 rows", "wasm", "python_aggregate")
+    add("SQLite text aggregate longest 1M, wasm / Python aggregate", r, "≤ 1.0", r is not None and r <= 1.0)
+    for impl, what in (("wasm_sqlite3", "Python's sqlite3"), ("wasm_pure_python", "the pure-Python path")):
+        v = g.get(fold, {}).get(impl)
+        if v:
+            add(f"SQLite ascii_fold per row on {what}, µs", v["median"] / v["rows"] * 1e6, "(reported)", None)
     mem = g.get("peak memory (KiB, ru_maxrss) of DuckDB sum(add(a, b)), 10,000,000 rows", {})
     if "wasm" in mem and "pyarrow_udf" in mem:
         r = mem["wasm"]["extra"]["peak_kib"] / mem["pyarrow_udf"]["extra"]["peak_kib"]
