@@ -51,7 +51,7 @@ def _py_functions(con, create_scalar, create_aggregate) -> None:
 def _tables(con) -> None:
     con.execute(
         f"CREATE TABLE w AS WITH RECURSIVE r(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM r WHERE i < {ROWS - 1}) "
-        f"SELECT i, {_pick('i')} AS a, {_pick('(i * 7 + 3)')} AS b, randomblob(1024) AS blob FROM r"
+        f"SELECT i, {_pick('i')} AS a, {_pick('(i * 7 + 3)')} AS b, CAST(printf('%.*c', 1024, char(65 + i % 26)) || i AS BLOB) AS blob FROM r"
     )
     con.execute(
         f"CREATE TABLE big AS WITH RECURSIVE r(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM r "

@@ -525,6 +525,7 @@ static PyObject *read_result(Core *c, PyObject *what, uint32_t out_at, const uin
 
     uint32_t values_at = got[5], values_len = got[6];
     const uint8_t *offs = base + want[4];
+    if (is_varlen(rcode)) c->scratch_bytes += values_len; /* the guest allocated it in its arena */
     if (is_varlen(rcode)) {
         /* Check everything before allocating anything. */
         if (output_limit >= 0 && values_len > (unsigned long long)output_limit)
@@ -632,12 +633,14 @@ static PyObject *run_batch(Core *self, unsigned long long func, PyObject *what, 
     Column cols[MAX_PARAMS];
     memset(cols, 0, sizeof(cols));
     PyObject *result = NULL;
-    int fresh = is_varlen(rcode);
+    /* Variable-length input is what a guest's own scratch tends to grow with: it counts
+       towards the reset (see frame_block_reusable), as the result's bytes do below. */
+    uint64_t varlen_in = 0;
     uint64_t pos = DESC * (uint64_t)(nargs + 1);
     for (Py_ssize_t i = 0; i < nargs; i++) {
         Column *col = &cols[i];
         if (column_from(PySequence_Fast_GET_ITEM(seq, i), rows, col, what)) goto done;
-        fresh |= is_varlen(col->code);
+        if (is_varlen(col->code)) varlen_in += col->values_size;
         col->at_validity = pos;
         pos = align8(pos + col->validity_size);
         col->at_offsets = pos;
@@ -654,7 +657,8 @@ static PyObject *run_batch(Core *self, unsigned long long func, PyObject *what, 
     }
 
     uint32_t block;
-    if (frame_block(self, pos < 8 ? 8 : pos, fresh, what, &block)) goto done;
+    if (frame_block(self, pos < 8 ? 8 : pos, 0, what, &block)) goto done;
+    self->scratch_bytes += varlen_in;
     uint8_t *frame = self->base + block;
     for (Py_ssize_t i = 0; i < nargs; i++) {
         Column *col = &cols[i];

@@ -41,8 +41,9 @@ extern WasmtimeApi api;
 #define DESC 32            /* bytes per column descriptor */
 #define MAX_PARAMS 32      /* ABI: at most 32 parameters */
 #define RESET_EVERY 64     /* see Instance.frame_block */
-/* A row call's variable-length result is allocated by the guest in its arena: reuse the frame
-   block (no reset) until this many such bytes have piled up since the last reset. */
+/* A variable-length result is allocated by the guest in its arena, and its scratch grows with
+   variable-length input: reuse the frame block (no reset) until this many such bytes have
+   piled up since the last reset. */
 #define RESET_SCRATCH_BYTES (1u << 20)
 
 enum { ABI_BOOL = 1, ABI_INT32, ABI_INT64, ABI_FLOAT32, ABI_FLOAT64, ABI_UTF8, ABI_BINARY };
@@ -90,7 +91,7 @@ typedef struct {
     long long fuel;  /* fuel per call; < 0: no fuel metering */
     uint32_t block, capacity;
     int calls_since_reset;
-    uint64_t scratch_bytes; /* variable-length result bytes the guest allocated since the reset */
+    uint64_t scratch_bytes; /* variable-length bytes in and out since the last reset */
     int dead;
     PyObject *before_call; /* None, or called before every guest call */
     PyObject *on_failure;  /* raises the WasmUdfError for (kind, what, detail) */

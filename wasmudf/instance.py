@@ -264,10 +264,10 @@ class Instance:
         """An 8-aligned block of ``size`` bytes for one call's descriptors and buffers.
 
         The arena need not be reset before every call (ABI §7: the host resets when it
-        likes), so a call whose guest allocates nothing of its own (``fresh`` False: no
-        variable-length data) reuses the previous call's block, and the arena is reset every
-        ``RESET_EVERY`` (64) calls to bound whatever scratch the guest took meanwhile. That
-        saves two of the three guest calls per batch.
+        likes), so a call reuses the previous call's block when it fits (``fresh`` forces a
+        new one), and the arena is reset every ``RESET_EVERY`` (64) calls, or once 1 MiB of
+        variable-length input and results went through it, to bound whatever the guest took
+        meanwhile. That saves two of the three guest calls per batch.
         """
         return self.core.frame_block(size, what, fresh)
 

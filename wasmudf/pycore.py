@@ -21,8 +21,11 @@ from . import _native
 from .abi import DESCRIPTOR, DESCRIPTOR_SIZE, F_LENGTH, F_OFFSETS, F_RESERVED, F_TYPE, F_VALIDITY, FIELD_NAMES
 from .abi import TYPES_BY_CODE as _TYPES
 
-#: Reuse the frame block for this many calls before resetting the arena (as RESET_EVERY in C).
+#: Reuse the frame block for this many calls before resetting the arena (as RESET_EVERY in C),
+#: or until this many variable-length bytes went in and out (RESET_SCRATCH_BYTES): the guest
+#: allocates a text result in its arena, and its scratch tends to grow with text input.
 RESET_EVERY = 64
+RESET_SCRATCH_BYTES = 1 << 20
 #: The largest frame one call may take (BATCH_MAX_BYTES in C).
 BATCH_MAX_BYTES = 0x7FFF0000
 NO_DEADLINE = 1 << 62
@@ -98,10 +101,14 @@ class PyCore:
         self._armed_per_tick = False
         self._ticks_left = ticks
         self._block = self._capacity = self._calls_since_reset = 0
+        #: Variable-length bytes in and out since the last reset (see frame_block).
+        self._scratch_bytes = 0
         self._slots = (ctypes.c_uint64 * 8)()
         self._slots_addr = ctypes.addressof(self._slots)
         self._trap = ctypes.c_void_p()
         self._trap_addr = ctypes.addressof(self._trap)
+        # Linear memory never moves (runtime._make_config), so its base is read once, as in C.
+        self._base = _memory_data(ctx, mem)
         self._epoch_callback = _EPOCH_CALLBACK(self._epoch_reached)  # kept alive with self
         _deadline_callback(store, self._epoch_callback, None, None)
 
@@ -168,7 +175,7 @@ class PyCore:
     def reset(self) -> None:
         """Call ``wasmudf_reset``; the frame block is gone with the arena."""
         self.call(self._reset_fn, "wasmudf_reset")
-        self._block = self._capacity = self._calls_since_reset = 0
+        self._block = self._capacity = self._calls_since_reset = self._scratch_bytes = 0
 
     def alloc(self, size: int, align: int, what: str) -> int:
         """A block from ``wasmudf_alloc``, checked to be non-zero, aligned and in memory."""
@@ -182,7 +189,13 @@ class PyCore:
         """An 8-aligned block of ``size`` bytes for one call's frame (see Instance.frame_block)."""
         if size > BATCH_MAX_BYTES:
             raise OverflowError(f"one call's frame would be {size} bytes")
-        if not fresh and self._block and self._capacity >= size and self._calls_since_reset < RESET_EVERY:
+        if (
+            not fresh
+            and self._block
+            and self._capacity >= size
+            and self._calls_since_reset < RESET_EVERY
+            and self._scratch_bytes <= RESET_SCRATCH_BYTES
+        ):
             self._calls_since_reset += 1
             return self._block
         self.reset()
@@ -193,7 +206,7 @@ class PyCore:
 
     def memory(self) -> tuple[int, int]:
         """(base address, size in bytes) of linear memory, read afresh: any call may grow it."""
-        return _memory_data(self._ctx, self._mem), _memory_size(self._ctx, self._mem)
+        return self._base, _memory_size(self._ctx, self._mem)
 
     # -- one batch -----------------------------------------------------------------------
 
@@ -248,7 +261,6 @@ class PyCore:
         ):
             raise ValueError("bad batch description")
         pieces = [_column_pieces(c, rows, what) for c in columns]
-        fresh = bool(has_output and rtype.is_varlen) or any(_TYPES[c[0]].is_varlen for c in columns)
         pos = DESCRIPTOR_SIZE * (nargs + 1)
         places = []
         for validity, offsets, values in pieces:
@@ -266,7 +278,8 @@ class PyCore:
             out_size = (rows + 1) * 4 if rtype.is_varlen else rows * rtype.width
             pos = _align8(pos + out_size)
 
-        block = self.frame_block(max(pos, 8), what, fresh)
+        block = self.frame_block(max(pos, 8), what, False)
+        self._scratch_bytes += sum(len(piece[2]) for c, piece in zip(columns, pieces) if _TYPES[c[0]].is_varlen)
         frame = bytearray(pos)
         for i, ((code, _, null_count, *_), (validity, offsets, values)) in enumerate(zip(columns, pieces)):
             v, o, d = places[3 * i : 3 * i + 3]
@@ -302,8 +315,7 @@ class PyCore:
             )
             DESCRIPTOR.pack_into(frame, DESCRIPTOR_SIZE * nargs, *want)
             frame[out_validity : out_validity + (rows + 7) // 8] = b"\xff" * ((rows + 7) // 8)
-        base, _ = self.memory()
-        ctypes.memmove(base + block, bytes(frame), len(frame))
+        ctypes.memmove(self._base + block, bytes(frame), len(frame))
         if shape == SHAPE_SCALAR:
             self._status_call(func, what, block, nargs, out_at)
         elif shape == SHAPE_FOLD:
@@ -325,7 +337,7 @@ class PyCore:
         allocate: Callable[[int], Any] | None,
     ) -> tuple:
         """Read back and check the output descriptor and buffers (as read_result in C)."""
-        base, mem_size = self.memory()
+        base = self._base
         got = DESCRIPTOR.unpack(ctypes.string_at(base + out_at, DESCRIPTOR_SIZE))
         # The guest may write only null_count, and values/values_len of a varlen result.
         for f in (F_TYPE, F_LENGTH, F_VALIDITY, F_OFFSETS, F_RESERVED):
@@ -336,6 +348,7 @@ class PyCore:
             self._invalid(what, "it changed 'values' or 'values_len' of a fixed-width result")
         values_at, values_len = got[5], got[6]
         if rtype.is_varlen:
+            self._scratch_bytes += values_len
             # Check everything before copying anything.
             if output_limit >= 0 and values_len > output_limit:
                 self._fail("output_limit", what, values_len)
@@ -343,6 +356,7 @@ class PyCore:
                 self._invalid(what, f"values_len {values_len} is over 2 GiB")
             raw_offsets = ctypes.string_at(base + want[F_OFFSETS], (rows + 1) * 4)
             self._check_offsets(what, raw_offsets, rows, values_len)
+            mem_size = _memory_size(self._ctx, self._mem)
             if values_len and (values_at == 0 or values_at + values_len > mem_size):
                 self._invalid(
                     what, f"values [0x{values_at:x}, +{values_len}) is outside the {mem_size}-byte linear memory"

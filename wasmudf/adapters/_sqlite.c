@@ -186,6 +186,7 @@ static int row_call(RowCaller *r, Core *c, uint32_t block, const RowArg *args, R
             put_u32(base + at + 8, 0);
             put_u32(base + at + 12, len);
             if (len) memcpy(base + data, a->data, len);
+            c->scratch_bytes += len;
             put_desc(frame + DESC * i, code, 1, a->is_null, validity, at + 8, data, len);
             data += (uint32_t)align8(len);
         } else {
