@@ -1,4 +1,4 @@
-"""``wasmudf build``: compile C or Zig UDF sources to a module and embed its manifest.
+"""``wasmudf build``: compile C, Zig, Rust or AssemblyScript UDF sources to a module with its manifest.
 
 The SDKs leave one JSON fragment per declaration in the module's data, behind the marker
 ``WASMUDF-MANIFEST-FRAGMENT:`` (neither zig's linker nor wasm-ld merges custom sections the
@@ -8,6 +8,7 @@ section the host reads; the module's code is untouched.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -15,13 +16,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterable, Sequence
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from . import abi, wasmbin
-from .errors import BuildError
+from .errors import BuildError, BuildWarning
 
 MARKER = b"WASMUDF-MANIFEST-FRAGMENT:"
 ZIG_VERSION = "0.17.1"
@@ -46,11 +48,22 @@ def _zig(*args: str, cwd: Path) -> None:
                 f"the zig toolchain is missing: pip install 'wasmudf[build]' (ziglang=={ZIG_VERSION})"
             )
         raise BuildError(f"compilation failed:\n{proc.stderr.strip()}")
+    if proc.stderr.strip():  # the compiler's warnings: shown, never fatal for the user's code
+        warnings.warn(f"the compiler warned:\n{proc.stderr.strip()}", BuildWarning, stacklevel=4)
 
 
-def compile_sources(sources: Sequence[str | os.PathLike[str]], output: Path) -> dict[str, Any] | None:
+def compile_sources(
+    sources: Sequence[str | os.PathLike[str]],
+    output: Path,
+    *,
+    include_dirs: Sequence[str | os.PathLike[str]] = (),
+    defines: Sequence[str] = (),
+    strict: bool = False,
+) -> dict[str, Any] | None:
     """Compile C files (any number) or one Zig, Rust or AssemblyScript file into ``output``;
-    returns the manifest when the language declares it outside the code (AssemblyScript)."""
+    returns the manifest when the language declares it outside the code (AssemblyScript).
+    ``include_dirs`` and ``defines`` (``NAME`` or ``NAME=value``) are for C; ``strict`` makes
+    C warnings errors (the project's own examples are built so)."""
     paths = [Path(s).resolve() for s in sources]
     if not paths:
         raise BuildError("no source files given")
@@ -59,6 +72,8 @@ def compile_sources(sources: Sequence[str | os.PathLike[str]], output: Path) -> 
             raise BuildError(f"source file not found: {p}")
     kinds = {p.suffix for p in paths}
     sdk = guest_dir()
+    if (include_dirs or defines) and not kinds <= {".c"}:
+        raise BuildError("include directories (-I) and defines (-D) apply to C sources only")
     if kinds <= {".c"}:
         _zig(
             "cc",
@@ -68,9 +83,11 @@ def compile_sources(sources: Sequence[str | os.PathLike[str]], output: Path) -> 
             "-s",
             "-std=c11",
             "-Wall",
-            "-Werror",
+            *(["-Werror"] if strict else []),
             "-Wl,--no-entry",
             f"-I{sdk}",
+            *(f"-I{Path(d).resolve()}" for d in include_dirs),
+            *(f"-D{d}" for d in defines),
             "-o",
             str(output),
             *map(str, paths),
@@ -287,18 +304,62 @@ def manifest_from_fragments(wasm: bytes) -> dict[str, Any]:
     return manifest
 
 
-def build(sources: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str]) -> dict[str, Any]:
+def build(
+    sources: Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    *,
+    include_dirs: Sequence[str | os.PathLike[str]] = (),
+    defines: Sequence[str] = (),
+    strict: bool = False,
+) -> dict[str, Any]:
     """Compile ``sources`` and write a module with its manifest to ``output``.
+
+    C sources take ``include_dirs`` and ``defines``; compiler warnings are shown as
+    :class:`BuildWarning` (errors with ``strict``). A function named like a DuckDB or SQLite
+    built-in is warned about: ``register`` would refuse it.
 
     Returns the manifest. Raises BuildError (compiler output included) or ManifestError.
     """
     out = Path(output)
     with tempfile.TemporaryDirectory() as tmp:
         raw_path = Path(tmp) / "raw.wasm"
-        declared = compile_sources(sources, raw_path)
+        declared = compile_sources(sources, raw_path, include_dirs=include_dirs, defines=defines, strict=strict)
         wasm = raw_path.read_bytes()
     manifest = declared if declared is not None else manifest_from_fragments(wasm)
     content = json.dumps(manifest, separators=(",", ":"), ensure_ascii=False).encode()
     abi.parse_manifest(content)  # refuse to write a module the host would reject
     out.write_bytes(wasmbin.with_custom_section(wasm, abi.MANIFEST_SECTION, content))
+    for message in builtin_clashes(f["name"] for f in manifest["functions"]):
+        warnings.warn(message, BuildWarning, stacklevel=2)
     return manifest
+
+
+def builtin_clashes(names: Iterable[str]) -> list[str]:
+    """A warning for each name that is also a built-in function of SQLite or (when it is
+    installed) DuckDB: registering it there fails, so the function should be renamed."""
+    found = []
+    for name in names:
+        engines = [engine for engine, builtins in _builtin_names().items() if name.lower() in builtins]
+        if engines:
+            found.append(
+                f"`{name}` is also a built-in {' and '.join(engines)} function, so register() will refuse it "
+                f"there: rename it (e.g. `udf_{name}`)"
+            )
+    return found
+
+
+@functools.cache
+def _builtin_names() -> dict[str, frozenset[str]]:
+    import sqlite3
+
+    con = sqlite3.connect(":memory:")
+    names = {"SQLite": frozenset(r[0].lower() for r in con.execute("SELECT name FROM pragma_function_list"))}
+    con.close()
+    try:
+        import duckdb
+    except ImportError:
+        return names
+    duck = duckdb.connect()
+    names["DuckDB"] = frozenset(r[0].lower() for r in duck.execute("SELECT function_name FROM duckdb_functions()").fetchall())
+    duck.close()
+    return names

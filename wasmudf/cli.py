@@ -10,7 +10,9 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,7 +20,7 @@ from typing import Any, TypeVar
 from . import trust, wasmbin
 from .adapters import Adapter, adapter_named, file_engine, is_engine_error
 from .catalog import AttachReport, attach, install, installed, uninstall
-from .errors import UsageError, WasmUdfError
+from .errors import BuildWarning, UsageError, WasmUdfError
 from .limits import Limits
 from .trust import Policy
 
@@ -216,17 +218,28 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     from .build import build
 
-    manifest = build(args.sources, args.output)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", BuildWarning)
+        manifest = build(args.sources, args.output, include_dirs=args.include or (), defines=args.define or ())
+    for warning in caught:
+        print(f"wasmudf: warning: {warning.message}", file=sys.stderr)
     names = ", ".join(f["name"] for f in manifest["functions"])
-    print(f"wrote {args.output}: {len(manifest['functions'])} functions ({names})")
+    print(f"wrote {args.output}: {_count(len(manifest['functions']), 'function')} ({names})")
     return 0
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from .build import builtin_clashes
     from .module import load, read_manifest
 
-    with open(args.module, "rb") as f:
-        wasm = f.read()
+    try:
+        wasm = Path(args.module).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.module}: {exc.strerror}") from None
     manifest = read_manifest(wasm, args.module)
     module = load(wasm, grant=manifest.capabilities, tenant="inspect")
     signature = trust.read_signature(wasm, args.module)
@@ -254,6 +267,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         "exports": [e.name for e in compiled.exports],
         "custom_sections": [s.name for s in wasmbin.sections(wasm) if s.name is not None],
         "signed_by": signature.key_id if signature else None,
+        "warnings": builtin_clashes(s.name for s in manifest.functions),
     }
     if args.json:
         print(json.dumps(info, indent=2))
@@ -273,6 +287,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"  {fn['signature']:<58} [{', '.join(flags)}]")
         if fn["doc"]:
             print(f"      {fn['doc']}")
+    for warning in info["warnings"]:
+        print(f"warning: {warning}")
     return 0
 
 
@@ -297,10 +313,13 @@ def parser() -> argparse.ArgumentParser:
 
     build = sub.add_parser(
         "build",
-        help="compile C or Zig UDF sources into a module",
-        description="Compile C files or one Zig file with the pinned zig toolchain and embed the manifest.",
+        help="compile C, Zig, Rust or AssemblyScript UDF sources into a module",
+        description="Compile C files (with the pinned zig toolchain), or one Zig, Rust (.rs) or AssemblyScript "
+        "(.ts) file, and embed the manifest. Compiler warnings are shown; they do not fail the build.",
     )
-    build.add_argument("sources", nargs="+", help=".c files, or one .zig file")
+    build.add_argument("sources", nargs="+", help=".c files, or one .zig, .rs or .ts file")
+    build.add_argument("-I", dest="include", action="append", metavar="DIR", help="C: an include directory")
+    build.add_argument("-D", dest="define", action="append", metavar="NAME[=VALUE]", help="C: a macro definition")
     build.add_argument("-o", "--output", required=True, help="the .wasm file to write")
     build.set_defaults(run=cmd_build)
 
@@ -398,6 +417,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.run(args))
+    except BrokenPipeError:  # `wasmudf inspect x.wasm | head`: the reader has gone, quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except WasmUdfError as exc:
         print(f"wasmudf: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

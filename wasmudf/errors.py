@@ -139,3 +139,7 @@ class OutputLimitExceeded(LimitExceeded):
 
 class BuildError(WasmUdfError):
     """The compiler failed, or the sources declare no function or an invalid one."""
+
+
+class BuildWarning(UserWarning):
+    """What the compiler warned about, or a function name an engine would refuse."""

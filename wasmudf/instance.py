@@ -15,6 +15,7 @@ import contextlib
 import copy
 import ctypes
 import functools
+import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -422,11 +423,14 @@ def _limit_error(instance: Instance, what: str, trap_code: Any) -> GuestError:
 
 
 def _trap_reason(message: str) -> str:
-    """The cause line of a wasmtime trap message ("wasm trap: ..."), without the backtrace."""
-    lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
+    """The cause of a wasmtime trap message ("wasm trap: ...") without the backtrace or the
+    "Caused by" list's numbering, with a memory fault's address when there is one."""
+    lines = [re.sub(r"^\d+:\s*", "", ln.strip()) for ln in message.strip().splitlines() if ln.strip()]
+    fault = next((ln for ln in lines if ln.startswith("memory fault at")), None)
     for ln in reversed(lines):
         if ln.startswith("wasm trap:"):
-            return ln.removeprefix("wasm trap:").strip()
+            reason = ln.removeprefix("wasm trap:").strip()
+            return f"{reason} ({fault})" if fault else reason
     return lines[-1] if lines else "trap"
 
 

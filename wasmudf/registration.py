@@ -98,7 +98,10 @@ def register(con: Any, source: Module | Source, *, replace: bool = False, **load
 def _check_replaceable(adapter: Adapter, name: str, builtin: bool, replace: bool) -> None:
     """The one rule for a name that is taken: never a built-in, others with ``replace``."""
     if builtin:
-        raise RegistrationError(f"`{name}` is a built-in {adapter.engine} function and cannot be replaced")
+        raise RegistrationError(
+            f"`{name}` is a built-in {adapter.engine} function and cannot be replaced; rename the function "
+            f"in the module (e.g. `udf_{name}`): nothing of the module was registered"
+        )
     if not replace:
         raise RegistrationError(
             f"a function named `{name}` already exists on this {adapter.engine} connection; "

@@ -1,0 +1,109 @@
+"""The rough edges a new user hits first: the build's options and warnings, names that clash
+with the engines' built-ins, the CLI's errors, and the text of a trap."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import wat
+from conftest import EXAMPLES, ROOT
+
+import wasmudf
+from wasmudf.build import build
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "wasmudf", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+UDF = """
+#include "wasmudf.h"
+#include "scale.h"
+/* a comment with a /* inside it: a warning, not an error */
+static double scaled(double x) { return x * SCALE * FACTOR; }
+WASMUDF_SCALAR(scaled, float64, "x times SCALE times FACTOR", float64)
+"""
+
+
+def test_build_takes_include_dirs_and_defines_and_warnings_do_not_fail_it(tmp_path):
+    (tmp_path / "inc").mkdir()
+    (tmp_path / "inc" / "scale.h").write_text("#define SCALE 3.0\n")
+    (tmp_path / "scaled.c").write_text(UDF)
+    out = tmp_path / "scaled.wasm"
+    proc = run_cli("build", str(tmp_path / "scaled.c"), "-I", str(tmp_path / "inc"), "-D", "FACTOR=2", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "wasmudf: warning: the compiler warned" in proc.stderr and "-Wcomment" in proc.stderr
+    assert f"wrote {out}: 1 function (scaled)" in proc.stdout  # one function, not "1 functions"
+    assert wasmudf.load(out).functions["scaled"]([1.5]).to_pylist() == [9.0]
+    with pytest.warns(wasmudf.BuildWarning, match="the compiler warned"):  # (zig caches: a new define)
+        build([tmp_path / "scaled.c"], out, include_dirs=[tmp_path / "inc"], defines=["FACTOR=4"])
+    # The project's own examples are held to no warnings at all.
+    with pytest.raises(wasmudf.BuildError, match="-Werror,-Wcomment"):
+        build([tmp_path / "scaled.c"], out, include_dirs=[tmp_path / "inc"], defines=["FACTOR=2"], strict=True)
+    # Without the define the build fails, naming the missing name.
+    proc = run_cli("build", str(tmp_path / "scaled.c"), "-I", str(tmp_path / "inc"), "-o", str(out))
+    assert proc.returncode == 1 and "FACTOR" in proc.stderr
+
+
+CLASH = """
+#include "wasmudf.h"
+static int64_t upper(int64_t x) { return x; }
+WASMUDF_SCALAR(upper, int64, "named like a built-in", int64)
+static int64_t fine(int64_t x) { return x; }
+WASMUDF_SCALAR(fine, int64, "not", int64)
+"""
+
+
+def test_names_of_builtins_are_warned_about_at_build_and_inspect_and_refused_with_a_way_out(tmp_path):
+    (tmp_path / "clash.c").write_text(CLASH)
+    out = tmp_path / "clash.wasm"
+    proc = run_cli("build", str(tmp_path / "clash.c"), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "`upper` is also a built-in SQLite and DuckDB function" in proc.stderr
+    assert "`fine`" not in proc.stderr
+    assert "warning: `upper` is also a built-in" in run_cli("inspect", str(out)).stdout
+    import apsw
+
+    with pytest.raises(wasmudf.RegistrationError, match=r"`upper` is a built-in sqlite function .* rename .*`udf_upper`"):
+        wasmudf.register(apsw.Connection(":memory:"), out)
+
+
+def test_inspect_of_a_missing_file_is_a_clear_error():
+    proc = run_cli("inspect", "nope.wasm")
+    assert proc.returncode == 1
+    assert "cannot read nope.wasm: No such file or directory" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_inspect_into_a_closed_pipe_ends_quietly():
+    # `wasmudf inspect x.wasm | head -1`: the reader leaves after one line.
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "wasmudf", "inspect", str(EXAMPLES["text"])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        bufsize=0,
+    )
+    cli.stdout.read(10)
+    cli.stdout.close()
+    _, err = cli.communicate()
+    assert cli.returncode == 0 and b"BrokenPipeError" not in err and b"Traceback" not in err
+
+
+def test_help_names_every_language():
+    text = run_cli("build", "--help").stdout + run_cli("--help").stdout
+    for language in ("C", "Zig", "Rust", "AssemblyScript"):
+        assert language in text, language
+    assert "C or Zig" not in text
+
+
+def test_an_out_of_bounds_access_reads_plainly():
+    body = '(func (export "oob") (param i32 i32 i32) (result i32) (i32.load (i32.const -1)))'
+    module = wasmudf.load(wat.module(body, [wat.scalar("oob", ["int64"], "int64")]))
+    with pytest.raises(wasmudf.GuestTrap) as info:
+        module.functions["oob"]([1])
+    message = str(info.value)
+    assert "trapped: out of bounds memory access (memory fault at wasm address 0xffffffff" in message
+    assert ": 1:" not in message and "wasm trap:" not in message
