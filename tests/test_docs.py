@@ -29,3 +29,16 @@ def test_guide_example_builds_and_answers(lang, source, tmp_path):
     con = duckdb.connect()
     assert wasmudf.register(con, out) == ["to_fahrenheit"]
     assert con.execute("SELECT to_fahrenheit(100.0)").fetchall() == [(212.0,)]
+
+
+def test_the_readmes_table_of_examples_lists_every_function(example_modules):
+    rows = re.findall(r"^\| `udfs/(\w+)` \([^)]*\) \| (.*) \|$", (ROOT / "README.md").read_text(), re.M)
+    listed = {module: set(re.findall(r"`(\w+)`", names)) for module, names in rows}
+    assert set(listed) == set(example_modules)
+    for module, names in listed.items():
+        assert names == set(example_modules[module].functions), module
+
+
+def test_dict_secret_store_is_documented():
+    docs = "".join((ROOT / f).read_text() for f in ("README.md", "docs/security.md"))
+    assert "DictSecretStore" in docs
