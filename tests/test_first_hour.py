@@ -107,3 +107,27 @@ def test_an_out_of_bounds_access_reads_plainly():
     message = str(info.value)
     assert "trapped: out of bounds memory access (memory fault at wasm address 0xffffffff" in message
     assert ": 1:" not in message and "wasm trap:" not in message
+
+
+BOOM = '(func (export "boom") (param i32 i32 i32) (result i32) unreachable)'
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "sqlite", "sqlite3"])
+def test_the_wasmudf_error_behind_any_engines_error(engine):
+    from conftest import connect
+
+    module = wasmudf.load(wat.module(BOOM + wat.ADD_I64, [wat.scalar("boom", ["int64"], "int64"),
+                                                          wat.scalar("add_i64", ["int64", "int64"], "int64")]))
+    con = connect(engine)
+    wasmudf.register(con, module)
+    with pytest.raises(Exception) as info:  # noqa: PT011 - each engine raises its own class
+        con.execute("SELECT boom(1)").fetchall()
+    error = wasmudf.error_from(info.value)
+    assert isinstance(error, wasmudf.GuestTrap)
+    assert error.function == "boom" and "(boom, add_i64)" in error.module
+    assert "trapped: wasm `unreachable` instruction executed" in str(error)
+    # An engine error of the statement's own is not a wasmudf error.
+    with pytest.raises(Exception) as info:  # noqa: PT011
+        con.execute("SELECT no_such_function(1)").fetchall()
+    assert wasmudf.error_from(info.value) is None
+    con.close()

@@ -9,6 +9,7 @@
 """
 
 from .abi import FunctionSpec, Manifest
+from .adapters import error_from
 from .aggregates import AggregateFunction
 from .capabilities import DictSecretStore, SecretStore
 from .catalog import AttachReport, InstalledModule, attach, install, installed, uninstall
@@ -82,6 +83,7 @@ __all__ = [
     "UsageError",
     "WasmUdfError",
     "attach",
+    "error_from",
     "install",
     "installed",
     "interrupt",

@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager
 from importlib import import_module
 from typing import Any, Protocol
 
-from ..errors import RegistrationError
+from ..errors import RegistrationError, WasmUdfError
 
 
 class NameTaken(Exception):
@@ -78,6 +78,9 @@ class Adapter(Protocol):
     def is_engine_error(self, exc: BaseException) -> bool:
         """Whether ``exc`` is the engine's own error (reported as such by the CLI)."""
 
+    def wasmudf_error(self, exc: BaseException) -> WasmUdfError | None:
+        """The wasmudf error behind an engine error ``exc`` raised by a statement, if any."""
+
 
 #: (the package a connection's type comes from, the adapter module serving it).
 _ADAPTERS = (("duckdb", "duckdb"), ("apsw", "sqlite_apsw"), ("sqlite3", "sqlite_stdlib"))
@@ -135,3 +138,17 @@ def file_engine(header: bytes) -> str | None:
 def is_engine_error(exc: BaseException) -> bool:
     """Whether ``exc`` is an error of one of the engines (not of wasmudf or Python)."""
     return any(adapter.is_engine_error(exc) for adapter in _adapters(loaded_only=True))
+
+
+def error_from(exc: BaseException) -> WasmUdfError | None:
+    """The wasmudf error behind an exception a statement raised, whatever the engine made of
+    it: itself on apsw (which passes it through), rebuilt from DuckDB's message (its class
+    and text), the last one of this thread on Python's ``sqlite3`` (which drops the text);
+    None when no wasmudf function failed."""
+    if isinstance(exc, WasmUdfError):
+        return exc
+    for adapter in _adapters(loaded_only=True):
+        found = adapter.wasmudf_error(exc)
+        if found is not None:
+            return found
+    return None

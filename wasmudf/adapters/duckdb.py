@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 import time
 import weakref
 from collections.abc import Iterator
@@ -20,9 +21,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from .. import errors
 from ..aggregates import AggregateFunction
 from ..columns import plain_array
-from ..errors import ArgumentTypeError, RegistrationError
+from ..errors import ArgumentTypeError, RegistrationError, WasmUdfError
 from ..functions import ScalarFunction
 from . import NameTaken
 
@@ -307,6 +309,30 @@ class DuckDBAdapter:
         import duckdb
 
         return isinstance(exc, duckdb.Error)
+
+    def wasmudf_error(self, exc: BaseException) -> WasmUdfError | None:
+        """DuckDB wraps a UDF's exception in an InvalidInputException whose text carries the
+        exception's class and message at a fixed place: rebuilt from those."""
+        import duckdb
+
+        if not isinstance(exc, duckdb.InvalidInputException):
+            return None
+        found = _UDF_ERROR.search(str(exc))
+        cls = getattr(errors, found.group(1), None) if found else None
+        if not (isinstance(cls, type) and issubclass(cls, WasmUdfError)):
+            return None
+        message = found.group(2)
+        named = _NAMED.match(message)
+        if issubclass(cls, errors.GuestError):
+            rebuilt: WasmUdfError = cls(message, function=named and named.group(1), module=named and named.group(2))
+        else:
+            rebuilt = cls(message)
+        rebuilt.__cause__ = exc
+        return rebuilt
+
+
+_UDF_ERROR = re.compile(r"Python exception occurred while executing the UDF: (\w+): (.*)", re.S)
+_NAMED = re.compile(r"`(\w+)` in (.+?)(?: trapped| failed| returned| ran| was| overflowed|: |$)")
 
 
 ADAPTER = DuckDBAdapter()

@@ -19,7 +19,7 @@ import apsw
 
 from .. import _native
 from ..aggregates import AggregateFunction
-from ..errors import RegistrationError
+from ..errors import RegistrationError, WasmUdfError
 from ..functions import ScalarFunction
 from . import sqlite_rows
 from .sqlite_rows import ROW_BUFFER, RowFeeder
@@ -97,6 +97,9 @@ class ApswAdapter:
 
     def is_engine_error(self, exc: BaseException) -> bool:
         return isinstance(exc, apsw.Error)
+
+    def wasmudf_error(self, exc: BaseException) -> WasmUdfError | None:
+        return None  # apsw raises a function's own exception: nothing is hidden
 
 
 ADAPTER = ApswAdapter()

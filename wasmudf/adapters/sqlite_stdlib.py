@@ -5,7 +5,8 @@ and ``create_window_function`` (SQLite's rules: sqlite_rows.py).
 way to see ``Connection.interrupt()`` from a running function: ``wasmudf.interrupt(con)``
 stops a running guest call, plain ``interrupt()`` takes effect when it returns. Two limits of
 the module itself: an error raised by a function reaches SQL as ``sqlite3.OperationalError``
-("user-defined function raised exception") without its text, and a function cannot be
+("user-defined function raised exception") without its text (``wasmudf.error_from`` gives
+it back), and a function cannot be
 removed on Python < 3.13, so unregistering replaces it with one that refuses to run.
 """
 
@@ -13,13 +14,14 @@ from __future__ import annotations
 
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from ..aggregates import AggregateFunction
-from ..errors import RegistrationError, UsageError
+from ..errors import RegistrationError, UsageError, WasmUdfError
 from ..functions import ScalarFunction
 from . import sqlite_rows
 from .sqlite_rows import RowFeeder
@@ -65,7 +67,8 @@ class StdlibSqliteAdapter:
         check = _interrupt_check(con)
 
         def row(*values: Any) -> Any:
-            return fn.call_row(*values, interrupted=check())
+            with _kept_for_error_from():
+                return fn.call_row(*values, interrupted=check())
 
         con.create_function(spec.name, len(spec.params), row, deterministic=spec.deterministic)
 
@@ -76,11 +79,24 @@ class StdlibSqliteAdapter:
             """sqlite3's aggregate (and window) protocol over a RowFeeder."""
 
             def __init__(self) -> None:
-                self.feeder = RowFeeder(fn.start(check()))
-                self.step, self.inverse, self.value = self.feeder.step, self.feeder.inverse, self.feeder.value
+                with _kept_for_error_from():
+                    self.feeder = RowFeeder(fn.start(check()))
+
+            def step(self, *values: Any) -> None:
+                with _kept_for_error_from():
+                    self.feeder.step(*values)
+
+            def inverse(self, *values: Any) -> None:
+                with _kept_for_error_from():
+                    self.feeder.inverse(*values)
+
+            def value(self) -> Any:
+                with _kept_for_error_from():
+                    return self.feeder.value()
 
             def finalize(self) -> Any:
-                return self.feeder.final()
+                with _kept_for_error_from():
+                    return self.feeder.final()
 
         nargs = len(fn.spec.params)
         if fn.window:
@@ -121,8 +137,27 @@ class StdlibSqliteAdapter:
     def is_engine_error(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.Error)
 
+    def wasmudf_error(self, exc: BaseException) -> WasmUdfError | None:
+        """sqlite3 reports "user-defined function raised exception" and drops the exception:
+        the last one a wasmudf function raised on this thread is kept for this."""
+        if not isinstance(exc, sqlite3.OperationalError) or "user-defined" not in str(exc):
+            return None
+        return getattr(_LAST_ERROR, "error", None)
+
 
 ADAPTER = StdlibSqliteAdapter()
+
+#: The last WasmUdfError a function raised on each thread (see wasmudf_error).
+_LAST_ERROR = threading.local()
+
+
+@contextmanager
+def _kept_for_error_from() -> Iterator[None]:
+    try:
+        yield
+    except WasmUdfError as exc:
+        _LAST_ERROR.error = exc
+        raise
 
 
 def _interrupt_check(con: Any) -> Callable[[], Callable[[], bool]]:
