@@ -25,7 +25,7 @@ from .columns import (
     valid_rows,
     value_kind,
 )
-from .dataframes import from_arrow, series_kind, to_arrow
+from .dataframes import from_arrow, is_scalar, nullable_pandas, series_kind, to_arrow
 from .errors import ArgumentTypeError
 
 if TYPE_CHECKING:
@@ -124,7 +124,9 @@ class ScalarFunction(ArrowArguments):
         series = series_kind(args)
         if series is not None:  # pandas/polars Series in: the same kind out
             result = self(*[to_arrow(a) for a in args], rows=rows, interrupted=interrupted)
-            return from_arrow(series[0], series[1], result, self.name)
+            return from_arrow(series[0], series[1], result, self.name, nullable_pandas(args))
+        if args and any(is_scalar(a) for a in args):
+            return self._broadcast(args, rows, interrupted)
         if interrupted is not None:
             with self._pool.get(self.name).interruptible(interrupted):
                 return self(*args, rows=rows)
@@ -153,13 +155,34 @@ class ScalarFunction(ArrowArguments):
             return pieces[0]
         return pa.concat_arrays(pieces) if pieces else pa.array([], type=self.return_type)
 
+    def _broadcast(
+        self, args: tuple[Any, ...], rows: int | None, interrupted: Callable[[], bool] | None
+    ) -> pa.Array | pa.ChunkedArray | pa.Scalar:
+        """Single values repeated over the other arguments' rows, as pyarrow.compute does;
+        called with single values only, the answer is a single value (a pyarrow Scalar)."""
+        lengths = {len(a) for a in args if not is_scalar(a)}
+        if len(lengths) > 1:
+            raise ArgumentTypeError(f"`{self.name}`: the array arguments differ in length ({sorted(lengths)})")
+        n = lengths.pop() if lengths else rows if rows is not None else 1
+        spread = [
+            self._repeat(i, a, n) if is_scalar(a) else a for i, a in enumerate(args)
+        ]
+        result = self(*spread, interrupted=interrupted)
+        return result[0] if not lengths and rows is None and all(is_scalar(a) for a in args) else result
+
+    def _repeat(self, index: int, value: Any, n: int) -> pa.Array:
+        if len(self.spec.params) <= index:
+            raise ArgumentTypeError(f"{self.spec.signature()} takes {len(self.spec.params)} arguments")
+        one = self._coerce(index, [value.as_py() if isinstance(value, pa.Scalar) else value])
+        return pa.repeat(one[0], n) if n != 1 else one
+
     def _direct_columns(self, args: tuple[Any, ...]) -> list[tuple] | None:
         """When ``args`` can go to the guest as they are (one batch of plain arrays of the
         right types, no NULLs to strip for a strict function, no more varlen data than one
         call takes): their descriptions for the C accelerator, as :func:`arrow_columns`
         makes them (built here in the same pass as the checks: this runs for every vector)."""
         checks = self._checks
-        if not args or len(args) != len(checks):
+        if not args or len(args) != len(checks) or type(args[0]) is not checks[0][0]:
             return None
         n = len(args[0])
         if not 0 < n <= BATCH_ROWS:
@@ -196,6 +219,8 @@ class ScalarFunction(ArrowArguments):
         a fixed-width result that is not bool: the case _call_large serves."""
         classes = self._array_classes
         if not args or len(args) != len(classes) or self.spec.returns.name in ("bool", "utf8", "binary"):
+            return False
+        if type(args[0]) is not classes[0]:
             return False
         n = len(args[0])
         if n <= BATCH_ROWS:
