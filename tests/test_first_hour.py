@@ -131,3 +131,28 @@ def test_the_wasmudf_error_behind_any_engines_error(engine):
         con.execute("SELECT no_such_function(1)").fetchall()
     assert wasmudf.error_from(info.value) is None
     con.close()
+
+
+def test_duckdb_tries_a_failing_constant_call_once(monkeypatch):
+    # DuckDB folds constants while planning and retries in execution: without care a guest
+    # that loops takes its time limit three times over for `SELECT spin(1)`.
+    import duckdb
+
+    from wasmudf.functions import ScalarFunction
+
+    body = '(func (export "spin") (param i32 i32 i32) (result i32) (loop $l (br $l)) (i32.const 0))'
+    functions = [wat.scalar("spin", ["int64"], "int64"), wat.scalar("spin_v", ["int64"], "int64", export="spin",
+                                                                    deterministic=False)]
+    module = wasmudf.load(wat.module(body, functions[:1]), limits=wasmudf.Limits(timeout_ms=50))
+    volatile = wasmudf.load(wat.module(body, [dict(functions[1], export="spin")]), limits=wasmudf.Limits(timeout_ms=50))
+    calls: list[str] = []
+    original = ScalarFunction.__call__
+    monkeypatch.setattr(ScalarFunction, "__call__", lambda self, *a, **k: calls.append(self.name) or original(self, *a, **k))
+    con = duckdb.connect()
+    wasmudf.register(con, module)
+    wasmudf.register(con, volatile)
+    for sql, new_calls in (("SELECT spin(1)", 1), ("SELECT spin(1)", 0), ("SELECT spin(2)", 1), ("SELECT spin_v(1)", 1)):
+        before = len(calls)
+        with pytest.raises(duckdb.InvalidInputException, match="TimeLimitExceeded"):
+            con.execute(sql).fetchall()
+        assert len(calls) - before == new_calls, sql

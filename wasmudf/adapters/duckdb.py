@@ -24,7 +24,7 @@ import pyarrow as pa
 from .. import errors
 from ..aggregates import AggregateFunction
 from ..columns import plain_array
-from ..errors import ArgumentTypeError, RegistrationError, WasmUdfError
+from ..errors import ArgumentTypeError, GuestError, RegistrationError, WasmUdfError
 from ..functions import ScalarFunction
 from . import NameTaken
 
@@ -141,11 +141,19 @@ def _register_scalar(con: Any, fn: ScalarFunction) -> None:
     """Create the DuckDB function (its names must be free)."""
     spec = fn.spec
     check_for_call = _interrupt_check(con)
+    failures = _RecentFailures() if spec.deterministic else None
 
     def udf(*arrays: pa.ChunkedArray | pa.Array) -> pa.Array:
         # DuckDB hands over one vector (≤ 2048 rows), each column a one-chunk ChunkedArray;
         # plain arrays take the function's direct path.
-        result = fn(*[plain_array(a) for a in arrays], interrupted=check_for_call())
+        plain = [plain_array(a) for a in arrays]
+        key = failures.known(plain) if failures is not None else None
+        try:
+            result = fn(*plain, interrupted=check_for_call())
+        except (GuestError, ArgumentTypeError) as exc:
+            if failures is not None:
+                failures.remember(key, exc)
+            raise
         return result.combine_chunks() if isinstance(result, pa.ChunkedArray) else result
 
     # DuckDB counts the callable's parameters, so give it one per SQL argument.
@@ -168,6 +176,44 @@ def _register_scalar(con: Any, fn: ScalarFunction) -> None:
             side_effects=not spec.deterministic,
         ),
     )
+
+
+class _RecentFailures:
+    """How a deterministic function failed on one row of constants, for a few seconds.
+
+    DuckDB folds constant expressions while planning: ``SELECT f(1)`` calls ``f`` in the
+    optimizer, which swallows the error and tries again, and then in execution, so a guest
+    that runs into its time limit took it three times over. Failing again at once on the same
+    constants keeps the limit what it says (an interruption is not remembered: it is not the
+    input's doing)."""
+
+    TTL_S = 10.0
+    SIZE = 16
+
+    def __init__(self) -> None:
+        self._failed: dict[tuple, tuple[float, BaseException]] = {}
+
+    def known(self, arrays: list[pa.Array]) -> tuple | None:
+        """The key of one row of constants (raising its recent failure, if any), else None."""
+        if not arrays or any(len(a) != 1 for a in arrays):
+            return None
+        try:
+            key = tuple((a.type, a[0].as_py()) for a in arrays)
+            found = self._failed.get(key)
+        except TypeError:  # an unhashable value
+            return None
+        if found is not None:
+            if time.monotonic() - found[0] < self.TTL_S:
+                raise found[1]
+            del self._failed[key]
+        return key
+
+    def remember(self, key: tuple | None, exc: BaseException) -> None:
+        if key is None or isinstance(exc, errors.CallInterrupted):
+            return
+        if len(self._failed) >= self.SIZE:
+            self._failed.pop(next(iter(self._failed)))
+        self._failed[key] = (time.monotonic(), exc)
 
 
 def _register_aggregate(con: Any, fn: AggregateFunction) -> None:
