@@ -10,9 +10,6 @@ from pathlib import Path
 from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
-EXAMPLES = ("numeric", "text", "binary", "stats", "strings", "rust", "assemblyscript")
-
-
 class BuildPyWithExamples(build_py):
     """Also put the example modules (built and committed in udfs/) into the package, so an
     installed wheel's ``wasmudf sql`` has them (see wasmudf/examples.py)."""
@@ -21,8 +18,8 @@ class BuildPyWithExamples(build_py):
         super().run()
         target = Path(self.build_lib) / "wasmudf" / "example_modules"
         target.mkdir(parents=True, exist_ok=True)
-        for name in EXAMPLES:
-            shutil.copy2(Path("udfs") / name / f"{name}.wasm", target / f"{name}.wasm")
+        for module in sorted(Path("udfs").glob("*/*.wasm")):
+            shutil.copy2(module, target / module.name)
 
 
 setup(

@@ -179,6 +179,61 @@ def xor_bytes(b, key):
     return bytes(x ^ (key[i % len(key)] if key else 0) for i, x in enumerate(b))
 
 
+def jaro(a: bytes, b: bytes) -> float:
+    """Jaro similarity (matches within half the longer length, less one; half the
+    out-of-order matches are transpositions), over bytes as the C code sees them."""
+    la, lb = len(a), len(b)
+    if la == 0 and lb == 0:
+        return 1.0
+    if la == 0 or lb == 0:
+        return 0.0
+    window = max(max(la, lb) // 2 - 1, 0)
+    in_a, in_b = [False] * la, [False] * lb
+    for i in range(la):
+        for j in range(max(0, i - window), min(lb, i + window + 1)):
+            if not in_b[j] and a[i] == b[j]:
+                in_a[i] = in_b[j] = True
+                break
+    m = sum(in_a)
+    if m == 0:
+        return 0.0
+    matched_b = [c for c, hit in zip(b, in_b) if hit]
+    out_of_order = sum(x != y for x, y in zip((c for c, hit in zip(a, in_a) if hit), matched_b))
+    return (m / la + m / lb + (m - out_of_order // 2) / m) / 3.0
+
+
+def jaro_winkler(a: str, b: str) -> float:
+    x, y = a.encode(), b.encode()
+    j = jaro(x, y)
+    prefix = 0
+    while prefix < min(4, len(x), len(y)) and x[prefix] == y[prefix]:
+        prefix += 1
+    return j + prefix * 0.1 * (1.0 - j)
+
+
+SOUNDEX_DIGITS = {c: d for d, letters in (("1", "BFPV"), ("2", "CGJKQSXZ"), ("3", "DT"), ("4", "L"),
+                                          ("5", "MN"), ("6", "R")) for c in letters}
+
+
+def soundex_code(word: str) -> str:
+    """American Soundex: the first letter, then the digits of the following consonants, a
+    digit repeated only across a vowel (not across H or W), padded with 0 to four; ASCII
+    letters only count."""
+    letters = [c.upper() for c in word if c.isascii() and c.isalpha()]
+    if not letters:
+        return ""
+    code, last = [letters[0]], SOUNDEX_DIGITS.get(letters[0], "0")
+    for c in letters[1:]:
+        if len(code) == 4:
+            break
+        d = SOUNDEX_DIGITS.get(c, "0")
+        if d != "0" and d != last:
+            code.append(d)
+        if c not in "HW":
+            last = d
+    return "".join(code).ljust(4, "0")
+
+
 #: The reference of each example function, by SQL name.
 REFERENCES = {
     "haversine_km": haversine_km,
@@ -205,4 +260,6 @@ REFERENCES = {
     "fnv1a64": fnv1a64,
     "hex_lower": hex_lower,
     "xor_bytes": xor_bytes,
+    "jaro_winkler": jaro_winkler,
+    "soundex_code": soundex_code,
 }

@@ -66,6 +66,8 @@ CASES: dict[str, tuple[str, list[Any]]] = {
     "fnv1a64": ("binary", [BLOB]),
     "hex_lower": ("binary", [BLOB]),
     "xor_bytes": ("binary", [BLOB, BLOB]),
+    "jaro_winkler": ("similarity", [TEXT | LATIN | st.sampled_from(["MARTHA", "DWAYNE", "DIXON"]), TEXT | LATIN]),
+    "soundex_code": ("similarity", [LATIN | st.sampled_from(["Robert", "Rupert", "Tymczak", "Pfister", "Ashcraft"])]),
 }
 
 

@@ -156,3 +156,60 @@ def test_duckdb_tries_a_failing_constant_call_once(monkeypatch):
         with pytest.raises(duckdb.InvalidInputException, match="TimeLimitExceeded"):
             con.execute(sql).fetchall()
         assert len(calls) - before == new_calls, sql
+
+
+LIBC = r"""
+#include "wasmudf.h"
+#include <assert.h>
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int by_value(const void *a, const void *b) { return *(const char *)a - *(const char *)b; }
+
+/* The sorted upper-case letters of s, then its length and sqrt(len) as text. */
+static wasmudf_str letters(wasmudf_str s) {
+    char *c = wasmudf_cstr(s);
+    size_t n = strlen(c);
+    assert(n < 100);
+    char *buf = malloc(n + 1);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) if (isalpha((unsigned char)c[i])) buf[k++] = (char)toupper((unsigned char)c[i]);
+    qsort(buf, k, 1, by_value);
+    char out[160];
+    snprintf(out, sizeof out, "%.*s/%zu/%.3f", (int)k, buf, n, sqrt((double)n));
+    free(buf);
+    return wasmudf_str_from_cstr(out);
+}
+WASMUDF_SCALAR(letters, utf8, "letters", utf8)
+"""
+
+
+def test_c_code_has_its_standard_library_without_imports(tmp_path):
+    import math
+
+    (tmp_path / "letters.c").write_text(LIBC)
+    build([tmp_path / "letters.c"], tmp_path / "letters.wasm")
+    module = wasmudf.load(tmp_path / "letters.wasm")
+    assert list(module._compiled.imports) == []
+    words = ["Hello, World", "", "zyx 123 abc", "é!"]
+    want = [f"{''.join(sorted(c.upper() for c in w if c.isascii() and c.isalpha()))}/{len(w.encode())}/"
+            f"{math.sqrt(len(w.encode())):.3f}" for w in words]
+    assert module.functions["letters"](words).to_pylist() == want
+    # A failed assert() fails the call with its expression, and the module goes on.
+    with pytest.raises(wasmudf.GuestTrap, match=r"guest says: assertion failed: n < 100"):
+        module.functions["letters"](["x" * 100])
+    assert module.functions["letters"](["b a"]).to_pylist() == ["AB/3/1.732"]
+
+
+def test_c_code_that_needs_the_system_is_refused_unless_wasi_is_granted(tmp_path):
+    (tmp_path / "hello.c").write_text(
+        '#include "wasmudf.h"\n#include <stdio.h>\n'
+        'static int64_t hello(int64_t x) { printf("hi\\n"); return x; }\n'
+        'WASMUDF_SCALAR(hello, int64, "prints", int64)\n'
+    )
+    build([tmp_path / "hello.c"], tmp_path / "hello.wasm")
+    with pytest.raises(wasmudf.PolicyError, match="wasi"):
+        wasmudf.load(tmp_path / "hello.wasm")

@@ -75,14 +75,18 @@ def compile_sources(
     if (include_dirs or defines) and not kinds <= {".c"}:
         raise BuildError("include directories (-I) and defines (-D) apply to C sources only")
     if kinds <= {".c"}:
+        # wasi-libc gives C code its standard headers; only what needs the system imports
+        # anything (stdio's files, say), and the host refuses that unless `wasi` is granted.
         _zig(
             "cc",
-            "--target=wasm32-freestanding",
+            "--target=wasm32-wasi",
+            "-mexec-model=reactor",
             "-O3",
             "-msimd128",
             "-s",
             "-std=c11",
             "-Wall",
+            "-UNDEBUG",  # assert() checks (and fails the call) unless the user passes -D NDEBUG
             *(["-Werror"] if strict else []),
             "-Wl,--no-entry",
             f"-I{sdk}",

@@ -44,6 +44,8 @@
  *     wasmudf_fail("message");     fail the whole call with an error message
  *     wasmudf_str_alloc(len)       a writable buffer for a utf8/binary result, freed by the
  *                                  host after the call; return wasmudf_str_of(buf, len)
+ *     wasmudf_cstr(s)              a NUL-terminated copy of a utf8 argument (for C APIs)
+ *     wasmudf_str_from_cstr(cs)    a C string (anywhere) copied out as a utf8 result
  * `doc` is a plain string literal without quotes or backslashes.
  */
 #ifndef WASMUDF_H
@@ -219,6 +221,27 @@ static inline wasmudf_str wasmudf_str_of(const char *ptr, uint32_t len) {
 
 static inline wasmudf_bytes wasmudf_bytes_of(const uint8_t *ptr, uint32_t len) {
     return (wasmudf_bytes){ptr, len};
+}
+
+/* A NUL-terminated copy of a utf8 argument, for C code that expects a C string (an
+   embedded NUL ends it there); in the arena, freed after the call. NULL when out of memory. */
+static inline char *wasmudf_cstr(wasmudf_str s) {
+    char *copy = wasmudf_str_alloc(s.len + 1);
+    if (!copy) return 0;
+    __builtin_memcpy(copy, s.ptr, s.len);
+    copy[s.len] = 0;
+    return copy;
+}
+
+/* A C string as a utf8 result: copied into result memory, so the string itself may live
+   anywhere (a static buffer, the stack). The host checks the bytes are UTF-8. */
+static inline wasmudf_str wasmudf_str_from_cstr(const char *s) {
+    uint32_t len = 0;
+    while (s[len]) len++;
+    char *out = wasmudf_str_alloc(len);
+    if (!out) return wasmudf_str_of("", 0);
+    __builtin_memcpy(out, s, len);
+    return wasmudf_str_of(out, len);
 }
 
 /* ------------------------------------------------------------ reading columns ---------- */
@@ -481,6 +504,31 @@ WASMUDF_WEAK void *wasmudf_state_realloc(void *p, uint32_t size) {
     __builtin_memcpy(q, p, capacity);
     wasmudf_state_free(p);
     return q;
+}
+
+/* ------------------------------------------------------------ the C library ----------- */
+/* C sources are built against wasi-libc (string.h, ctype.h, stdlib.h, math.h, stdio.h's
+ * snprintf, ...): pure functions that need no import. Two of its pieces are replaced here,
+ * weakly, so the user's code and libc's both get these instead: the allocator (over the
+ * state allocator above, so the arena stays the SDK's own) and a failed assert(), which
+ * fails the call with its message rather than writing to stderr (an import) and aborting. */
+
+WASMUDF_WEAK void *malloc(size_t size) { return size > 0x7FFFFFF0u ? 0 : wasmudf_state_alloc((uint32_t)size); }
+WASMUDF_WEAK void free(void *p) { wasmudf_state_free(p); }
+WASMUDF_WEAK void *calloc(size_t n, size_t size) {
+    if (size && n > 0x7FFFFFF0u / size) return 0;
+    return malloc(n * size); /* the state allocator zeroes */
+}
+WASMUDF_WEAK void *realloc(void *p, size_t size) {
+    return size > 0x7FFFFFF0u ? 0 : wasmudf_state_realloc(p, (uint32_t)size);
+}
+WASMUDF_WEAK _Noreturn void __assert_fail(const char *expr, const char *file, int line, const char *func) {
+    (void)file; (void)line; (void)func;
+    wasmudf__set_message("assertion failed: ");
+    uint32_t at = 18, i = 0;
+    while (expr[i] && at < sizeof wasmudf__message - 1) wasmudf__message[at++] = expr[i++];
+    wasmudf__message[at] = 0;
+    __builtin_trap(); /* the host reports the trap with this message */
 }
 
 /* ------------------------------------------------------------ aggregates --------------- */
