@@ -92,6 +92,9 @@ def compile_sources(
             f"-I{sdk}",
             *(f"-I{Path(d).resolve()}" for d in include_dirs),
             *(f"-D{d}" for d in defines),
+            # __FILE__ (in assert(), say) relative to the sources, so a build does not depend
+            # on where the checkout is: the examples rebuild to the same bytes anywhere.
+            *(f"-fmacro-prefix-map={d}/=" for d in sorted({str(p.parent) for p in paths})),
             "-o",
             str(output),
             *map(str, paths),
