@@ -42,3 +42,19 @@ def test_the_readmes_table_of_examples_lists_every_function(example_modules):
 def test_dict_secret_store_is_documented():
     docs = "".join((ROOT / f).read_text() for f in ("README.md", "docs/security.md"))
     assert "DictSecretStore" in docs
+
+
+def test_the_readmes_python_example_runs(monkeypatch):
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Using it from Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(ROOT)  # its paths are the checkout's
+    names: dict = {}
+    exec(compile(block, "README.md", "exec"), names)  # noqa: S102 - the project's own docs
+    con, mod, stats = names["con"], names["mod"], names["stats"]
+    assert con.sql("SELECT slugify(title) FROM posts").fetchall() == [("creme-brulee-a-recipe",)]
+    assert mod.functions["add_i64"]([1, 2], [10, None]).to_pylist() == [11, None]
+    assert stats.functions["median_exact"].aggregate([3.0, 1.0, 2.0]) == 2.0
+    assert con.sql("SELECT city, median_exact(price) FROM sales GROUP BY city ORDER BY city").fetchall() == [
+        ("Oslo", 25.0),
+        ("Rome", 5.0),
+    ]
