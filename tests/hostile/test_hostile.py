@@ -439,8 +439,8 @@ def test_a_failing_secret_store_is_a_status_not_an_exception():
     assert read_secret(secret_module("acme", Broken())) == (-1, b"")
 
 
-# 20,000 log calls a guest call (200x the per-call budget); each crosses into Python, so
-# many more would meet the default 1 s time limit on a slow machine before the flood ends.
+# 20,000 log calls a guest call (200x the per-call budget); each crosses into Python, so the
+# tests using it set no time limit (a slow machine, or the sanitizer build, may need it).
 LOG_FLOOD = (
     '(data (i32.const 3000) "spam")'
     + scalar_body("""
@@ -457,7 +457,7 @@ LOG_FLOOD = (
 
 def test_log_flood_is_bounded(caplog):
     wasm = build(LOG_FLOOD, imports='(import "wasmudf" "log" (func $log (param i32 i32 i32)))', capabilities=["log"])
-    module = wasmudf.load(wasm, grant=["log"])
+    module = wasmudf.load(wasm, grant=["log"], limits=wasmudf.Limits(timeout_ms=None))  # about the budget only
     with caplog.at_level(logging.WARNING, logger="wasmudf.guest"):
         assert module.functions["f"]([1]).to_pylist() == [1]
         assert module.functions["f"]([1]).to_pylist() == [1]
@@ -471,7 +471,9 @@ def test_the_log_budget_is_per_instance_on_several_threads(caplog):
     # Each call logs 10,000 good and 10,000 bad messages; the budget (counting both) lets
     # exactly half of LOG_MAX_MESSAGES_PER_CALL through per call, whatever other threads do.
     wasm = build(LOG_FLOOD, imports='(import "wasmudf" "log" (func $log (param i32 i32 i32)))', capabilities=["log"])
-    module = wasmudf.load(wasm, grant=["log"])
+    # 20,000 host calls a call, three threads taking turns with the GIL (and the sanitizer
+    # build slower still): this is about the budget, so no time limit.
+    module = wasmudf.load(wasm, grant=["log"], limits=wasmudf.Limits(timeout_ms=None))
     calls_per_thread = 4
 
     def worker() -> None:
