@@ -563,7 +563,7 @@ static PyObject *sqlite_to_python(sqlite3_value *v) {
 }
 
 /* Set a Python result (None, int, float, str or bytes) as the SQL result. */
-static void sqlite_result_python(RowCaller *r, sqlite3_context *ctx, PyObject *result) {
+static void sqlite_result_python(PyObject *what, sqlite3_context *ctx, PyObject *result) {
     if (result == Py_None) sqlite3_result_null(ctx);
     else if (PyFloat_Check(result)) sqlite3_result_double(ctx, PyFloat_AS_DOUBLE(result));
     else if (PyLong_Check(result)) { /* bool included */
@@ -576,7 +576,7 @@ static void sqlite_result_python(RowCaller *r, sqlite3_context *ctx, PyObject *r
     } else if (PyBytes_Check(result))
         sqlite3_result_blob64(ctx, PyBytes_AS_STRING(result), (sqlite3_uint64)PyBytes_GET_SIZE(result), SQLITE_TRANSIENT);
     else
-        PyErr_Format(PyExc_TypeError, "`%U` returned a %s", r->what, Py_TYPE(result)->tp_name);
+        PyErr_Format(PyExc_TypeError, "`%U` returned a %s", what, Py_TYPE(result)->tp_name);
 }
 
 /* A row the native path does not handle itself: the RowCaller with Python values, as apsw
@@ -592,7 +592,7 @@ static void sqlite_row_python(RowCaller *r, sqlite3_context *ctx, int argc, sqli
     for (; made < argc; made++)
         if (!(args[made] = sqlite_to_python(argv[made]))) goto done;
     result = PyObject_Vectorcall((PyObject *)r, args, (size_t)argc, NULL);
-    if (result) sqlite_result_python(r, ctx, result);
+    if (result) sqlite_result_python(r->what, ctx, result);
 done:
     if (PyErr_Occurred()) sqlite_result_exception(ctx);
     Py_XDECREF(result);
@@ -793,7 +793,7 @@ static int column_reserve(BufferColumn *col, size_t len) {
     if (col->data_len + len <= col->data_cap) return 1;
     size_t cap = col->data_cap ? col->data_cap : 4096;
     while (cap < col->data_len + len) cap *= 2;
-    uint8_t *grown = PyMem_Realloc(col->data, cap);
+    uint8_t *grown = PyMem_RawRealloc(col->data, cap);
     if (!grown) return 0;
     col->data = grown;
     col->data_cap = cap;
@@ -890,6 +890,240 @@ static PyObject *buffer_row(PyObject *const *args, Py_ssize_t nargs, int inverse
     return PyObject_Vectorcall(b->slow, call_args, (size_t)(count + 1), NULL);
 }
 
+#if HAVE_SQLITE
+/* ---- aggregates registered with SQLite itself: rows packed from sqlite3_value, no GIL ---- */
+
+/* One value from SQLite into row `row` of a column: 1 packed, 0 for the Python path (another
+   type, text that is not UTF-8), -1 out of memory. Touches no Python object. */
+static int pack_sqlite_value(int code, BufferColumn *col, Py_ssize_t row, sqlite3_value *v) {
+    int t = sqlite3_value_type(v);
+    if (t == SQLITE_NULL) {
+        col->validity[row >> 3] &= (uint8_t)~(1u << (row & 7));
+        col->nulls++;
+        if (code == ABI_BOOL) col->values[row] = 0;
+        else if (is_varlen(code)) col->offsets[row + 1] = (int32_t)col->data_len;
+        else memset(col->values + row * type_width(code), 0, type_width(code));
+        return 1;
+    }
+    if (code == ABI_BOOL) {
+        if (t != SQLITE_INTEGER) return 0;
+        col->values[row] = sqlite3_value_int64(v) != 0;
+        return 1;
+    }
+    if (is_integer_code(code)) {
+        return t == SQLITE_INTEGER && put_integer(code, sqlite3_value_int64(v), col->values + row * type_width(code));
+    }
+    if (is_real_code(code)) {
+        double d;
+        if (t == SQLITE_FLOAT) d = sqlite3_value_double(v);
+        else if (t == SQLITE_INTEGER) d = (double)sqlite3_value_int64(v);
+        else return 0;
+        put_real(code, d, col->values + row * type_width(code));
+        return 1;
+    }
+    const uint8_t *data;
+    if (code == ABI_UTF8) {
+        if (t != SQLITE_TEXT) return 0;
+        data = sqlite3_value_text(v);
+    } else {
+        if (t != SQLITE_BLOB) return 0;
+        data = sqlite3_value_blob(v);
+    }
+    size_t len = (size_t)sqlite3_value_bytes(v);
+    if (code == ABI_UTF8 && (!data || !utf8_valid(data, len, NULL))) return 0;
+    if (col->data_len + len > 0x7fffffffu) return 0;
+    if (!column_reserve(col, len)) return -1;
+    if (len) memcpy(col->data + col->data_len, data, len);
+    col->data_len += len;
+    col->offsets[row + 1] = (int32_t)col->data_len;
+    return 1;
+}
+
+typedef struct {
+    PyObject *factory; /* () -> (RowBuffer, step, final, [value, inverse]): a new group */
+    PyObject *what;
+    int nargs;
+} AggregateCaller;
+
+typedef struct {
+    PyObject *group; /* the factory's tuple, or NULL before the group's first row */
+} AggregateState;
+
+/* This group's tuple, made on first use (GIL held); NULL with an exception. */
+static PyObject *aggregate_group(AggregateCaller *a, AggregateState *st) {
+    if (!st->group) {
+        PyObject *group = PyObject_CallNoArgs(a->factory);
+        if (!group) return NULL;
+        if (!PyTuple_Check(group) || PyTuple_GET_SIZE(group) < 3 ||
+            !PyObject_TypeCheck(PyTuple_GET_ITEM(group, 0), &RowBufferType)) {
+            Py_DECREF(group);
+            PyErr_SetString(PyExc_TypeError, "the aggregate factory must return (RowBuffer, step, final, ...)");
+            return NULL;
+        }
+        st->group = group;
+    }
+    return st->group;
+}
+
+/* A row the buffer cannot pack: the rows before it, then this one through the Python path,
+   as apsw would have called it (GIL held). */
+static int aggregate_row_python(RowBuffer *b, int inverse, int argc, sqlite3_value **argv) {
+    PyObject *args[MAX_PARAMS + 1];
+    if (argc > MAX_PARAMS) {
+        PyErr_Format(PyExc_TypeError, "at most %d arguments", MAX_PARAMS);
+        return -1;
+    }
+    if (buffer_flush(b)) return -1;
+    args[0] = inverse ? Py_True : Py_False;
+    int made = 1;
+    int rc = -1;
+    for (; made <= argc; made++)
+        if (!(args[made] = sqlite_to_python(argv[made - 1]))) goto done;
+    PyObject *r = PyObject_Vectorcall(b->slow, args, (size_t)made, NULL);
+    if (r) {
+        Py_DECREF(r);
+        rc = 0;
+    }
+done:
+    for (int i = 1; i < made; i++) Py_DECREF(args[i]);
+    return rc;
+}
+
+/* xStep and xInverse: the row packed straight from SQLite's values without the GIL; the GIL
+   only to start the group, to hand a full buffer to the guest, or for an unusual row. */
+static void aggregate_step(sqlite3_context *ctx, int argc, sqlite3_value **argv, int inverse) {
+    AggregateCaller *a = (AggregateCaller *)sqlite3_user_data(ctx);
+    AggregateState *st = sqlite3_aggregate_context(ctx, sizeof *st);
+    if (!st) {
+        sqlite3_result_error_nomem(ctx);
+        return;
+    }
+    if (!st->group) {
+        PyGILState_STATE gil = PyGILState_Ensure();
+        if (!aggregate_group(a, st)) sqlite_result_exception(ctx);
+        PyGILState_Release(gil);
+        if (!st->group) return;
+    }
+    RowBuffer *b = (RowBuffer *)PyTuple_GET_ITEM(st->group, 0);
+    if (argc == b->nargs && b->strict) {
+        for (int i = 0; i < argc; i++)
+            if (sqlite3_value_type(argv[i]) == SQLITE_NULL) return; /* a strict aggregate skips the row */
+    }
+    if (b->pending && b->inverse != inverse) {
+        /* The pending rows are of the other kind (updates before an inverse): theirs first. */
+        PyGILState_STATE gil = PyGILState_Ensure();
+        int failed = buffer_flush(b);
+        if (failed) sqlite_result_exception(ctx);
+        PyGILState_Release(gil);
+        if (failed) return;
+    }
+    b->inverse = inverse;
+    int packed = 0;
+    if (argc == b->nargs) {
+        int i = 0;
+        packed = 1;
+        for (; packed == 1 && i < argc; i++) packed = pack_sqlite_value(b->codes[i], &b->columns[i], b->pending, argv[i]);
+        if (packed == 1) {
+            if (++b->pending < b->capacity && !buffer_data_full(b)) return;
+        } else {
+            unpack_row(b, i);
+        }
+    }
+    PyGILState_STATE gil = PyGILState_Ensure();
+    int failed;
+    if (packed == 1) failed = buffer_flush(b);
+    else if (packed < 0) failed = (PyErr_NoMemory(), -1);
+    else failed = aggregate_row_python(b, inverse, argc, argv);
+    if (failed) sqlite_result_exception(ctx);
+    PyGILState_Release(gil);
+}
+
+static void aggregate_xstep(sqlite3_context *ctx, int argc, sqlite3_value **argv) { aggregate_step(ctx, argc, argv, 0); }
+static void aggregate_xinverse(sqlite3_context *ctx, int argc, sqlite3_value **argv) { aggregate_step(ctx, argc, argv, 1); }
+
+/* xFinal (the group ends) and xValue (a window's current result). */
+static void aggregate_result(sqlite3_context *ctx, int final) {
+    AggregateCaller *a = (AggregateCaller *)sqlite3_user_data(ctx);
+    /* No context yet: a group without rows; it still gets the guest's result of no rows. */
+    AggregateState *st = sqlite3_aggregate_context(ctx, sizeof *st);
+    PyGILState_STATE gil = PyGILState_Ensure();
+    if (PyErr_Occurred()) {
+        /* A step failed: SQLite finalizes while the statement unwinds, with that step's
+           exception still pending for apsw to raise. The state was released by the failing
+           step; drop the group, keep the exception. */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        if (st) Py_CLEAR(st->group);
+        PyErr_Restore(type, value, tb);
+        sqlite3_result_null(ctx);
+        PyGILState_Release(gil);
+        return;
+    }
+    PyObject *result = NULL, *group = st ? aggregate_group(a, st) : NULL;
+    if (!st) PyErr_NoMemory();
+    if (group) {
+        Py_ssize_t at = final ? 2 : 3;
+        if (PyTuple_GET_SIZE(group) <= at) PyErr_Format(PyExc_TypeError, "`%U` is not a window function", a->what);
+        else result = PyObject_CallOneArg(PyTuple_GET_ITEM(group, at), PyTuple_GET_ITEM(group, 0));
+    }
+    if (result) sqlite_result_python(a->what, ctx, result);
+    if (PyErr_Occurred()) sqlite_result_exception(ctx);
+    Py_XDECREF(result);
+    if (final && st) Py_CLEAR(st->group);
+    PyGILState_Release(gil);
+}
+
+static void aggregate_xfinal(sqlite3_context *ctx) { aggregate_result(ctx, 1); }
+static void aggregate_xvalue(sqlite3_context *ctx) { aggregate_result(ctx, 0); }
+
+static void aggregate_destroy(void *p) {
+    AggregateCaller *a = (AggregateCaller *)p;
+#if PY_VERSION_HEX >= 0x030D0000
+    if (Py_IsFinalizing()) return;
+#else
+    if (_Py_IsFinalizing()) return;
+#endif
+    PyGILState_STATE gil = PyGILState_Ensure();
+    Py_XDECREF(a->factory);
+    Py_XDECREF(a->what);
+    PyMem_Free(a);
+    PyGILState_Release(gil);
+}
+
+static PyObject *py_sqlite_register_aggregate(PyObject *self, PyObject *args) {
+    unsigned long long db;
+    const char *name;
+    int nargs, deterministic, window;
+    PyObject *factory, *what;
+    if (!PyArg_ParseTuple(args, "KsippOU", &db, &name, &nargs, &deterministic, &window, &factory, &what)) return NULL;
+    if (!sqlite3_api) {
+        PyErr_SetString(PyExc_RuntimeError, "SQLite's API table was not loaded (see adapters.sqlite_apsw)");
+        return NULL;
+    }
+    AggregateCaller *a = PyMem_Malloc(sizeof *a);
+    if (!a) return PyErr_NoMemory();
+    a->factory = Py_NewRef(factory);
+    a->what = Py_NewRef(what);
+    a->nargs = nargs;
+    int flags = SQLITE_UTF8 | (deterministic ? SQLITE_DETERMINISTIC : 0), rc;
+    const char *message = NULL;
+    Py_BEGIN_ALLOW_THREADS /* SQLite may wait for the connection's mutex (see py_sqlite_register) */
+    if (window)
+        rc = sqlite3_create_window_function((sqlite3 *)(uintptr_t)db, name, nargs, flags, a, aggregate_xstep,
+                                            aggregate_xfinal, aggregate_xvalue, aggregate_xinverse, aggregate_destroy);
+    else
+        rc = sqlite3_create_function_v2((sqlite3 *)(uintptr_t)db, name, nargs, flags, a, NULL, aggregate_xstep,
+                                        aggregate_xfinal, aggregate_destroy);
+    if (rc != SQLITE_OK) message = sqlite3_errmsg((sqlite3 *)(uintptr_t)db);
+    Py_END_ALLOW_THREADS
+    if (rc != SQLITE_OK) { /* SQLite called aggregate_destroy already */
+        PyErr_Format(PyExc_RuntimeError, "SQLite refused to create `%s`: %s", name, message ? message : "?");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+#endif /* HAVE_SQLITE */
+
 static PyObject *py_buffer_step(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     return buffer_row(args, nargs, 0);
 }
@@ -906,10 +1140,10 @@ static PyObject *RowBuffer_flush(RowBuffer *b, PyObject *unused) {
 static void buffer_free_columns(RowBuffer *b) {
     for (int i = 0; i < MAX_PARAMS; i++) {
         BufferColumn *col = &b->columns[i];
-        PyMem_Free(col->values);
-        PyMem_Free(col->offsets);
-        PyMem_Free(col->data);
-        PyMem_Free(col->validity);
+        PyMem_RawFree(col->values);
+        PyMem_RawFree(col->offsets);
+        PyMem_RawFree(col->data);
+        PyMem_RawFree(col->validity);
         memset(col, 0, sizeof *col);
     }
 }
@@ -930,9 +1164,10 @@ static int RowBuffer_init(RowBuffer *self, PyObject *args, PyObject *kw) {
         BufferColumn *col = &self->columns[i];
         int code = self->codes[i];
         size_t per_row = is_varlen(code) ? 0 : code == ABI_BOOL ? 1 : (size_t)type_width(code);
-        col->validity = PyMem_Malloc((size_t)(capacity + 7) / 8);
-        if (per_row) col->values = PyMem_Malloc((size_t)capacity * per_row);
-        else if ((col->offsets = PyMem_Malloc((size_t)(capacity + 1) * 4))) col->offsets[0] = 0;
+        /* Raw allocations: SQLite's native aggregate steps pack rows without the GIL. */
+        col->validity = PyMem_RawMalloc((size_t)(capacity + 7) / 8);
+        if (per_row) col->values = PyMem_RawMalloc((size_t)capacity * per_row);
+        else if ((col->offsets = PyMem_RawMalloc((size_t)(capacity + 1) * 4))) col->offsets[0] = 0;
         if (!col->validity || (per_row ? !col->values : !col->offsets)) {
             buffer_free_columns(self);
             PyErr_NoMemory();
@@ -1077,6 +1312,9 @@ static PyMethodDef row_methods[] = {
     {"sqlite_ready", py_sqlite_ready, METH_NOARGS, "sqlite_ready() -> whether SQLite's API table (3.41+) is loaded"},
     {"sqlite_register", py_sqlite_register, METH_VARARGS,
      "sqlite_register(db_address, name, deterministic, row_caller): create the SQL function in SQLite directly"},
+    {"sqlite_register_aggregate", py_sqlite_register_aggregate, METH_VARARGS,
+     "sqlite_register_aggregate(db_address, name, nargs, deterministic, window, factory, what): an aggregate "
+     "(window) function in SQLite directly; factory() makes a group as apsw's tuple form does"},
 #endif
     {NULL},
 };
