@@ -481,36 +481,42 @@ static PyObject *RowCaller_vectorcall(RowCaller *r, PyObject *const *args, size_
 
 enum { ARGS_READY, ARGS_PYTHON, ARGS_NULL };
 
+/* One argument from a SQLite value; 0 when the row must take the Python path (another type,
+   text that is not UTF-8, an int32 out of range). Touches no Python object. */
+static int arg_from_sqlite(int code, sqlite3_value *v, RowArg *a) {
+    int t = sqlite3_value_type(v);
+    memset(a, 0, sizeof *a);
+    uint8_t *dst = (uint8_t *)&a->slot;
+    if (t == SQLITE_NULL) {
+        a->is_null = 1;
+    } else if (code == ABI_UTF8) {
+        if (t != SQLITE_TEXT) return 0;
+        const unsigned char *text = sqlite3_value_text(v); /* before _bytes: SQLite's rule */
+        int len = sqlite3_value_bytes(v);
+        if (!text || !utf8_valid(text, (size_t)len, NULL)) return 0;
+        a->data = text;
+        a->len = (uint32_t)len;
+    } else if (code == ABI_BINARY) {
+        if (t != SQLITE_BLOB) return 0;
+        const void *blob = sqlite3_value_blob(v);
+        a->len = (uint32_t)sqlite3_value_bytes(v);
+        a->data = blob ? blob : (const uint8_t *)"";
+    } else if (is_integer_code(code)) {
+        if (t != SQLITE_INTEGER || !put_integer(code, sqlite3_value_int64(v), dst)) return 0;
+    } else if (t == SQLITE_FLOAT) put_real(code, sqlite3_value_double(v), dst);
+    else if (t == SQLITE_INTEGER) put_real(code, (double)sqlite3_value_int64(v), dst); /* as float(int) */
+    else return 0;
+    return 1;
+}
+
 /* One row's arguments from SQLite's values: READY; NULL for a strict function given a NULL
    (its result is NULL); PYTHON when the row needs the Python path. */
 static int sqlite_args(RowCaller *r, sqlite3_value **argv, RowArg *args) {
     if (r->strict)
         for (int i = 0; i < r->nargs; i++)
             if (sqlite3_value_type(argv[i]) == SQLITE_NULL) return ARGS_NULL;
-    for (int i = 0; i < r->nargs; i++) {
-        int t = sqlite3_value_type(argv[i]), code = r->codes[i];
-        RowArg *a = &args[i];
-        memset(a, 0, sizeof *a);
-        uint8_t *dst = (uint8_t *)&a->slot;
-        if (t == SQLITE_NULL) a->is_null = 1;
-        else if (code == ABI_UTF8) {
-            if (t != SQLITE_TEXT) return ARGS_PYTHON;
-            const unsigned char *text = sqlite3_value_text(argv[i]); /* before _bytes: SQLite's rule */
-            int len = sqlite3_value_bytes(argv[i]);
-            if (!text || !utf8_valid(text, (size_t)len, NULL)) return ARGS_PYTHON;
-            a->data = text;
-            a->len = (uint32_t)len;
-        } else if (code == ABI_BINARY) {
-            if (t != SQLITE_BLOB) return ARGS_PYTHON;
-            const void *blob = sqlite3_value_blob(argv[i]);
-            a->len = (uint32_t)sqlite3_value_bytes(argv[i]);
-            a->data = blob ? blob : (const uint8_t *)"";
-        } else if (is_integer_code(code)) {
-            if (t != SQLITE_INTEGER || !put_integer(code, sqlite3_value_int64(argv[i]), dst)) return ARGS_PYTHON;
-        } else if (t == SQLITE_FLOAT) put_real(code, sqlite3_value_double(argv[i]), dst);
-        else if (t == SQLITE_INTEGER) put_real(code, (double)sqlite3_value_int64(argv[i]), dst); /* as float(int) */
-        else return ARGS_PYTHON;
-    }
+    for (int i = 0; i < r->nargs; i++)
+        if (!arg_from_sqlite(r->codes[i], argv[i], &args[i])) return ARGS_PYTHON;
     return ARGS_READY;
 }
 
@@ -800,33 +806,35 @@ static int column_reserve(BufferColumn *col, size_t len) {
     return 1;
 }
 
-/* Pack one value into row `row` of a column; 0 when the row must take the Python path, -1
-   on no memory. A NULL is packed only for a `called` aggregate (the caller checks). */
-static int pack_value(int code, BufferColumn *col, Py_ssize_t row, PyObject *v) {
-    if (v == Py_None) {
+/* Pack one argument into row `row` of a column: 1, or 0 when it does not fit one batch (the
+   Python path takes the row), -1 on no memory. Touches no Python object. A NULL is packed only
+   for a `called` aggregate (the caller checks). */
+static int pack_arg(int code, BufferColumn *col, Py_ssize_t row, const RowArg *a) {
+    if (a->is_null) {
         col->validity[row >> 3] &= (uint8_t)~(1u << (row & 7));
         col->nulls++;
-        if (code == ABI_BOOL) col->values[row] = 0;
-        else if (is_varlen(code)) col->offsets[row + 1] = (int32_t)col->data_len;
-        else memset(col->values + row * type_width(code), 0, type_width(code));
-        return 1;
     }
     if (code == ABI_BOOL) {
-        uint8_t flag;
-        if (!put_python(code, v, &flag)) return 0;
-        col->values[row] = flag;
-        return 1;
+        col->values[row] = (uint8_t)(a->slot & 1);
+    } else if (!is_varlen(code)) {
+        memcpy(col->values + row * type_width(code), &a->slot, type_width(code)); /* zero for a NULL */
+    } else {
+        if (col->data_len + a->len > 0x7fffffffu) return 0; /* offsets are int32: too big for one batch */
+        if (!column_reserve(col, a->len)) return -1;
+        if (a->len) memcpy(col->data + col->data_len, a->data, a->len);
+        col->data_len += a->len;
+        col->offsets[row + 1] = (int32_t)col->data_len;
     }
-    if (!is_varlen(code)) return put_python(code, v, col->values + row * type_width(code));
-    const uint8_t *data;
-    uint32_t len;
-    if (!python_bytes(code, v, &data, &len)) return 0;
-    if (col->data_len + len > 0x7fffffffu) return 0; /* offsets are int32: too big for one batch */
-    if (!column_reserve(col, len)) { PyErr_NoMemory(); return -1; }
-    if (len) memcpy(col->data + col->data_len, data, len);
-    col->data_len += len;
-    col->offsets[row + 1] = (int32_t)col->data_len;
     return 1;
+}
+
+/* A Python value into row `row` of a column, as pack_arg (GIL held: no memory raises). */
+static int pack_value(int code, BufferColumn *col, Py_ssize_t row, PyObject *v) {
+    RowArg a;
+    if (!arg_from_python(code, v, &a)) return 0;
+    int packed = pack_arg(code, col, row, &a);
+    if (packed < 0) PyErr_NoMemory();
+    return packed;
 }
 
 /* Undo a row packed part-way (its NULL marks and bytes), so it can go the Python path. */
@@ -893,50 +901,10 @@ static PyObject *buffer_row(PyObject *const *args, Py_ssize_t nargs, int inverse
 #if HAVE_SQLITE
 /* ---- aggregates registered with SQLite itself: rows packed from sqlite3_value, no GIL ---- */
 
-/* One value from SQLite into row `row` of a column: 1 packed, 0 for the Python path (another
-   type, text that is not UTF-8), -1 out of memory. Touches no Python object. */
+/* One value from SQLite into row `row` of a column, as pack_arg; no GIL needed. */
 static int pack_sqlite_value(int code, BufferColumn *col, Py_ssize_t row, sqlite3_value *v) {
-    int t = sqlite3_value_type(v);
-    if (t == SQLITE_NULL) {
-        col->validity[row >> 3] &= (uint8_t)~(1u << (row & 7));
-        col->nulls++;
-        if (code == ABI_BOOL) col->values[row] = 0;
-        else if (is_varlen(code)) col->offsets[row + 1] = (int32_t)col->data_len;
-        else memset(col->values + row * type_width(code), 0, type_width(code));
-        return 1;
-    }
-    if (code == ABI_BOOL) {
-        if (t != SQLITE_INTEGER) return 0;
-        col->values[row] = sqlite3_value_int64(v) != 0;
-        return 1;
-    }
-    if (is_integer_code(code)) {
-        return t == SQLITE_INTEGER && put_integer(code, sqlite3_value_int64(v), col->values + row * type_width(code));
-    }
-    if (is_real_code(code)) {
-        double d;
-        if (t == SQLITE_FLOAT) d = sqlite3_value_double(v);
-        else if (t == SQLITE_INTEGER) d = (double)sqlite3_value_int64(v);
-        else return 0;
-        put_real(code, d, col->values + row * type_width(code));
-        return 1;
-    }
-    const uint8_t *data;
-    if (code == ABI_UTF8) {
-        if (t != SQLITE_TEXT) return 0;
-        data = sqlite3_value_text(v);
-    } else {
-        if (t != SQLITE_BLOB) return 0;
-        data = sqlite3_value_blob(v);
-    }
-    size_t len = (size_t)sqlite3_value_bytes(v);
-    if (code == ABI_UTF8 && (!data || !utf8_valid(data, len, NULL))) return 0;
-    if (col->data_len + len > 0x7fffffffu) return 0;
-    if (!column_reserve(col, len)) return -1;
-    if (len) memcpy(col->data + col->data_len, data, len);
-    col->data_len += len;
-    col->offsets[row + 1] = (int32_t)col->data_len;
-    return 1;
+    RowArg a;
+    return arg_from_sqlite(code, v, &a) ? pack_arg(code, col, row, &a) : 0;
 }
 
 typedef struct {
