@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from importlib import import_module
 from typing import Any, Protocol
 
@@ -30,8 +30,6 @@ class Adapter(Protocol):
 
     #: The engine's name in messages and on the CLI: "duckdb" or "sqlite".
     engine: str
-    #: Whether ``con.interrupt()`` alone stops a running guest call (else wasmudf.interrupt).
-    notices_own_interrupt: bool
 
     def connection_types(self) -> tuple[type, ...]:
         """The connection classes this adapter serves."""
@@ -96,6 +94,18 @@ def _adapters(loaded_only: bool) -> Iterator[Adapter]:
             yield import_module(f".{module}", __name__).ADAPTER
         except ImportError:  # the engine is not installed
             continue
+
+
+@contextmanager
+def sql_transaction(con: Any, begin: str = "BEGIN") -> Iterator[None]:
+    """A transaction by statements, for a connection that has no context manager for one."""
+    con.execute(begin)
+    try:
+        yield
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
 
 
 def adapter_for(con: Any) -> Adapter:

@@ -15,8 +15,7 @@ import inspect
 import re
 import time
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pyarrow as pa
@@ -26,7 +25,7 @@ from ..aggregates import AggregateFunction
 from ..columns import plain_array
 from ..errors import ArgumentTypeError, GuestError, RegistrationError, WasmUdfError
 from ..functions import ScalarFunction
-from . import NameTaken
+from . import NameTaken, sql_transaction
 
 SQL_TYPES = {
     "bool": "BOOLEAN",
@@ -281,7 +280,6 @@ def _per_parameter(fn: AggregateFunction, lists: tuple[Any, ...]) -> list[pa.Arr
 
 class DuckDBAdapter:
     engine = "duckdb"
-    notices_own_interrupt = False  # a running Python UDF does not see con.interrupt()
 
     def connection_types(self) -> tuple[type, ...]:
         import duckdb
@@ -338,15 +336,8 @@ class DuckDBAdapter:
         columns = [d[0] for d in result.description or []]
         return columns, [tuple(r) for r in result.fetchall()]
 
-    @contextmanager
-    def transaction(self, con: Any) -> Iterator[None]:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            yield
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
+    def transaction(self, con: Any) -> AbstractContextManager[None]:
+        return sql_transaction(con, "BEGIN TRANSACTION")
 
     def has_table(self, con: Any, name: str) -> bool:
         return bool(self.query(con, "SELECT 1 FROM information_schema.tables WHERE table_name = ?", (name,))[1])

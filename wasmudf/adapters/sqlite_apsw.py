@@ -21,34 +21,21 @@ import apsw
 
 from .. import _native
 from ..aggregates import AggregateFunction
-from ..errors import RegistrationError, WasmUdfError
+from ..errors import WasmUdfError
 from ..functions import ScalarFunction
-from . import sqlite_rows
-from .sqlite_rows import ROW_BUFFER, RowFeeder
+from .sqlite_rows import ROW_BUFFER, RowFeeder, SqliteAdapterBase
 
 #: Whether aggregates take the accelerator's RowBuffer when it is built (tests switch it off
 #: to compare with the class form).
 PACK_ROWS = True
 
 
-class ApswAdapter:
-    engine = "sqlite"
-    notices_own_interrupt = True  # the functions ask con.is_interrupted themselves
+class ApswAdapter(SqliteAdapterBase):
 
     def connection_types(self) -> tuple[type, ...]:
         return (apsw.Connection,)
 
     # -- registration ------------------------------------------------------------------
-
-    def check_supported(self, fn: Any) -> None:
-        if not isinstance(fn, (ScalarFunction, AggregateFunction)):
-            raise RegistrationError(f"`{fn.name}`: SQLite cannot register a {type(fn).__name__}")
-
-    def sql_names(self, fn: Any) -> list[str]:
-        return [fn.name]
-
-    def existing_functions(self, con: Any, names: list[str]) -> dict[str, bool]:
-        return sqlite_rows.existing_functions(con, names)
 
     def unregister(self, con: Any, name: str, numargs: int = -1) -> None:
         # Registering again with None as the callable removes the function of that name and
@@ -87,9 +74,6 @@ class ApswAdapter:
     def connect(self, database: str | None) -> Any:
         return apsw.Connection(database or ":memory:")
 
-    def owns_file(self, header: bytes) -> bool:
-        return sqlite_rows.owns_file(header)
-
     def query(self, con: Any, sql: str, params: tuple = ()) -> tuple[list[str], list[tuple]]:
         cursor = con.execute(sql, params)
         try:
@@ -102,9 +86,6 @@ class ApswAdapter:
     def transaction(self, con: Any) -> Iterator[None]:
         with con:
             yield
-
-    def has_table(self, con: Any, name: str) -> bool:
-        return sqlite_rows.has_table(con, name)
 
     def is_engine_error(self, exc: BaseException) -> bool:
         return isinstance(exc, apsw.Error)

@@ -15,26 +15,38 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from ..aggregates import AggregateState
+from ..aggregates import AggregateFunction, AggregateState
+from ..errors import RegistrationError
+from ..functions import ScalarFunction
 
 #: Rows SQLite hands over one at a time are buffered and sent to the guest this many at once.
 ROW_BUFFER = 4096
 
 
-def existing_functions(con: Any, names: list[str]) -> dict[str, bool]:
-    """Which of ``names`` exist on the connection (lower-cased), mapped to "is built in"."""
-    wanted = {n.lower() for n in names}
-    rows = con.execute("SELECT lower(name), max(builtin) FROM pragma_function_list GROUP BY 1")
-    return {name: bool(builtin) for name, builtin in rows if name in wanted}
+class SqliteAdapterBase:
+    """What every SQLite adapter does the same way, whatever module reaches SQLite."""
 
+    engine = "sqlite"
 
-def has_table(con: Any, name: str) -> bool:
-    rows = con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
-    return any(True for _ in rows)
+    def check_supported(self, fn: Any) -> None:
+        if not isinstance(fn, (ScalarFunction, AggregateFunction)):
+            raise RegistrationError(f"`{fn.name}`: SQLite cannot register a {type(fn).__name__}")
 
+    def sql_names(self, fn: Any) -> list[str]:
+        return [fn.name]
 
-def owns_file(header: bytes) -> bool:
-    return header.startswith(b"SQLite format 3\0")
+    def existing_functions(self, con: Any, names: list[str]) -> dict[str, bool]:
+        """Which of ``names`` exist on the connection (lower-cased), mapped to "is built in"."""
+        wanted = {n.lower() for n in names}
+        rows = con.execute("SELECT lower(name), max(builtin) FROM pragma_function_list GROUP BY 1")
+        return {name: bool(builtin) for name, builtin in rows if name in wanted}
+
+    def owns_file(self, header: bytes) -> bool:
+        return header.startswith(b"SQLite format 3\0")
+
+    def has_table(self, con: Any, name: str) -> bool:
+        rows = con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+        return any(True for _ in rows)
 
 
 class RowFeeder:

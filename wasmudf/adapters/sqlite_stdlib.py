@@ -17,14 +17,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from ..aggregates import AggregateFunction
-from ..errors import RegistrationError, UsageError, WasmUdfError
+from ..errors import UsageError, WasmUdfError
 from ..functions import ScalarFunction
-from . import sqlite_rows
-from .sqlite_rows import RowFeeder
+from . import sql_transaction
+from .sqlite_rows import RowFeeder, SqliteAdapterBase
 
 #: When wasmudf.interrupt(con) last ran, per connection (sqlite3 has no is_interrupted).
 #: Keyed by id(): a sqlite3.Connection takes no weak reference. An entry is a few dozen
@@ -33,24 +33,12 @@ from .sqlite_rows import RowFeeder
 _INTERRUPTED_AT: dict[int, list[float]] = {}
 
 
-class StdlibSqliteAdapter:
-    engine = "sqlite"
-    notices_own_interrupt = False
+class StdlibSqliteAdapter(SqliteAdapterBase):
 
     def connection_types(self) -> tuple[type, ...]:
         return (sqlite3.Connection,)
 
     # -- registration ------------------------------------------------------------------
-
-    def check_supported(self, fn: Any) -> None:
-        if not isinstance(fn, (ScalarFunction, AggregateFunction)):
-            raise RegistrationError(f"`{fn.name}`: SQLite cannot register a {type(fn).__name__}")
-
-    def sql_names(self, fn: Any) -> list[str]:
-        return [fn.name]
-
-    def existing_functions(self, con: Any, names: list[str]) -> dict[str, bool]:
-        return sqlite_rows.existing_functions(con, names)
 
     def unregister(self, con: Any, name: str, numargs: int = -1) -> None:
         if sys.version_info >= (3, 13):
@@ -113,26 +101,13 @@ class StdlibSqliteAdapter:
     def connect(self, database: str | None) -> Any:
         return sqlite3.connect(database or ":memory:", isolation_level=None)
 
-    def owns_file(self, header: bytes) -> bool:
-        return sqlite_rows.owns_file(header)
-
     def query(self, con: Any, sql: str, params: tuple = ()) -> tuple[list[str], list[tuple]]:
         cursor = con.execute(sql, params)
         columns = [d[0] for d in cursor.description or []]
         return columns, [tuple(r) for r in cursor.fetchall()]
 
-    @contextmanager
-    def transaction(self, con: Any) -> Iterator[None]:
-        con.execute("BEGIN")
-        try:
-            yield
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
-
-    def has_table(self, con: Any, name: str) -> bool:
-        return sqlite_rows.has_table(con, name)
+    def transaction(self, con: Any) -> AbstractContextManager[None]:
+        return sql_transaction(con)
 
     def is_engine_error(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.Error)
