@@ -47,11 +47,16 @@ def is_duckdb(con: Any) -> bool:
 
 def guest_error(con: Any, error: type[BaseException]) -> type[BaseException]:
     """What a statement raises when a wasmudf function in it raised ``error``: apsw passes
-    the Python exception through; DuckDB wraps its text in an InvalidInputException."""
+    the Python exception through; DuckDB wraps its text in an InvalidInputException; Python's
+    sqlite3 replaces it with an OperationalError."""
     if is_duckdb(con):
         import duckdb
 
         return duckdb.InvalidInputException
+    if engine_name(con) == "sqlite3":
+        import sqlite3
+
+        return sqlite3.OperationalError
     return error
 
 
@@ -61,6 +66,10 @@ def missing_function_error(con: Any) -> type[BaseException]:
         import duckdb
 
         return duckdb.CatalogException
+    if engine_name(con) == "sqlite3":
+        import sqlite3
+
+        return sqlite3.OperationalError
     import apsw
 
     return apsw.SQLError
@@ -109,3 +118,19 @@ def call_over_rows(con: Any, fn: str, table: pa.Table, sql_types: list[str]) -> 
     out = [r[0] for r in query(con, f"SELECT {fn}({args}) FROM t ORDER BY id")]
     query(con, "DROP TABLE t")
     return out
+
+
+def outcome(con: Any, sql: str, values: tuple[Any, ...]) -> tuple[str, Any]:
+    """("ok", the single value) or ("error", the wasmudf error's class name) of a one-row
+    query on an apsw connection, NaN as "nan" so that two outcomes compare equal."""
+    import math
+
+    import wasmudf
+
+    try:
+        (value,) = con.execute(sql, values).fetchall()[0]
+    except wasmudf.WasmUdfError as exc:
+        return ("error", type(exc).__name__)
+    if isinstance(value, float) and math.isnan(value):
+        return ("ok", "nan")
+    return ("ok", value)

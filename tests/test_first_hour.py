@@ -9,6 +9,7 @@ import sys
 import pytest
 import wat
 from conftest import EXAMPLES, ROOT
+from engines import guest_error, missing_function_error
 
 import wasmudf
 from wasmudf.build import build
@@ -120,14 +121,14 @@ def test_the_wasmudf_error_behind_any_engines_error(engine):
                                                           wat.scalar("add_i64", ["int64", "int64"], "int64")]))
     con = connect(engine)
     wasmudf.register(con, module)
-    with pytest.raises(Exception) as info:  # noqa: PT011 - each engine raises its own class
+    with pytest.raises(guest_error(con, wasmudf.GuestTrap)) as info:
         con.execute("SELECT boom(1)").fetchall()
     error = wasmudf.error_from(info.value)
     assert isinstance(error, wasmudf.GuestTrap)
     assert error.function == "boom" and "(boom, add_i64)" in error.module
     assert "trapped: wasm `unreachable` instruction executed" in str(error)
     # An engine error of the statement's own is not a wasmudf error.
-    with pytest.raises(Exception) as info:  # noqa: PT011
+    with pytest.raises(missing_function_error(con)) as info:
         con.execute("SELECT no_such_function(1)").fetchall()
     assert wasmudf.error_from(info.value) is None
     con.close()

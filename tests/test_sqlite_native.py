@@ -17,6 +17,7 @@ from typing import Any
 import apsw
 import pytest
 import wat
+from engines import outcome
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from references import lerp_f32, wrap_i64
@@ -43,16 +44,6 @@ def registered_rows(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
     monkeypatch.setattr(sqlite_adapter, "row_function", capture)
     return made
-
-
-def _outcome(con: apsw.Connection, sql: str, values: tuple[Any, ...]) -> tuple[str, Any]:
-    try:
-        (value,) = con.execute(sql, values).fetchall()[0]
-    except wasmudf.WasmUdfError as exc:
-        return ("error", type(exc).__name__)
-    if isinstance(value, float) and math.isnan(value):
-        return ("ok", "nan")
-    return ("ok", value)
 
 
 def test_fixed_width_scalars_go_to_sqlite_directly(registered_rows: list[Any]) -> None:
@@ -116,7 +107,7 @@ def test_native_rows_match_apsw_rows(both_registrations: Any, call: tuple[str, i
     name, arity = call
     values = tuple(data.draw(SQL_VALUES) for _ in range(arity))
     sql = f"SELECT {name}({', '.join('?' * arity)})"
-    assert _outcome(native, sql, values) == _outcome(through_apsw, sql, values)
+    assert outcome(native, sql, values) == outcome(through_apsw, sql, values)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -247,7 +238,7 @@ AGGREGATE_QUERIES = [
 ]
 
 
-def _aggregate_outcome(con: apsw.Connection, sql: str) -> Any:
+def _aggregateoutcome(con: apsw.Connection, sql: str) -> Any:
     try:
         rows = con.execute(sql).fetchall()
     except wasmudf.WasmUdfError as exc:
@@ -270,7 +261,7 @@ def test_packed_aggregates_match_the_class_form(
     for con in both_aggregate_registrations:
         con.execute("DELETE FROM t")
         con.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", rows)
-        outcomes.append(_aggregate_outcome(con, sql))
+        outcomes.append(_aggregateoutcome(con, sql))
         assert _live_states(stats_module) == 0  # every group's state released, failed or not
     assert outcomes[0] == outcomes[1]
 

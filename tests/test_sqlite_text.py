@@ -6,13 +6,13 @@ by the accelerator's RowBuffer. On the pure-Python path the same tests check aps
 from __future__ import annotations
 
 import functools
-import math
 from pathlib import Path
 from typing import Any
 
 import apsw
 import pytest
 from conftest import EXAMPLES
+from engines import outcome
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from references import REFERENCES
@@ -113,16 +113,6 @@ def rules(rules_wasm: Path) -> tuple[apsw.Connection, apsw.Connection]:
     return _connections(wasmudf.load(rules_wasm, limits=wasmudf.Limits(output_bytes=1000)))
 
 
-def _outcome(con: apsw.Connection, sql: str, values: tuple[Any, ...]) -> tuple[str, Any]:
-    try:
-        (value,) = con.execute(sql, values).fetchall()[0]
-    except wasmudf.WasmUdfError as exc:
-        return ("error", type(exc).__name__)
-    if isinstance(value, float) and math.isnan(value):
-        return ("ok", "nan")
-    return ("ok", value)
-
-
 TEXT = st.text(max_size=40)  # any Unicode, embedded NUL and the empty string included
 ANY_VALUE = st.one_of(st.none(), TEXT, st.binary(max_size=40), st.integers(-(2**63), 2**63 - 1), st.floats())
 TEXT_CALLS = [
@@ -145,8 +135,8 @@ def test_text_rows_match_the_python_path_and_the_references(examples: Any, call:
     name, arity, values_of = call
     values = tuple(data.draw(values_of) for _ in range(arity))
     sql = f"SELECT {name}({', '.join('?' * arity)})"
-    got = _outcome(native, sql, values)
-    assert got == _outcome(python, sql, values)
+    got = outcome(native, sql, values)
+    assert got == outcome(python, sql, values)
     want = REFERENCES[name](*values)
     assert got == ("ok", int(want) if isinstance(want, bool) else want), (name, values)
 
@@ -159,7 +149,7 @@ def test_any_value_gets_the_same_answer_or_error_on_both_paths(examples: Any, ca
     name, arity, _ = call
     values = tuple(data.draw(ANY_VALUE) for _ in range(arity))
     sql = f"SELECT {name}({', '.join('?' * arity)})"
-    assert _outcome(native, sql, values) == _outcome(python, sql, values)
+    assert outcome(native, sql, values) == outcome(python, sql, values)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -173,8 +163,8 @@ def test_null_rows_of_called_functions_and_null_results(rules: Any, value: Any) 
         ("SELECT reversed(?)", ("ok", None) if value is None else ("ok", value[::-1]) if is_blob else wrong),
         ("SELECT empty_is_null(?)", ("ok", value or None) if not is_blob else wrong),
     ):
-        got = _outcome(native, sql, (value,))
-        assert got == _outcome(python, sql, (value,))
+        got = outcome(native, sql, (value,))
+        assert got == outcome(python, sql, (value,))
         assert got == want, (sql, value)
 
 

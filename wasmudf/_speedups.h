@@ -40,7 +40,7 @@ extern WasmtimeApi api;
 
 #define DESC 32            /* bytes per column descriptor */
 #define MAX_PARAMS 32      /* ABI: at most 32 parameters */
-#define RESET_EVERY 64     /* see Instance.frame_block */
+#define RESET_EVERY 64     /* see PyCore.frame_block */
 /* A variable-length result is allocated by the guest in its arena, and its scratch grows with
    variable-length input: reuse the frame block (no reset) until this many such bytes have
    piled up since the last reset. */
@@ -117,7 +117,7 @@ int fail(Core *c, const char *kind, PyObject *what, PyObject *detail);
 int fail_invalid(Core *c, PyObject *what, const char *fmt, ...);
 int report_call_failure(Core *c, PyObject *what, void *err, void *trap);
 
-/* The block for one call's frame; see Instance.frame_block for the reuse rule. */
+/* The block for one call's frame; see PyCore.frame_block for the reuse rule. */
 int frame_block(Core *c, uint64_t size, int fresh, PyObject *what, uint32_t *out);
 /* The same when the current block can be reused without calling the guest; else 0. */
 int frame_block_reusable(Core *c, uint64_t size, uint32_t *out);

@@ -258,24 +258,6 @@ class Instance:
 
     # -- the arena -----------------------------------------------------------------------
 
-    def reset(self) -> None:
-        self.core.reset()
-
-    def frame_block(self, size: int, *, what: str, fresh: bool) -> int:
-        """An 8-aligned block of ``size`` bytes for one call's descriptors and buffers.
-
-        The arena need not be reset before every call (ABI §7: the host resets when it
-        likes), so a call reuses the previous call's block when it fits (``fresh`` forces a
-        new one), and the arena is reset every ``RESET_EVERY`` (64) calls, or once 1 MiB of
-        variable-length input and results went through it, to bound whatever the guest took
-        meanwhile. That saves two of the three guest calls per batch.
-        """
-        return self.core.frame_block(size, what, fresh)
-
-    def alloc(self, size: int, align: int, *, what: str) -> int:
-        """A block from ``wasmudf_alloc``, checked to be non-zero, aligned and in memory."""
-        return self.core.alloc(size, align, what)
-
     def _raise_bad_alloc(self, what: str, size: int, align: int, addr: int, mem_size: int) -> None:
         self.broken = True
         if addr == 0:

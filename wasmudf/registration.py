@@ -31,11 +31,6 @@ class Registration(list):
         """The SQL function names, as a plain list."""
         return list(self)
 
-    @property
-    def path(self) -> str:
-        """The module's file path, or its label when it was loaded from bytes."""
-        return self.module.label
-
     def unregister(self) -> None:
         """Remove these functions from the connection (names no longer there are skipped)."""
         _unregister_all(self._adapter, self.connection, self._functions)
