@@ -50,6 +50,15 @@ class AbiType:
     def is_varlen(self) -> bool:
         return self.width == 0
 
+    @property
+    def is_bits(self) -> bool:
+        """Arrow packs it as bits, the ABI as one byte per row (bool): converted both ways."""
+        return self.struct_code == "?"
+
+    @property
+    def is_float(self) -> bool:
+        return self.struct_code in ("f", "d")
+
 
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 

@@ -132,7 +132,7 @@ class AggregateFunction(ArrowArguments):
         if spec.returns.is_varlen or any(t.is_varlen for t in spec.params):
             return None
         values = [plain_array(v) for v in values]
-        if any(v.null_count for v in values) or any(t.name == "bool" for t in spec.params):
+        if any(v.null_count for v in values) or any(t.is_bits for t in spec.params):
             return None
         if any(not np.array_equal(o, offsets[0]) for o in offsets[1:]):
             return None
@@ -402,9 +402,9 @@ def _check_value_types(fn: AggregateFunction, index: int, values: list[Any]) -> 
 def _values_column(fn: AggregateFunction, index: int, values: list[Any]) -> pa.Array:
     """Python values (already type-checked) as one Arrow column."""
     t = fn.spec.params[index]
-    if t.name == "bool":
+    if t.is_bits:
         values = [None if v is None else bool(v) for v in values]
-    elif t.name in ("float32", "float64"):
+    elif t.is_float:
         values = [None if v is None else float(v) for v in values]
     try:
         return pa.array(values, type=t.arrow)

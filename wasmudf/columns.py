@@ -65,12 +65,12 @@ def row_column(t: AbiType, v: Any) -> tuple:
         raise TypeError(t.name)
     if t.range is not None and not t.range[0] <= v <= t.range[1]:
         raise OverflowError(t.name)
-    if t.name == "bool":
+    if t.is_bits:
         return (t.code, 0, 0, None, b"\1" if v else b"\0", None)  # an Arrow bitmap of one bit
     if t.is_varlen:
         data = v.encode("utf-8", errors="surrogatepass") if isinstance(v, str) else bytes(v)
         return (t.code, 0, 0, None, struct.pack("<ii", 0, len(data)), data)
-    if t.struct_code in "fd":
+    if t.is_float:
         try:
             x = float(v)
         except OverflowError:
@@ -88,7 +88,7 @@ def row_value(inst: Any, name: str, t: AbiType, result: tuple) -> Any:
     validity = result[0]
     if validity is not None and not validity[0] & 1:
         return None
-    if t.name == "bool":
+    if t.is_bits:
         return bool(result[1][0] & 1)
     if not t.is_varlen:
         return struct.unpack_from("<" + t.struct_code, result[1])[0]

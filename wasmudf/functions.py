@@ -218,7 +218,7 @@ class ScalarFunction(ArrowArguments):
         """Plain numeric arrays of the right types, longer than one batch, without NULLs, and
         a fixed-width result that is not bool: the case _call_large serves."""
         classes = self._array_classes
-        if not args or len(args) != len(classes) or self.spec.returns.name in ("bool", "utf8", "binary"):
+        if not args or len(args) != len(classes) or self.spec.returns.is_varlen or self.spec.returns.is_bits:
             return False
         if type(args[0]) is not classes[0]:
             return False
@@ -228,7 +228,7 @@ class ScalarFunction(ArrowArguments):
         return all(
             type(a) is cls
             and not t.is_varlen
-            and t.name != "bool"
+            and not t.is_bits
             and len(a) == n
             and not a.null_count
             for a, cls, t in zip(args, classes, self.spec.params)

@@ -359,7 +359,7 @@ class PyCore:
                 )
         raw_validity = ctypes.string_at(base + want[F_VALIDITY], (rows + 7) // 8)
         validity = None if raw_validity.count(b"\xff") == len(raw_validity) else raw_validity
-        if rtype.name == "bool":
+        if rtype.is_bits:
             flags = ctypes.string_at(base + want[5], rows)
             if rows == 1:
                 return validity, _output(allocate, b"\1" if flags[0] else b"\0")
@@ -426,7 +426,7 @@ def _column_pieces(column: tuple, rows: int, what: str) -> tuple[bytes, bytes, b
             bits = bytes([memoryview(validity).cast("B")[off // 8] >> (off % 8) & 1])
         else:
             bits = _bits(validity, off, rows).tobytes()
-    if t.name == "bool":
+    if t.is_bits:
         if rows and (buf1 is None or len(memoryview(buf1).cast("B")) * 8 < off + rows):
             raise short
         if rows == 1:
