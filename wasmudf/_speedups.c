@@ -15,6 +15,8 @@
  *              the call frame block, and runs a whole batch (copy in, call, check, copy out).
  *   RowCaller  (adapters/_sqlite.c) the per-row SQL function for a fixed-width scalar on SQLite, called
  *              by apsw or registered with SQLite directly.
+ *   DuckFunction (adapters/_duckdb.c) a scalar or aggregate registered with DuckDB through its C
+ *              extension API, called on DuckDB's worker threads without the GIL.
  *
  * Failures are reported by calling the Instance's `on_failure(kind, what, detail)`, which
  * raises the right WasmUdfError; the messages live in one place, in Python.
@@ -22,6 +24,7 @@
 #include "_speedups.h"
 #include <structmember.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <time.h>
 
 WasmtimeApi api;
@@ -105,6 +108,42 @@ static PyTypeObject TickerType = {
     .tp_init = (initproc)Ticker_init,
     .tp_getset = Ticker_getset,
 };
+
+/* ---- UTF-8 -------------------------------------------------------------------------- */
+
+/* Whether s[0..n) is well-formed UTF-8 (no overlong forms, surrogates or code points past
+   U+10FFFF: what Python's strict decoder and Arrow accept); else *bad is the first bad byte. */
+int utf8_valid(const uint8_t *s, size_t n, size_t *bad) {
+    size_t i = 0;
+    while (i < n) {
+        if (i + 8 <= n) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (!(w & 0x8080808080808080ull)) { i += 8; continue; }
+        }
+        uint8_t c = s[i];
+        if (c < 0x80) { i++; continue; }
+        size_t need;
+        uint32_t cp;
+        if (c >= 0xC2 && c <= 0xDF) { need = 1; cp = c & 0x1F; }
+        else if (c >= 0xE0 && c <= 0xEF) { need = 2; cp = c & 0x0F; }
+        else if (c >= 0xF0 && c <= 0xF4) { need = 3; cp = c & 0x07; }
+        else goto fail;
+        if (n - i - 1 < need) goto fail;
+        for (size_t k = 1; k <= need; k++) {
+            uint8_t b = s[i + k];
+            if ((b & 0xC0) != 0x80) goto fail;
+            cp = (cp << 6) | (b & 0x3F);
+        }
+        if ((need == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (need == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
+            goto fail;
+        i += need + 1;
+    }
+    return 1;
+fail:
+    if (bad) *bad = i;
+    return 0;
+}
 
 /* ---- Core ------------------------------------------------------------------------- */
 
@@ -505,46 +544,68 @@ static PyObject *output_buffer(PyObject *allocate, const uint8_t *src, Py_ssize_
     return buf;
 }
 
-/* Read back and check the output descriptor and buffers; returns the result tuple. */
-static PyObject *read_result(Core *c, PyObject *what, uint32_t out_at, const uint32_t want[8], int rcode,
-                             Py_ssize_t rows, long long output_limit, PyObject *allocate) {
+/* Check the output descriptor the guest handed back (and the offsets of a variable-length
+   result) without touching Python: 0, or -1 with *f saying what is wrong. */
+int check_output(Core *c, uint32_t out_at, const uint32_t want[8], int rcode, Py_ssize_t rows, long long output_limit,
+                 OutputFailure *f) {
     uint8_t *base = c->base;
     uint64_t msize = api.memory_size(c->ctx, c->mem);
     uint32_t got[8];
+    f->kind = OUTPUT_INVALID;
     for (int i = 0; i < 8; i++) got[i] = get_u32(base + out_at + 4 * i);
     /* The guest may write only null_count, and values/values_len of a varlen result. */
     static const int fixed_fields[] = {0, 1, 3, 4, 7};
     for (int k = 0; k < 5; k++) {
-        int f = fixed_fields[k];
-        if (got[f] != want[f])
-            return fail_invalid(c, what, "it changed the output descriptor's '%s' field from %u to %u",
-                                FIELD_NAMES[f], want[f], got[f]), NULL;
+        int i = fixed_fields[k];
+        if (got[i] != want[i]) {
+            snprintf(f->message, sizeof f->message, "it changed the output descriptor's '%s' field from %u to %u",
+                     FIELD_NAMES[i], want[i], got[i]);
+            return -1;
+        }
     }
-    if (!is_varlen(rcode) && (got[5] != want[5] || got[6] != want[6]))
-        return fail_invalid(c, what, "it changed 'values' or 'values_len' of a fixed-width result"), NULL;
-
+    if (!is_varlen(rcode)) {
+        if (got[5] == want[5] && got[6] == want[6]) return 0;
+        snprintf(f->message, sizeof f->message, "it changed 'values' or 'values_len' of a fixed-width result");
+        return -1;
+    }
     uint32_t values_at = got[5], values_len = got[6];
     const uint8_t *offs = base + want[4];
-    if (is_varlen(rcode)) c->scratch_bytes += values_len; /* the guest allocated it in its arena */
-    if (is_varlen(rcode)) {
-        /* Check everything before allocating anything. */
-        if (output_limit >= 0 && values_len > (unsigned long long)output_limit)
-            return fail(c, "output_limit", what, PyLong_FromUnsignedLong(values_len)), NULL;
-        if (values_len > 0x7fffffffu)
-            return fail_invalid(c, what, "values_len %u is over 2 GiB", values_len), NULL;
-        if (get_u32(offs) != 0)
-            return fail_invalid(c, what, "offsets[0] is %u, not 0", get_u32(offs)), NULL;
-        for (Py_ssize_t i = 0; i < rows; i++) {
-            uint32_t a = get_u32(offs + 4 * i), b = get_u32(offs + 4 * (i + 1));
-            if (b < a) return fail_invalid(c, what, "offsets decrease at row %zd (%u then %u)", i, a, b), NULL;
-        }
-        if (get_u32(offs + 4 * rows) != values_len)
-            return fail_invalid(c, what, "offsets[%zd] is %u but values_len is %u", rows, get_u32(offs + 4 * rows),
-                                values_len), NULL;
-        if (values_len && (values_at == 0 || (uint64_t)values_at + values_len > msize))
-            return fail_invalid(c, what, "values [0x%x, +%u) is outside the %llu-byte linear memory", values_at,
-                                values_len, (unsigned long long)msize), NULL;
+    c->scratch_bytes += values_len; /* the guest allocated it in its arena */
+    if (output_limit >= 0 && values_len > (unsigned long long)output_limit) {
+        f->kind = OUTPUT_LIMIT;
+        f->size = values_len;
+        return -1;
     }
+#define INVALID(...) do { snprintf(f->message, sizeof f->message, __VA_ARGS__); return -1; } while (0)
+    if (values_len > 0x7fffffffu) INVALID("values_len %u is over 2 GiB", values_len);
+    if (get_u32(offs) != 0) INVALID("offsets[0] is %u, not 0", get_u32(offs));
+    for (Py_ssize_t i = 0; i < rows; i++) {
+        uint32_t a = get_u32(offs + 4 * i), b = get_u32(offs + 4 * (i + 1));
+        if (b < a) INVALID("offsets decrease at row %zd (%u then %u)", i, a, b);
+    }
+    if (get_u32(offs + 4 * rows) != values_len)
+        INVALID("offsets[%zd] is %u but values_len is %u", rows, get_u32(offs + 4 * rows), values_len);
+    if (values_len && (values_at == 0 || (uint64_t)values_at + values_len > msize))
+        INVALID("values [0x%x, +%u) is outside the %llu-byte linear memory", values_at, values_len,
+                (unsigned long long)msize);
+#undef INVALID
+    return 0;
+}
+
+int report_output_failure(Core *c, PyObject *what, const OutputFailure *f) {
+    if (f->kind == OUTPUT_LIMIT) return fail(c, "output_limit", what, PyLong_FromUnsignedLongLong(f->size));
+    return fail_invalid(c, what, "%s", f->message);
+}
+
+/* Read back and check the output descriptor and buffers; returns the result tuple. */
+static PyObject *read_result(Core *c, PyObject *what, uint32_t out_at, const uint32_t want[8], int rcode,
+                             Py_ssize_t rows, long long output_limit, PyObject *allocate) {
+    OutputFailure failure;
+    if (check_output(c, out_at, want, rcode, rows, output_limit, &failure))
+        return report_output_failure(c, what, &failure), NULL;
+    uint8_t *base = c->base;
+    uint32_t values_at = get_u32(base + out_at + 20), values_len = get_u32(base + out_at + 24);
+    const uint8_t *offs = base + want[4];
 
     Py_ssize_t vbytes = (rows + 7) / 8;
     const uint8_t *vsrc = base + want[3];
@@ -758,7 +819,8 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     PyObject *m = PyModule_Create(&module_def);
     if (!m) return NULL;
     if (PyModule_AddObjectRef(m, "Ticker", (PyObject *)&TickerType) < 0 ||
-        PyModule_AddObjectRef(m, "Core", (PyObject *)&CoreType) < 0 || sqlite_add_to_module(m) < 0) {
+        PyModule_AddObjectRef(m, "Core", (PyObject *)&CoreType) < 0 || sqlite_add_to_module(m) < 0 ||
+        duckdb_add_to_module(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -122,7 +122,27 @@ int frame_block(Core *c, uint64_t size, int fresh, PyObject *what, uint32_t *out
 /* The same when the current block can be reused without calling the guest; else 0. */
 int frame_block_reusable(Core *c, uint64_t size, uint32_t *out);
 
+/* The guest's output descriptor (and a variable-length result's offsets), checked without
+   the GIL; report_output_failure (GIL held) raises what check_output found. */
+enum { OUTPUT_INVALID = 1, OUTPUT_LIMIT = 2 };
+typedef struct {
+    int kind;
+    uint64_t size;      /* OUTPUT_LIMIT: the result's size */
+    char message[256];  /* OUTPUT_INVALID: what is wrong */
+} OutputFailure;
+int check_output(Core *c, uint32_t out_at, const uint32_t want[8], int rcode, Py_ssize_t rows, long long output_limit,
+                 OutputFailure *f);
+int report_output_failure(Core *c, PyObject *what, const OutputFailure *f);
+
+/* Whether s[0..n) is well-formed UTF-8 (what Python's strict decoder and Arrow accept); else
+   *bad is the offset of the first bad byte. */
+int utf8_valid(const uint8_t *s, size_t n, size_t *bad);
+
 /* adapters/_sqlite.c: adds RowCaller, RowBuffer and the SQLite entry points to the module. */
 int sqlite_add_to_module(PyObject *module);
+
+/* adapters/_duckdb.c: adds the DuckDB extension's entry point and types (when built with
+   DuckDB's headers; else nothing). */
+int duckdb_add_to_module(PyObject *module);
 
 #endif

@@ -51,42 +51,6 @@ static PyTypeObject RowCallerType;
 
 static int is_type_code(int code) { return type_width(code) != 0 || is_varlen(code); }
 
-/* ---- UTF-8 -------------------------------------------------------------------------- */
-
-/* Whether s[0..n) is well-formed UTF-8 (no overlong forms, surrogates or code points past
-   U+10FFFF: what Python's strict decoder and Arrow accept); else *bad is the first bad byte. */
-static int utf8_valid(const uint8_t *s, size_t n, size_t *bad) {
-    size_t i = 0;
-    while (i < n) {
-        if (i + 8 <= n) {
-            uint64_t w;
-            memcpy(&w, s + i, 8);
-            if (!(w & 0x8080808080808080ull)) { i += 8; continue; }
-        }
-        uint8_t c = s[i];
-        if (c < 0x80) { i++; continue; }
-        size_t need;
-        uint32_t cp;
-        if (c >= 0xC2 && c <= 0xDF) { need = 1; cp = c & 0x1F; }
-        else if (c >= 0xE0 && c <= 0xEF) { need = 2; cp = c & 0x0F; }
-        else if (c >= 0xF0 && c <= 0xF4) { need = 3; cp = c & 0x07; }
-        else goto fail;
-        if (n - i - 1 < need) goto fail;
-        for (size_t k = 1; k <= need; k++) {
-            uint8_t b = s[i + k];
-            if ((b & 0xC0) != 0x80) goto fail;
-            cp = (cp << 6) | (b & 0x3F);
-        }
-        if ((need == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (need == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
-            goto fail;
-        i += need + 1;
-    }
-    return 1;
-fail:
-    if (bad) *bad = i;
-    return 0;
-}
-
 /* ---- one row's frame ----------------------------------------------------------------
 
    [nargs descriptors][out descriptor]

@@ -1,0 +1,1070 @@
+/*
+ * DuckDB natively: wasmudf functions registered through DuckDB's C extension API (v1), called
+ * on DuckDB's worker threads without the GIL.
+ *
+ * Getting in: the extension file wasmudf.duckdb_extension (adapters/_duckdb_shim.c) is LOADed
+ * into a database; its entry point imports this module and calls duckdb_attach, which keeps
+ * DuckDB's function table and opens one connection to that database, a Registrar. Python
+ * (adapters/duckdb_native.py) registers functions through it and closes it before the
+ * database closes: a connection keeps its database open.
+ *
+ * Scalars: DuckDB calls a function on several worker threads at once, a vector (<= 2048 rows)
+ * at a time, each with its own local state (ThreadBinding). A thread binds its own instance
+ * (InstancePool keeps one per OS thread) once, with the GIL; from then on a vector is copied
+ * into the instance's frame, run, checked and copied out without the GIL. Only a failure, a
+ * fresh frame block and the instance's before_call hook take it.
+ *
+ * Aggregates: a DuckDB aggregate whose state is its group's rows, packed as they arrive in the
+ * ABI's own layout (AggRows); finalize folds them in the finalizing thread's instance
+ * (__init, __update in batches, __finalize). DuckDB itself gives DISTINCT, FILTER, ORDER BY,
+ * parallel combines (the rows are concatenated) and window frames (its segment tree combines
+ * states). A group may collect at most DuckFunction.group_limit bytes.
+ *
+ * Every address, length and offset the guest hands back is checked (check_output) before it
+ * is read, and text results are checked to be UTF-8 before DuckDB sees them.
+ */
+#include "../_speedups.h"
+
+#ifndef WASMUDF_DUCKDB
+
+int duckdb_add_to_module(PyObject *module) { return 0; }
+
+#else
+
+#include <duckdb_extension.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* DuckDB's function table: every duckdb_* call below goes through it (duckdb_extension.h
+   defines each name as a member of duckdb_ext_api). Copied at the first LOAD; DuckDB's table
+   is static, so it is the same for every database of the process. */
+duckdb_ext_api_v1 duckdb_ext_api;
+static PyObject *attached; /* Registrars made by LOADs, not yet taken by Python */
+static PyTypeObject RegistrarType, DuckFunctionType;
+
+#define BATCH_ROWS 65536 /* rows per __update call (ABI: at most 65,536) */
+
+static int finalizing(void) {
+#if PY_VERSION_HEX >= 0x030D0000
+    return Py_IsFinalizing();
+#else
+    return _Py_IsFinalizing();
+#endif
+}
+
+/* ---- DuckFunction: what DuckDB's callbacks know of a function ------------------------- */
+
+enum { KIND_SCALAR = 0, KIND_AGGREGATE = 1 };
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *what;   /* the SQL name, for errors */
+    PyObject *bind;   /* bind() -> (Core, export addresses...) of the calling thread's instance */
+    PyObject *interrupted; /* the connection's interrupt counter (a 0-d uint64 buffer), or None */
+    Py_buffer interrupt_view;
+    int kind;
+    int nargs, codes[MAX_PARAMS], rcode;
+    int strict;
+    long long output_limit; /* Limits.output_bytes; < 0: none */
+    long long group_limit;  /* aggregates: the most bytes of rows one group may collect */
+    uint64_t generation;    /* unique per function: what a thread's cached binding is for */
+    volatile int enabled;   /* 0 once unregistered: calls fail */
+} DuckFunction;
+
+static uint64_t next_generation = 1;
+
+static void release_reference(void *p) {
+    if (finalizing()) return; /* the process is ending; nothing to give back */
+    PyGILState_STATE gil = PyGILState_Ensure();
+    Py_DECREF((PyObject *)p);
+    PyGILState_Release(gil);
+}
+
+/* One thread's instance for one function: up to four export addresses (a scalar's one; an
+   aggregate's __init, __update, __finalize) and, for an aggregate, init_failed(), which
+   raises the error for an __init that returned 0. */
+typedef struct {
+    Core *core;
+    void *funcs[3];
+    PyObject *init_failed;
+    unsigned long thread;
+    uint64_t generation;
+} ThreadBinding;
+
+static void binding_clear(ThreadBinding *b) {
+    Py_CLEAR(b->core);
+    Py_CLEAR(b->init_failed);
+    b->generation = 0;
+}
+
+/* Bind this thread's instance (GIL held); -1 with an exception. */
+static int binding_bind(DuckFunction *f, ThreadBinding *b) {
+    PyObject *bound = PyObject_CallNoArgs(f->bind);
+    if (!bound) return -1;
+    PyObject *core, *init_failed = Py_None;
+    unsigned long long a0 = 0, a1 = 0, a2 = 0;
+    int ok = PyArg_ParseTuple(bound, "O!K|KKO", &CoreType, &core, &a0, &a1, &a2, &init_failed);
+    if (ok) {
+        binding_clear(b);
+        b->core = (Core *)Py_NewRef(core);
+        b->init_failed = Py_NewRef(init_failed);
+        b->funcs[0] = (void *)(uintptr_t)a0;
+        b->funcs[1] = (void *)(uintptr_t)a1;
+        b->funcs[2] = (void *)(uintptr_t)a2;
+        b->thread = PyThread_get_thread_ident();
+        b->generation = f->generation;
+    }
+    Py_DECREF(bound);
+    return ok ? 0 : -1;
+}
+
+static int binding_current(DuckFunction *f, const ThreadBinding *b) {
+    return b->core && !b->core->dead && b->generation == f->generation && b->thread == PyThread_get_thread_ident();
+}
+
+/* The pending exception as DuckDB's error text, "<class>: <message>" (GIL held; clears it).
+   malloc'ed: the caller frees it after handing it to DuckDB, which copies it. */
+static char *exception_text(void) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    const char *name = type ? ((PyTypeObject *)type)->tp_name : "Error";
+    const char *dot = strrchr(name, '.');
+    PyObject *msg = value ? PyObject_Str(value) : NULL;
+    const char *text = msg ? PyUnicode_AsUTF8(msg) : NULL;
+    if (!text) PyErr_Clear();
+    size_t n = strlen(name) + (text ? strlen(text) : 1) + 3;
+    char *out = malloc(n);
+    if (out) snprintf(out, n, "%s: %s", dot ? dot + 1 : name, text ? text : "?");
+    Py_XDECREF(msg);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    return out;
+}
+
+typedef void (*set_error_fn)(duckdb_function_info info, const char *error);
+
+/* Fail the statement with the pending exception (GIL held). */
+static void raise_to_duckdb(duckdb_function_info info, set_error_fn set_error) {
+    char *text = exception_text();
+    set_error(info, text ? text : "wasmudf: out of memory while reporting an error");
+    free(text);
+}
+
+static void fail_with(duckdb_function_info info, set_error_fn set_error, const char *text) {
+    set_error(info, text);
+}
+
+/* ---- interruption --------------------------------------------------------------------- */
+
+/* wasmudf.interrupt(con) bumps a counter the functions registered through that connection
+   share; a call stops within one epoch tick once it moved past the value it started with. */
+typedef struct {
+    const volatile uint64_t *counter;
+    uint64_t started;
+} CallInterrupt;
+
+static int call_interrupted(void *arg) {
+    CallInterrupt *ci = (CallInterrupt *)arg;
+    return __atomic_load_n(ci->counter, __ATOMIC_RELAXED) != ci->started;
+}
+
+/* core_call, interruptible through f's counter when it has one. */
+static int guarded_call(DuckFunction *f, Core *c, void *func, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t *result,
+                        void **err, void **trap) {
+    if (!f->interrupt_view.buf) return core_call(c, func, a0, a1, a2, result, err, trap);
+    CallInterrupt ci = {(const volatile uint64_t *)f->interrupt_view.buf, 0};
+    ci.started = __atomic_load_n(ci.counter, __ATOMIC_RELAXED);
+    native_check_fn saved = c->native_check;
+    void *saved_arg = c->native_check_arg;
+    c->native_check = call_interrupted;
+    c->native_check_arg = &ci;
+    int rc = core_call(c, func, a0, a1, a2, result, err, trap);
+    c->native_check = saved;
+    c->native_check_arg = saved_arg;
+    return rc;
+}
+
+/* ---- one call's frame from DuckDB vectors ---------------------------------------------- */
+
+typedef struct {
+    int code;
+    const uint8_t *data;       /* DuckDB's values: fixed width, or duckdb_string_t */
+    const uint64_t *validity;  /* NULL: every row valid */
+    uint64_t at_validity, at_offsets, at_values; /* in the frame */
+    uint32_t validity_size, offsets_size, values_size, null_count;
+} VectorColumn;
+
+static inline int row_is_valid(const uint64_t *validity, idx_t row) {
+    return !validity || (validity[row >> 6] >> (row & 63)) & 1;
+}
+
+static inline const uint8_t *string_bytes(const duckdb_string_t *s, uint32_t *len) {
+    *len = s->value.inlined.length;
+    return *len <= 12 ? (const uint8_t *)s->value.inlined.inlined : (const uint8_t *)s->value.pointer.ptr;
+}
+
+static inline idx_t source_row(const uint32_t *sel, idx_t j) { return sel ? sel[j] : j; }
+
+/* Size the frame pieces of one column over `rows` rows (sel: the DuckDB rows they are). */
+static int size_vector_column(VectorColumn *col, const uint32_t *sel, idx_t rows, int strict) {
+    int w = type_width(col->code);
+    if (!strict && col->validity) {
+        uint32_t nulls = 0;
+        for (idx_t j = 0; j < rows; j++) nulls += !row_is_valid(col->validity, j);
+        col->null_count = nulls;
+        col->validity_size = nulls ? (uint32_t)((rows + 7) / 8) : 0;
+    }
+    if (!is_varlen(col->code)) {
+        col->values_size = (uint32_t)(rows * w);
+        return 0;
+    }
+    const duckdb_string_t *strings = (const duckdb_string_t *)col->data;
+    uint64_t total = 0;
+    for (idx_t j = 0; j < rows; j++) {
+        idx_t r = source_row(sel, j);
+        if (row_is_valid(col->validity, r)) total += strings[r].value.inlined.length;
+    }
+    if (total > 0x7fff0000u) return -1;
+    col->offsets_size = (uint32_t)((rows + 1) * 4);
+    col->values_size = (uint32_t)total;
+    return 0;
+}
+
+static void write_vector_column(uint8_t *frame, const VectorColumn *col, const uint32_t *sel, idx_t rows) {
+    if (col->validity_size) {
+        /* DuckDB's validity is 64-bit words, least significant bit first: on a little-endian
+           machine those are the ABI's bytes (no selection here: a strict function has none). */
+        memcpy(frame + col->at_validity, col->validity, col->validity_size);
+    }
+    int w = type_width(col->code);
+    if (!is_varlen(col->code)) {
+        uint8_t *dst = frame + col->at_values;
+        if (!sel) memcpy(dst, col->data, rows * w);
+        else
+            for (idx_t j = 0; j < rows; j++) memcpy(dst + j * w, col->data + (idx_t)sel[j] * w, w);
+        return;
+    }
+    const duckdb_string_t *strings = (const duckdb_string_t *)col->data;
+    uint8_t *offsets = frame + col->at_offsets, *dst = frame + col->at_values;
+    uint32_t pos = 0;
+    put_u32(offsets, 0);
+    for (idx_t j = 0; j < rows; j++) {
+        idx_t r = source_row(sel, j);
+        if (row_is_valid(col->validity, r)) {
+            uint32_t len;
+            const uint8_t *bytes = string_bytes(&strings[r], &len);
+            memcpy(dst + pos, bytes, len);
+            pos += len;
+        }
+        put_u32(offsets + 4 * (j + 1), pos);
+    }
+}
+
+/* ---- results into a DuckDB vector ---------------------------------------------------------- */
+
+/* Copy `rows` checked result rows (at `out_at`, laid out as `want`) into `output`: guest row
+   j goes to row dest(j) = (sel ? sel[j] : j) + offset. 0, or -1 with *f set (bad UTF-8). */
+static int write_result(Core *c, const uint32_t want[8], uint32_t out_at, int rcode, idx_t rows, const uint32_t *sel,
+                        idx_t offset, duckdb_vector output, OutputFailure *f) {
+    const uint8_t *base = c->base;
+    const uint8_t *valid_bits = base + want[3];
+    int any_null = 0;
+    for (idx_t j = 0; j < rows && !any_null; j++) any_null = !((valid_bits[j >> 3] >> (j & 7)) & 1);
+    uint64_t *validity = NULL;
+    if (any_null) {
+        duckdb_vector_ensure_validity_writable(output);
+        validity = duckdb_vector_get_validity(output);
+    }
+    uint8_t *out = duckdb_vector_get_data(output);
+    const uint8_t *values = base + want[5];
+    const uint8_t *offs = base + want[4];
+    uint32_t values_at = get_u32(base + out_at + 20);
+    int w = type_width(rcode);
+    for (idx_t j = 0; j < rows; j++) {
+        idx_t row = source_row(sel, j) + offset;
+        int valid = (valid_bits[j >> 3] >> (j & 7)) & 1;
+        if (!valid) {
+            duckdb_validity_set_row_invalid(validity, row);
+            continue;
+        }
+        if (rcode == ABI_BOOL) out[row] = values[j] != 0;
+        else if (!is_varlen(rcode)) memcpy(out + row * w, values + j * w, w);
+        else {
+            uint32_t start = get_u32(offs + 4 * j), end = get_u32(offs + 4 * (j + 1));
+            const uint8_t *bytes = base + values_at + start; /* check_output checked the bounds */
+            size_t bad;
+            if (rcode == ABI_UTF8 && !utf8_valid(bytes, end - start, &bad)) {
+                f->kind = OUTPUT_INVALID;
+                snprintf(f->message, sizeof f->message, "a utf8 result is not valid UTF-8 (row %llu, a bad byte at offset %zu)",
+                         (unsigned long long)j, bad);
+                return -1;
+            }
+            duckdb_vector_assign_string_element_len(output, row, (const char *)bytes, end - start);
+        }
+    }
+    return 0;
+}
+
+/* ---- scalars ------------------------------------------------------------------------------ */
+
+static void scalar_state_free(void *p) {
+    ThreadBinding *b = (ThreadBinding *)p;
+    if (b->core && !finalizing()) {
+        PyGILState_STATE gil = PyGILState_Ensure();
+        binding_clear(b);
+        PyGILState_Release(gil);
+    }
+    free(b);
+}
+
+static void scalar_init(duckdb_init_info info) {
+    ThreadBinding *b = calloc(1, sizeof *b);
+    if (!b) {
+        duckdb_scalar_function_init_set_error(info, "wasmudf: out of memory");
+        return;
+    }
+    duckdb_scalar_function_init_set_state(info, b, scalar_state_free);
+}
+
+/* Make sure the binding is this thread's, run before_call and get a frame block of `size`
+   bytes: without the GIL when nothing needs it. 0, or -1 with the statement failed. */
+static int prepare_call(DuckFunction *f, ThreadBinding *b, uint64_t size, uint32_t *block, duckdb_function_info info,
+                        set_error_fn set_error) {
+    if (binding_current(f, b) && b->core->before_call == Py_None && frame_block_reusable(b->core, size, block))
+        return 0;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    int rc = 0;
+    if (!binding_current(f, b)) rc = binding_bind(f, b);
+    if (!rc) rc = core_before_call(b->core);
+    if (!rc) rc = frame_block(b->core, size, 0, f->what, block);
+    if (rc) raise_to_duckdb(info, set_error);
+    PyGILState_Release(gil);
+    return rc;
+}
+
+/* Report a failed guest call (err/trap), or a check that failed (f), with the GIL. */
+static void report_failure(DuckFunction *fn, Core *c, void *err, void *trap, const OutputFailure *f, uint32_t status,
+                           duckdb_function_info info, set_error_fn set_error) {
+    PyGILState_STATE gil = PyGILState_Ensure();
+    Py_INCREF(c);
+    if (f) report_output_failure(c, fn->what, f);
+    else if (err || trap) report_call_failure(c, fn->what, err, trap);
+    else fail(c, "status", fn->what, PyLong_FromUnsignedLong(status));
+    raise_to_duckdb(info, set_error);
+    Py_DECREF(c);
+    PyGILState_Release(gil);
+}
+
+static void scalar_call(duckdb_function_info info, duckdb_data_chunk input, duckdb_vector output) {
+    DuckFunction *f = duckdb_scalar_function_get_extra_info(info);
+    ThreadBinding *b = duckdb_scalar_function_get_state(info);
+    set_error_fn set_error = duckdb_scalar_function_set_error;
+    idx_t rows = duckdb_data_chunk_get_size(input);
+    if (!f->enabled) {
+        fail_with(info, set_error, "wasmudf: this function was unregistered");
+        return;
+    }
+    if (!rows) return;
+    VectorColumn cols[MAX_PARAMS];
+    memset(cols, 0, sizeof cols);
+    int nargs = f->nargs, any_validity = 0;
+    for (int i = 0; i < nargs; i++) {
+        duckdb_vector v = duckdb_data_chunk_get_vector(input, i);
+        cols[i].code = f->codes[i];
+        cols[i].data = duckdb_vector_get_data(v);
+        cols[i].validity = duckdb_vector_get_validity(v);
+        any_validity |= cols[i].validity != NULL;
+    }
+    /* A strict function never sees a row with a NULL: those rows are NULL, the rest are
+       packed together (sel: which DuckDB row each packed row is). */
+    uint32_t *sel = NULL;
+    idx_t n = rows;
+    if (f->strict && any_validity) {
+        sel = malloc(rows * sizeof *sel);
+        if (!sel) {
+            fail_with(info, set_error, "wasmudf: out of memory");
+            return;
+        }
+        n = 0;
+        for (idx_t r = 0; r < rows; r++) {
+            int valid = 1;
+            for (int i = 0; i < nargs && valid; i++) valid = row_is_valid(cols[i].validity, r);
+            if (valid) sel[n++] = (uint32_t)r;
+        }
+        for (int i = 0; i < nargs; i++) cols[i].validity = NULL; /* no NULL among the kept rows */
+        if (n < rows) {
+            duckdb_vector_ensure_validity_writable(output);
+            uint64_t *validity = duckdb_vector_get_validity(output);
+            idx_t k = 0;
+            for (idx_t r = 0; r < rows; r++) {
+                if (k < n && sel[k] == r) k++;
+                else duckdb_validity_set_row_invalid(validity, r);
+            }
+        }
+        if (n == 0) goto done;
+        if (n == rows) { free(sel); sel = NULL; }
+    }
+    uint64_t pos = DESC * (uint64_t)(nargs + 1);
+    for (int i = 0; i < nargs; i++) {
+        VectorColumn *col = &cols[i];
+        if (size_vector_column(col, sel, n, f->strict)) {
+            fail_with(info, set_error, "wasmudf: one vector's text is over 2 GiB");
+            goto done;
+        }
+        col->at_validity = pos;
+        pos = align8(pos + col->validity_size);
+        col->at_offsets = pos;
+        pos = align8(pos + col->offsets_size);
+        col->at_values = pos;
+        pos = align8(pos + col->values_size);
+    }
+    uint64_t out_validity = pos;
+    pos = align8(pos + (n + 7) / 8);
+    uint64_t out_values = pos;
+    uint64_t out_size = is_varlen(f->rcode) ? (n + 1) * 4 : n * type_width(f->rcode);
+    pos = align8(pos + out_size);
+
+    uint32_t block;
+    if (prepare_call(f, b, pos, &block, info, set_error)) goto done;
+    Core *c = b->core;
+    uint8_t *frame = c->base + block;
+    for (int i = 0; i < nargs; i++) {
+        VectorColumn *col = &cols[i];
+        write_vector_column(frame, col, sel, n);
+        if (is_varlen(col->code)) c->scratch_bytes += col->values_size;
+        put_desc(frame + DESC * i, col->code, (uint32_t)n, col->null_count,
+                 col->validity_size ? block + (uint32_t)col->at_validity : 0,
+                 is_varlen(col->code) ? block + (uint32_t)col->at_offsets : 0, block + (uint32_t)col->at_values,
+                 col->values_size);
+    }
+    int rcode = f->rcode;
+    uint32_t want[8] = {(uint32_t)rcode, (uint32_t)n, 0, block + (uint32_t)out_validity,
+                        is_varlen(rcode) ? block + (uint32_t)out_values : 0,
+                        is_varlen(rcode) ? 0 : block + (uint32_t)out_values,
+                        is_varlen(rcode) ? 0 : (uint32_t)out_size, 0};
+    uint32_t out_at = block + DESC * (uint32_t)nargs;
+    put_desc(frame + DESC * nargs, want[0], want[1], want[2], want[3], want[4], want[5], want[6]);
+    memset(frame + out_validity, 0xFF, (n + 7) / 8);
+    if (is_varlen(rcode)) memset(frame + out_values, 0, out_size);
+
+    void *err, *trap;
+    uint32_t status;
+    OutputFailure failure;
+    if (guarded_call(f, c, b->funcs[0], block, (uint32_t)nargs, out_at, &status, &err, &trap))
+        report_failure(f, c, err, trap, NULL, 0, info, set_error);
+    else if (status)
+        report_failure(f, c, NULL, NULL, NULL, status, info, set_error);
+    else if (check_output(c, out_at, want, rcode, (Py_ssize_t)n, f->output_limit, &failure) ||
+             write_result(c, want, out_at, rcode, n, sel, 0, output, &failure))
+        report_failure(f, c, NULL, NULL, &failure, 0, info, set_error);
+done:
+    free(sel);
+}
+
+/* ---- aggregates: a group's rows, packed as they arrive ------------------------------------ */
+
+typedef struct {
+    uint8_t *p;
+    size_t len, cap;
+} Buf;
+
+static int buf_reserve(Buf *b, size_t more) {
+    if (b->len + more <= b->cap) return 0;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < b->len + more) cap *= 2;
+    uint8_t *p = realloc(b->p, cap);
+    if (!p) return -1;
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+static int buf_append(Buf *b, const void *src, size_t n) {
+    if (buf_reserve(b, n)) return -1;
+    if (n) memcpy(b->p + b->len, src, n);
+    b->len += n;
+    return 0;
+}
+
+/* One parameter's rows in the ABI's layout: validity bits, values (fixed width or bytes),
+   and for utf8/binary the offsets (rows + 1 of them, from 0). */
+typedef struct {
+    Buf validity, values, offsets;
+    uint32_t null_count;
+} AggColumn;
+
+typedef struct {
+    uint32_t rows;
+    int nargs;    /* kept here: DuckDB's destructor gets no function info */
+    size_t bytes; /* what the group holds, against DuckFunction.group_limit */
+    AggColumn cols[];
+} AggRows;
+
+/* DuckDB's state for one group: a pointer to its rows (NULL while it has none). */
+typedef struct {
+    AggRows *rows;
+} AggState;
+
+static void agg_rows_free(AggRows *g) {
+    if (!g) return;
+    for (int i = 0; i < g->nargs; i++) {
+        free(g->cols[i].validity.p);
+        free(g->cols[i].values.p);
+        free(g->cols[i].offsets.p);
+    }
+    free(g);
+}
+
+static AggRows *agg_rows_new(int nargs) {
+    AggRows *g = calloc(1, sizeof(AggRows) + (size_t)nargs * sizeof(AggColumn));
+    if (!g) return NULL;
+    g->nargs = nargs;
+    for (int i = 0; i < nargs; i++) {
+        uint32_t zero = 0;
+        if (buf_append(&g->cols[i].offsets, &zero, 4)) { agg_rows_free(g); return NULL; }
+    }
+    return g;
+}
+
+/* Append one value (or a NULL) to a column at row `row` of the group. */
+static int agg_column_push(AggColumn *col, int code, uint32_t row, const uint8_t *value, uint32_t len, int valid) {
+    if (buf_reserve(&col->validity, 1)) return -1;
+    if (row % 8 == 0) col->validity.p[col->validity.len++] = 0;
+    if (valid) col->validity.p[row / 8] |= (uint8_t)(1u << (row % 8));
+    else col->null_count++;
+    if (!is_varlen(code)) {
+        static const uint8_t zeros[8] = {0};
+        return buf_append(&col->values, valid ? value : zeros, type_width(code));
+    }
+    if (valid && buf_append(&col->values, value, len)) return -1;
+    uint32_t end = (uint32_t)col->values.len;
+    return buf_append(&col->offsets, &end, 4);
+}
+
+static const char *group_too_big = "a group's rows are over the native aggregate's limit";
+
+static idx_t agg_state_size(duckdb_function_info info) { return sizeof(AggState); }
+
+static void agg_init(duckdb_function_info info, duckdb_aggregate_state state) { ((AggState *)state)->rows = NULL; }
+
+static void agg_destroy(duckdb_aggregate_state *states, idx_t count) {
+    for (idx_t i = 0; i < count; i++) {
+        AggState *s = (AggState *)states[i];
+        agg_rows_free(s->rows);
+        s->rows = NULL;
+    }
+}
+
+static void agg_update(duckdb_function_info info, duckdb_data_chunk input, duckdb_aggregate_state *states) {
+    DuckFunction *f = duckdb_aggregate_function_get_extra_info(info);
+    idx_t rows = duckdb_data_chunk_get_size(input);
+    int nargs = f->nargs;
+    const uint8_t *data[MAX_PARAMS];
+    const uint64_t *validity[MAX_PARAMS];
+    for (int i = 0; i < nargs; i++) {
+        duckdb_vector v = duckdb_data_chunk_get_vector(input, i);
+        data[i] = duckdb_vector_get_data(v);
+        validity[i] = duckdb_vector_get_validity(v);
+    }
+    for (idx_t r = 0; r < rows; r++) {
+        if (f->strict) {
+            int valid = 1;
+            for (int i = 0; i < nargs && valid; i++) valid = row_is_valid(validity[i], r);
+            if (!valid) continue; /* a strict aggregate never sees a row with a NULL */
+        }
+        AggState *s = (AggState *)states[r];
+        if (!s->rows && !(s->rows = agg_rows_new(nargs))) goto out_of_memory;
+        AggRows *g = s->rows;
+        for (int i = 0; i < nargs; i++) {
+            int code = f->codes[i], valid = row_is_valid(validity[i], r);
+            uint32_t len = (uint32_t)type_width(code);
+            const uint8_t *value = data[i] + r * len;
+            if (is_varlen(code)) value = string_bytes((const duckdb_string_t *)data[i] + r, &len);
+            if (agg_column_push(&g->cols[i], code, g->rows, value, valid ? len : 0, valid)) goto out_of_memory;
+            g->bytes += (valid ? len : 0) + 5;
+        }
+        g->rows++;
+        if (g->bytes > (unsigned long long)f->group_limit || g->rows >= 0x7fffffffu) {
+            duckdb_aggregate_function_set_error(info, group_too_big);
+            return;
+        }
+    }
+    return;
+out_of_memory:
+    duckdb_aggregate_function_set_error(info, "wasmudf: out of memory collecting an aggregate's rows");
+}
+
+/* Append all of `src`'s rows to `dst`. */
+static int agg_rows_extend(DuckFunction *f, AggRows *dst, const AggRows *src) {
+    for (int i = 0; i < f->nargs; i++) {
+        const AggColumn *from = &src->cols[i];
+        AggColumn *to = &dst->cols[i];
+        int code = f->codes[i];
+        for (uint32_t r = 0; r < src->rows; r++) {
+            int valid = (from->validity.p[r / 8] >> (r % 8)) & 1;
+            const uint8_t *value;
+            uint32_t len;
+            if (is_varlen(code)) {
+                uint32_t a = get_u32(from->offsets.p + 4 * r), b = get_u32(from->offsets.p + 4 * (r + 1));
+                value = from->values.p + a;
+                len = b - a;
+            } else {
+                len = (uint32_t)type_width(code);
+                value = from->values.p + (size_t)r * len;
+            }
+            if (agg_column_push(to, code, dst->rows + r, value, len, valid)) return -1;
+        }
+    }
+    dst->rows += src->rows;
+    dst->bytes += src->bytes;
+    return 0;
+}
+
+static void agg_combine(duckdb_function_info info, duckdb_aggregate_state *source, duckdb_aggregate_state *target,
+                        idx_t count) {
+    DuckFunction *f = duckdb_aggregate_function_get_extra_info(info);
+    for (idx_t i = 0; i < count; i++) {
+        AggRows *src = ((AggState *)source[i])->rows;
+        if (!src || !src->rows) continue;
+        AggState *t = (AggState *)target[i];
+        if (!t->rows && !(t->rows = agg_rows_new(f->nargs))) goto out_of_memory;
+        if (t->rows->bytes + src->bytes > (unsigned long long)f->group_limit) {
+            duckdb_aggregate_function_set_error(info, group_too_big);
+            return;
+        }
+        if (agg_rows_extend(f, t->rows, src)) goto out_of_memory;
+    }
+    return;
+out_of_memory:
+    duckdb_aggregate_function_set_error(info, "wasmudf: out of memory combining an aggregate's rows");
+}
+
+/* The finalizing thread's instance for aggregates: one per thread, for the function that
+   finalized last (a thread finalizes one function's groups after another's). */
+static __thread ThreadBinding agg_binding;
+
+/* Fold one group's rows in the instance and write its result to row `row` of `result`.
+   Without the GIL but for failures and fresh frame blocks. 0, or -1 with the error set. */
+static int agg_fold(DuckFunction *f, ThreadBinding *b, const AggRows *g, duckdb_vector result, idx_t row,
+                    duckdb_function_info info) {
+    set_error_fn set_error = duckdb_aggregate_function_set_error;
+    int nargs = f->nargs, rcode = f->rcode;
+    /* The largest frame: one __update batch, or __finalize's one-row result. */
+    uint32_t total = g ? g->rows : 0;
+    uint32_t batch = total < BATCH_ROWS ? total : BATCH_ROWS;
+    uint64_t biggest = DESC * (uint64_t)(nargs + 1) + 64;
+    for (int i = 0; i < nargs && g; i++)
+        biggest += align8((batch + 7) / 8) + align8((uint64_t)(batch + 1) * 4) + align8(g->cols[i].values.len) +
+                   align8((uint64_t)batch * 8);
+    uint32_t block;
+    if (prepare_call(f, b, biggest, &block, info, set_error)) return -1;
+    Core *c = b->core;
+    void *err, *trap;
+    uint32_t state, status;
+    if (guarded_call(f, c, b->funcs[0], 0, 0, 0, &state, &err, &trap)) goto call_failed;
+    if (!state) {
+        PyGILState_STATE gil = PyGILState_Ensure();
+        PyObject *r = PyObject_CallNoArgs(b->init_failed);
+        Py_XDECREF(r);
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "wasmudf: __init returned 0");
+        raise_to_duckdb(info, set_error);
+        PyGILState_Release(gil);
+        return -1;
+    }
+    uint8_t *frame = c->base + block;
+    for (uint32_t start = 0; start < total; start += BATCH_ROWS) {
+        uint32_t n = total - start < BATCH_ROWS ? total - start : BATCH_ROWS;
+        uint64_t pos = DESC * (uint64_t)nargs;
+        for (int i = 0; i < nargs; i++) {
+            const AggColumn *col = &g->cols[i];
+            int code = f->codes[i];
+            uint32_t nulls = 0, validity_at = 0, offsets_at = 0, values_at, values_len;
+            if (col->null_count) {
+                for (uint32_t r = start; r < start + n; r++) nulls += !((col->validity.p[r / 8] >> (r % 8)) & 1);
+            }
+            if (nulls) {
+                validity_at = block + (uint32_t)pos;
+                uint8_t *dst = frame + pos;
+                memset(dst, 0, (n + 7) / 8);
+                for (uint32_t r = 0; r < n; r++)
+                    if ((col->validity.p[(start + r) / 8] >> ((start + r) % 8)) & 1) dst[r / 8] |= (uint8_t)(1u << (r % 8));
+                pos = align8(pos + (n + 7) / 8);
+            }
+            if (is_varlen(code)) {
+                uint32_t first = get_u32(col->offsets.p + 4 * (size_t)start);
+                offsets_at = block + (uint32_t)pos;
+                for (uint32_t r = 0; r <= n; r++)
+                    put_u32(frame + pos + 4 * r, get_u32(col->offsets.p + 4 * ((size_t)start + r)) - first);
+                pos = align8(pos + (uint64_t)(n + 1) * 4);
+                values_len = get_u32(col->offsets.p + 4 * ((size_t)start + n)) - first;
+                memcpy(frame + pos, col->values.p + first, values_len);
+                c->scratch_bytes += values_len;
+            } else {
+                values_len = n * (uint32_t)type_width(code);
+                memcpy(frame + pos, col->values.p + (size_t)start * type_width(code), values_len);
+            }
+            values_at = block + (uint32_t)pos;
+            pos = align8(pos + values_len);
+            put_desc(frame + DESC * i, code, n, nulls, validity_at, offsets_at, values_at, values_len);
+        }
+        if (guarded_call(f, c, b->funcs[1], state, block, (uint32_t)nargs, &status, &err, &trap)) goto call_failed;
+        if (status) {
+            report_failure(f, c, NULL, NULL, NULL, status, info, set_error);
+            return -1;
+        }
+    }
+    /* __finalize(state, out): one result row, prepared as for a one-row scalar call. */
+    uint32_t out_at = block, out_validity = block + DESC, out_values = block + DESC + 8;
+    uint32_t want[8] = {(uint32_t)rcode, 1, 0, out_validity, is_varlen(rcode) ? out_values : 0,
+                        is_varlen(rcode) ? 0 : out_values, is_varlen(rcode) ? 0 : (uint32_t)type_width(rcode), 0};
+    put_desc(frame, want[0], want[1], want[2], want[3], want[4], want[5], want[6]);
+    memset(frame + DESC, 0xFF, 8);
+    memset(frame + DESC + 8, 0, 8);
+    OutputFailure failure;
+    if (guarded_call(f, c, b->funcs[2], state, out_at, 0, &status, &err, &trap)) goto call_failed;
+    if (status) {
+        report_failure(f, c, NULL, NULL, NULL, status, info, set_error);
+        return -1;
+    }
+    if (check_output(c, out_at, want, rcode, 1, f->output_limit, &failure) ||
+        write_result(c, want, out_at, rcode, 1, NULL, row, result, &failure)) {
+        report_failure(f, c, NULL, NULL, &failure, 0, info, set_error);
+        return -1;
+    }
+    return 0;
+call_failed:
+    report_failure(f, c, err, trap, NULL, 0, info, set_error);
+    return -1;
+}
+
+static void agg_finalize(duckdb_function_info info, duckdb_aggregate_state *source, duckdb_vector result, idx_t count,
+                         idx_t offset) {
+    DuckFunction *f = duckdb_aggregate_function_get_extra_info(info);
+    if (!f->enabled) {
+        duckdb_aggregate_function_set_error(info, "wasmudf: this function was unregistered");
+        return;
+    }
+    for (idx_t i = 0; i < count; i++) {
+        if (agg_fold(f, &agg_binding, ((AggState *)source[i])->rows, result, offset + i, info)) return;
+    }
+}
+
+/* ---- DuckFunction, the Python type ------------------------------------------------------ */
+
+static int DuckFunction_init(DuckFunction *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"name", "kind", "codes", "rcode", "strict", "output_limit", "bind", "interrupted",
+                            "group_limit", NULL};
+    PyObject *what, *codes, *bind, *interrupted;
+    int kind, rcode, strict;
+    long long output_limit, group_limit = 1LL << 30;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "UiOipLOO|L", names, &what, &kind, &codes, &rcode, &strict,
+                                     &output_limit, &bind, &interrupted, &group_limit))
+        return -1;
+    PyObject *seq = PySequence_Fast(codes, "codes must be a sequence");
+    if (!seq) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n < 1 || n > MAX_PARAMS || (kind != KIND_SCALAR && kind != KIND_AGGREGATE) ||
+        (type_width(rcode) == 0 && !is_varlen(rcode)) || !PyCallable_Check(bind) || group_limit <= 0) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "bad function description");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int code = (int)PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (type_width(code) == 0 && !is_varlen(code)) {
+            Py_DECREF(seq);
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "bad parameter type code");
+            return -1;
+        }
+        self->codes[i] = code;
+    }
+    Py_DECREF(seq);
+    if (interrupted != Py_None) {
+        if (PyObject_GetBuffer(interrupted, &self->interrupt_view, PyBUF_SIMPLE) < 0) return -1;
+        if (self->interrupt_view.len < 8 || ((uintptr_t)self->interrupt_view.buf & 7)) {
+            PyBuffer_Release(&self->interrupt_view);
+            memset(&self->interrupt_view, 0, sizeof self->interrupt_view);
+            PyErr_SetString(PyExc_ValueError, "interrupted must be an aligned 8-byte buffer");
+            return -1;
+        }
+    }
+    Py_XSETREF(self->what, Py_NewRef(what));
+    Py_XSETREF(self->bind, Py_NewRef(bind));
+    Py_XSETREF(self->interrupted, Py_NewRef(interrupted));
+    self->kind = kind;
+    self->nargs = (int)n;
+    self->rcode = rcode;
+    self->strict = strict;
+    self->output_limit = output_limit;
+    self->group_limit = group_limit;
+    self->generation = __atomic_fetch_add(&next_generation, 1, __ATOMIC_RELAXED);
+    self->enabled = 1;
+    return 0;
+}
+
+static int DuckFunction_traverse(DuckFunction *self, visitproc visit, void *arg) {
+    Py_VISIT(self->what);
+    Py_VISIT(self->bind);
+    Py_VISIT(self->interrupted);
+    return 0;
+}
+
+static int DuckFunction_clear(DuckFunction *self) {
+    Py_CLEAR(self->what);
+    Py_CLEAR(self->bind);
+    return 0;
+}
+
+static void DuckFunction_dealloc(DuckFunction *self) {
+    PyObject_GC_UnTrack(self);
+    if (self->interrupt_view.buf) PyBuffer_Release(&self->interrupt_view);
+    DuckFunction_clear(self);
+    Py_CLEAR(self->interrupted);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *DuckFunction_disable(DuckFunction *self, PyObject *unused) {
+    self->enabled = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *DuckFunction_get_enabled(DuckFunction *self, void *closure) { return PyBool_FromLong(self->enabled); }
+
+static PyMethodDef DuckFunction_methods[] = {
+    {"disable", (PyCFunction)DuckFunction_disable, METH_NOARGS, "make every later call fail (unregistered)"},
+    {NULL},
+};
+
+static PyGetSetDef DuckFunction_getset[] = {
+    {"enabled", (getter)DuckFunction_get_enabled, NULL, "False once disabled", NULL},
+    {NULL},
+};
+
+static PyTypeObject DuckFunctionType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "wasmudf._speedups.DuckFunction",
+    .tp_basicsize = sizeof(DuckFunction),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "DuckFunction(name, kind, codes, rcode, strict, output_limit, bind, interrupted, group_limit=1 GiB)",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)DuckFunction_init,
+    .tp_dealloc = (destructor)DuckFunction_dealloc,
+    .tp_traverse = (traverseproc)DuckFunction_traverse,
+    .tp_clear = (inquiry)DuckFunction_clear,
+    .tp_methods = DuckFunction_methods,
+    .tp_getset = DuckFunction_getset,
+};
+
+/* ---- Registrar: one connection to a database that loaded the extension ------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    duckdb_connection conn;
+} Registrar;
+
+static duckdb_logical_type logical_type(int code) {
+    static const duckdb_type types[] = {
+        [ABI_BOOL] = DUCKDB_TYPE_BOOLEAN, [ABI_INT32] = DUCKDB_TYPE_INTEGER, [ABI_INT64] = DUCKDB_TYPE_BIGINT,
+        [ABI_FLOAT32] = DUCKDB_TYPE_FLOAT, [ABI_FLOAT64] = DUCKDB_TYPE_DOUBLE, [ABI_UTF8] = DUCKDB_TYPE_VARCHAR,
+        [ABI_BINARY] = DUCKDB_TYPE_BLOB,
+    };
+    return duckdb_create_logical_type(types[code]);
+}
+
+static int registrar_open(Registrar *self) {
+    if (self->conn) return 0;
+    PyErr_SetString(PyExc_ValueError, "this Registrar is closed");
+    return -1;
+}
+
+static PyObject *Registrar_register(Registrar *self, PyObject *args) {
+    DuckFunction *f;
+    int deterministic;
+    if (!PyArg_ParseTuple(args, "O!p", &DuckFunctionType, &f, &deterministic) || registrar_open(self)) return NULL;
+    const char *name = PyUnicode_AsUTF8(f->what);
+    if (!name) return NULL;
+    duckdb_logical_type rtype = logical_type(f->rcode);
+    duckdb_state rc;
+    Py_INCREF(f); /* DuckDB's reference, given back through release_reference */
+    if (f->kind == KIND_SCALAR) {
+        duckdb_scalar_function s = duckdb_create_scalar_function();
+        duckdb_scalar_function_set_name(s, name);
+        for (int i = 0; i < f->nargs; i++) {
+            duckdb_logical_type t = logical_type(f->codes[i]);
+            duckdb_scalar_function_add_parameter(s, t);
+            duckdb_destroy_logical_type(&t);
+        }
+        duckdb_scalar_function_set_return_type(s, rtype);
+        /* NULLs are ours: a strict function's NULL rows never reach the guest, and any
+           function may return NULL. */
+        duckdb_scalar_function_set_special_handling(s);
+        if (!deterministic) duckdb_scalar_function_set_volatile(s);
+        duckdb_scalar_function_set_extra_info(s, f, release_reference);
+        duckdb_scalar_function_set_init(s, scalar_init);
+        duckdb_scalar_function_set_function(s, scalar_call);
+        Py_BEGIN_ALLOW_THREADS
+        rc = duckdb_register_scalar_function(self->conn, s);
+        duckdb_destroy_scalar_function(&s);
+        Py_END_ALLOW_THREADS
+    } else {
+        duckdb_aggregate_function a = duckdb_create_aggregate_function();
+        duckdb_aggregate_function_set_name(a, name);
+        for (int i = 0; i < f->nargs; i++) {
+            duckdb_logical_type t = logical_type(f->codes[i]);
+            duckdb_aggregate_function_add_parameter(a, t);
+            duckdb_destroy_logical_type(&t);
+        }
+        duckdb_aggregate_function_set_return_type(a, rtype);
+        duckdb_aggregate_function_set_functions(a, agg_state_size, agg_init, agg_update, agg_combine, agg_finalize);
+        duckdb_aggregate_function_set_destructor(a, agg_destroy);
+        duckdb_aggregate_function_set_special_handling(a);
+        duckdb_aggregate_function_set_extra_info(a, f, release_reference);
+        Py_BEGIN_ALLOW_THREADS
+        rc = duckdb_register_aggregate_function(self->conn, a);
+        duckdb_destroy_aggregate_function(&a);
+        Py_END_ALLOW_THREADS
+    }
+    duckdb_destroy_logical_type(&rtype);
+    if (rc == DuckDBError) {
+        PyErr_Format(PyExc_RuntimeError, "DuckDB refused to register `%s`", name);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Registrar_execute(Registrar *self, PyObject *args) {
+    const char *sql;
+    if (!PyArg_ParseTuple(args, "s", &sql) || registrar_open(self)) return NULL;
+    duckdb_result result;
+    duckdb_state rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = duckdb_query(self->conn, sql, &result);
+    Py_END_ALLOW_THREADS
+    if (rc == DuckDBError) {
+        const char *e = duckdb_result_error(&result);
+        PyErr_Format(PyExc_RuntimeError, "%s", e ? e : "DuckDB refused the statement");
+        duckdb_destroy_result(&result);
+        return NULL;
+    }
+    duckdb_destroy_result(&result);
+    Py_RETURN_NONE;
+}
+
+static void registrar_close(Registrar *self) {
+    if (!self->conn) return;
+    duckdb_connection conn = self->conn;
+    self->conn = NULL;
+    /* The database may close here (this was its last connection), destroying our functions,
+       whose references are given back with the GIL: let it go meanwhile. */
+    if (PyGILState_Check()) {
+        Py_BEGIN_ALLOW_THREADS
+        duckdb_disconnect(&conn);
+        Py_END_ALLOW_THREADS
+    } else {
+        duckdb_disconnect(&conn);
+    }
+}
+
+static PyObject *Registrar_close(Registrar *self, PyObject *unused) {
+    registrar_close(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Registrar_get_closed(Registrar *self, void *closure) { return PyBool_FromLong(self->conn == NULL); }
+
+static void Registrar_dealloc(Registrar *self) {
+    if (!finalizing()) registrar_close(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Registrar_methods[] = {
+    {"register", (PyCFunction)Registrar_register, METH_VARARGS, "register(DuckFunction, deterministic)"},
+    {"execute", (PyCFunction)Registrar_execute, METH_VARARGS, "execute(sql): run a statement, no result"},
+    {"close", (PyCFunction)Registrar_close, METH_NOARGS, "disconnect (the database may close then)"},
+    {NULL},
+};
+
+static PyGetSetDef Registrar_getset[] = {
+    {"closed", (getter)Registrar_get_closed, NULL, "True once closed", NULL},
+    {NULL},
+};
+
+static PyTypeObject RegistrarType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "wasmudf._speedups.Registrar",
+    .tp_basicsize = sizeof(Registrar),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "a connection of wasmudf's own to a database that loaded the extension",
+    .tp_dealloc = (destructor)Registrar_dealloc,
+    .tp_methods = Registrar_methods,
+    .tp_getset = Registrar_getset,
+};
+
+/* ---- the extension's entry point ------------------------------------------------------------ */
+
+/* Called by the shim's wasmudf_init_c_api with the GIL held. */
+static bool duckdb_attach(duckdb_extension_info info, struct duckdb_extension_access *access) {
+    const duckdb_ext_api_v1 *table = access->get_api(info, DUCKDB_EXTENSION_API_VERSION_STRING);
+    if (!table) return false; /* DuckDB set the error: it does not speak this API version */
+    duckdb_ext_api = *table;
+    duckdb_database *db = access->get_database(info);
+    if (!db) return false;
+    Registrar *r = PyObject_New(Registrar, &RegistrarType);
+    if (!r) {
+        PyErr_Clear();
+        access->set_error(info, "wasmudf: out of memory");
+        return false;
+    }
+    r->conn = NULL;
+    if (duckdb_connect(*db, &r->conn) == DuckDBError) {
+        r->conn = NULL;
+        Py_DECREF(r);
+        access->set_error(info, "wasmudf: cannot open a connection to the database");
+        return false;
+    }
+    if (PyList_Append(attached, (PyObject *)r) < 0) {
+        PyErr_Clear();
+        Py_DECREF(r);
+        access->set_error(info, "wasmudf: out of memory");
+        return false;
+    }
+    Py_DECREF(r);
+    return true;
+}
+
+static PyObject *py_duckdb_take_attached(PyObject *self, PyObject *unused) {
+    PyObject *taken = PyList_GetSlice(attached, 0, PyList_GET_SIZE(attached));
+    if (taken && PyList_SetSlice(attached, 0, PyList_GET_SIZE(attached), NULL) < 0) Py_CLEAR(taken);
+    return taken;
+}
+
+static PyMethodDef duckdb_methods[] = {
+    {"duckdb_take_attached", py_duckdb_take_attached, METH_NOARGS,
+     "the Registrars of the databases that loaded the extension since the last call"},
+    {NULL},
+};
+
+int duckdb_add_to_module(PyObject *module) {
+    if (PyType_Ready(&RegistrarType) < 0 || PyType_Ready(&DuckFunctionType) < 0) return -1;
+    if (!(attached = PyList_New(0))) return -1;
+    PyObject *capsule = PyCapsule_New((void *)duckdb_attach, "wasmudf._speedups._duckdb_attach", NULL);
+    if (!capsule || PyModule_AddObjectRef(module, "_duckdb_attach", capsule) < 0) {
+        Py_XDECREF(capsule);
+        return -1;
+    }
+    Py_DECREF(capsule);
+    if (PyModule_AddObjectRef(module, "Registrar", (PyObject *)&RegistrarType) < 0 ||
+        PyModule_AddObjectRef(module, "DuckFunction", (PyObject *)&DuckFunctionType) < 0)
+        return -1;
+    for (PyMethodDef *m = duckdb_methods; m->ml_name; m++) {
+        PyObject *fn = PyCFunction_New(m, NULL);
+        int rc = fn ? PyModule_AddObjectRef(module, m->ml_name, fn) : -1;
+        Py_XDECREF(fn);
+        if (rc < 0) return -1;
+    }
+    return 0;
+}
+
+#endif /* WASMUDF_DUCKDB */
