@@ -79,12 +79,13 @@ def sign_extension(path: Path, key_path: Path) -> None:
     concatenated SHA-256 of each 1 MiB chunk, as DuckDB checks it) and keep only the public
     key: the private key never leaves this function."""
     from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
     body = path.read_bytes()[:-256]
     chunks = b"".join(hashlib.sha256(body[i : i + (1 << 20)]).digest() for i in range(0, len(body), 1 << 20))
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    signature = key.sign(hashlib.sha256(chunks).digest(), padding.PKCS1v15(), hashes.SHA256())
+    # DuckDB verifies the digest itself (mbedtls_pk_verify on the two-level hash): prehashed.
+    signature = key.sign(hashlib.sha256(chunks).digest(), padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
     path.write_bytes(body + signature)
     key_path.write_bytes(
         key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)

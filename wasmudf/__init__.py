@@ -41,6 +41,7 @@ from .errors import (
 from .functions import ScalarFunction
 from .limits import Limits
 from .module import Module, load
+from . import duckdb
 from .registration import Registration, interrupt, register, unregister
 from .trust import Policy
 

@@ -52,10 +52,24 @@ class AggregateFunction(ArrowArguments):
         self.return_type = spec.returns.arrow
         self._arrow_params = [t.arrow for t in spec.params]
         limit = pool.spec.limits.output_bytes
-        self._output_limit = -1 if limit is None else limit
+        #: Limits.output_bytes for a variable-length result; -1: none.
+        self.output_limit = self._output_limit = -1 if limit is None else limit
 
     def __repr__(self) -> str:
         return f"<AggregateFunction {self.spec.signature()} from {self.pool.spec.label}>"
+
+    def thread_exports(self) -> tuple[Any, int, int, int, Callable[[], None]]:
+        """This thread's core, the addresses of ``__init``, ``__update`` and ``__finalize`` in
+        it, and what raises the error for an ``__init`` that returned 0 (for callers in C)."""
+        inst = self.pool.get(self.name)
+        export = self.spec.export
+        return (
+            inst.core,
+            inst.func_addr(f"{export}__init"),
+            inst.func_addr(f"{export}__update"),
+            inst.func_addr(f"{export}__finalize"),
+            lambda: _raise_init_failed(self, inst),
+        )
 
     def start(self, interrupted: Callable[[], bool] | None = None) -> AggregateState:
         """A new, empty group (``__init``) in this thread's instance; ``interrupted`` stops a
@@ -179,6 +193,18 @@ class AggregateFunction(ArrowArguments):
         return pa.table({"key": grouped["key"], self.name: self.aggregate_lists(*lists)})
 
 
+def _raise_init_failed(fn: AggregateFunction, inst: Instance) -> None:
+    """An ``__init`` returned 0: the instance is suspect, and the error says so."""
+    inst.broken = True
+    message = inst.guest_message()
+    raise GuestFailure(
+        f"`{fn.name}` in {inst.label}: {fn.spec.export}__init returned 0, no state" + (f": {message}" if message else ""),
+        guest_message=message,
+        function=fn.name,
+        module=inst.label,
+    )
+
+
 class AggregateState:
     """One group's state inside one instance. Not thread-safe: use it on the thread that
     started it. Every state ends with :meth:`finish` (or :meth:`abandon`)."""
@@ -193,15 +219,7 @@ class AggregateState:
         _release_orphans(inst)
         handle = self._guest(inst, lambda: inst.call(f"{self._export}__init", (), what=fn.name))
         if not handle:
-            inst.broken = True
-            message = inst.guest_message()
-            raise GuestFailure(
-                f"`{fn.name}` in {inst.label}: {self._export}__init returned 0, no state"
-                + (f": {message}" if message else ""),
-                guest_message=message,
-                function=fn.name,
-                module=inst.label,
-            )
+            _raise_init_failed(fn, inst)
         self._inst: Instance = inst
         self._handle = handle
         self._open = True

@@ -105,7 +105,8 @@ class ScalarFunction(ArrowArguments):
         self._strict = spec.strict
         self._checks = [(cls, t.code, t.is_varlen) for cls, t in zip(self._array_classes, spec.params)]
         limit = pool.spec.limits.output_bytes
-        self._output_limit = -1 if limit is None else limit
+        #: Limits.output_bytes for a variable-length result; -1: none.
+        self.output_limit = self._output_limit = -1 if limit is None else limit
         self.return_type = spec.returns.arrow
 
     def __repr__(self) -> str:

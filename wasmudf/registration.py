@@ -17,12 +17,18 @@ class Registration(list):
     Attributes:
         connection: the connection the functions were registered on.
         module: the loaded :class:`Module` they run in.
+        path: how the engine calls them: on DuckDB "native" (its C extension API) or
+            "python" (its Python UDF API); on SQLite "sqlite".
+        path_reason: why that path: how the native extension was loaded, or why it could not be.
     """
 
-    def __init__(self, connection: Any, module: Module, adapter: Adapter, functions: list[Any]):
+    def __init__(
+        self, connection: Any, module: Module, adapter: Adapter, functions: list[Any], path: tuple[str, str]
+    ):
         super().__init__(fn.name for fn in functions)
         self.connection = connection
         self.module = module
+        self.path, self.path_reason = path
         self._adapter = adapter
         self._functions = functions
 
@@ -51,7 +57,9 @@ def register(con: Any, source: Module | Source, *, replace: bool = False, **load
             (built-in functions are never replaced).
         **load_options: passed to :func:`load` (``limits``, ``grant``, ``config``, ...).
 
-    Engine APIs used: DuckDB ``create_function(type="arrow")`` (an aggregate ``f`` becomes
+    Engine APIs used: DuckDB's C extension API where wasmudf's extension can be loaded into
+    the connection's database (real scalar and aggregate functions; see
+    :mod:`wasmudf.duckdb`), else ``create_function(type="arrow")`` (an aggregate ``f`` becomes
     ``f_list`` over ``list()`` plus a temporary macro ``f``); apsw ``create_scalar_function``,
     ``create_aggregate_function`` and, for window-capable aggregates, ``create_window_function``;
     ``sqlite3`` ``create_function``, ``create_aggregate`` and ``create_window_function``.
@@ -62,6 +70,7 @@ def register(con: Any, source: Module | Source, *, replace: bool = False, **load
         ModuleError, ManifestError, ExportError, PolicyError: from :func:`load`.
     """
     adapter = adapter_for(con)
+    path = adapter.path_for(con)
     if isinstance(source, Module):
         if load_options:
             raise RegistrationError("load options were given with an already loaded Module")
@@ -71,7 +80,7 @@ def register(con: Any, source: Module | Source, *, replace: bool = False, **load
     functions = list(module.functions.values())
     for fn in functions:
         adapter.check_supported(fn)
-    occupied = [n for fn in functions for n in adapter.sql_names(fn)]
+    occupied = [n for fn in functions for n in adapter.sql_names(fn, con)]
     existing = adapter.existing_functions(con, occupied)
     for name in occupied:
         if name.lower() in existing:
@@ -79,7 +88,7 @@ def register(con: Any, source: Module | Source, *, replace: bool = False, **load
     done: list[Any] = []
     try:
         for fn in functions:
-            for name in adapter.sql_names(fn):
+            for name in adapter.sql_names(fn, con):
                 if name.lower() in existing:
                     adapter.unregister(con, name, len(fn.spec.params))
             _register_one(adapter, con, fn, replace)
@@ -87,7 +96,7 @@ def register(con: Any, source: Module | Source, *, replace: bool = False, **load
     except BaseException:
         _unregister_all(adapter, con, done)  # all or nothing
         raise
-    return Registration(con, module, adapter, functions)
+    return Registration(con, module, adapter, functions, path)
 
 
 def _check_replaceable(adapter: Adapter, name: str, builtin: bool, replace: bool) -> None:
@@ -139,5 +148,5 @@ def unregister(con: Any, functions: Iterable[Any]) -> None:
 def _unregister_all(adapter: Adapter, con: Any, functions: Iterable[Any]) -> None:
     for fn in functions:
         spec = getattr(fn, "spec", fn)
-        for name in adapter.sql_names(fn):
+        for name in adapter.sql_names(fn, con):
             adapter.unregister(con, name, len(spec.params))

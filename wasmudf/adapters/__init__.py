@@ -39,8 +39,11 @@ class Adapter(Protocol):
     def check_supported(self, fn: Any) -> None:
         """Raise RegistrationError if the engine cannot take ``fn`` (its kind or types)."""
 
-    def sql_names(self, fn: Any) -> list[str]:
-        """The SQL names ``fn`` (a function object or FunctionSpec) occupies."""
+    def path_for(self, con: Any) -> tuple[str, str]:
+        """How functions registered on ``con`` are called, and why: (path, reason)."""
+
+    def sql_names(self, fn: Any, con: Any = None) -> list[str]:
+        """The SQL names ``fn`` (a function object or FunctionSpec) occupies (on ``con``)."""
 
     def existing_functions(self, con: Any, names: list[str]) -> dict[str, bool]:
         """Which of ``names`` exist on ``con`` (lower-cased) → "is built in". An adapter may

@@ -934,6 +934,42 @@ static PyObject *Registrar_register(Registrar *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* The token function: no arguments, returns the BIGINT in its extra info. Which database a
+   connection is in cannot be asked from Python; this answers it. */
+static void token_call(duckdb_function_info info, duckdb_data_chunk input, duckdb_vector output) {
+    int64_t token = *(int64_t *)duckdb_scalar_function_get_extra_info(info);
+    idx_t rows = duckdb_data_chunk_get_size(input);
+    int64_t *out = duckdb_vector_get_data(output);
+    for (idx_t i = 0; i < (rows ? rows : 1); i++) out[i] = token;
+}
+
+static PyObject *Registrar_register_token(Registrar *self, PyObject *args) {
+    const char *name;
+    long long value;
+    if (!PyArg_ParseTuple(args, "sL", &name, &value) || registrar_open(self)) return NULL;
+    int64_t *token = malloc(sizeof *token);
+    if (!token) return PyErr_NoMemory();
+    *token = value;
+    duckdb_scalar_function s = duckdb_create_scalar_function();
+    duckdb_scalar_function_set_name(s, name);
+    duckdb_logical_type t = duckdb_create_logical_type(DUCKDB_TYPE_BIGINT);
+    duckdb_scalar_function_set_return_type(s, t);
+    duckdb_destroy_logical_type(&t);
+    duckdb_scalar_function_set_volatile(s);
+    duckdb_scalar_function_set_extra_info(s, token, free);
+    duckdb_scalar_function_set_function(s, token_call);
+    duckdb_state rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = duckdb_register_scalar_function(self->conn, s);
+    duckdb_destroy_scalar_function(&s);
+    Py_END_ALLOW_THREADS
+    if (rc == DuckDBError) {
+        PyErr_Format(PyExc_RuntimeError, "DuckDB refused to register `%s`", name);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *Registrar_execute(Registrar *self, PyObject *args) {
     const char *sql;
     if (!PyArg_ParseTuple(args, "s", &sql) || registrar_open(self)) return NULL;
@@ -981,6 +1017,8 @@ static void Registrar_dealloc(Registrar *self) {
 
 static PyMethodDef Registrar_methods[] = {
     {"register", (PyCFunction)Registrar_register, METH_VARARGS, "register(DuckFunction, deterministic)"},
+    {"register_token", (PyCFunction)Registrar_register_token, METH_VARARGS,
+     "register_token(name, value): a function of no arguments returning value"},
     {"execute", (PyCFunction)Registrar_execute, METH_VARARGS, "execute(sql): run a statement, no result"},
     {"close", (PyCFunction)Registrar_close, METH_NOARGS, "disconnect (the database may close then)"},
     {NULL},

@@ -1,6 +1,7 @@
-"""DuckDB: each scalar becomes an arrow-type Python UDF (``create_function``).
+"""DuckDB: natively through DuckDB's C extension API where the extension can be loaded
+(duckdb_native.py), else each scalar becomes an arrow-type Python UDF (``create_function``).
 
-DuckDB's Python API has no aggregate UDFs. An aggregate ``f(x)`` becomes a scalar
+On the Python path: DuckDB's Python API has no aggregate UDFs. An aggregate ``f(x)`` becomes a scalar
 ``f_list(LIST)`` that aggregates each row's list as one group, and a temporary macro
 ``f(x) AS f_list(list(x))``: it works in GROUP BY and as a window function (``OVER``). DuckDB
 refuses DISTINCT, FILTER and ORDER BY on a macro, so those go through the list form:
@@ -25,7 +26,8 @@ from ..aggregates import AggregateFunction
 from ..columns import plain_array
 from ..errors import ArgumentTypeError, GuestError, RegistrationError, WasmUdfError
 from ..functions import ScalarFunction
-from . import NameTaken, sql_transaction
+from . import NameTaken, duckdb_native, sql_transaction
+from .duckdb_native import NativeDatabase
 
 SQL_TYPES = {
     "bool": "BOOLEAN",
@@ -50,7 +52,7 @@ def _duck_type(name: str) -> Any:
 class _Session:
     """What wasmudf keeps about one DuckDB connection."""
 
-    __slots__ = ("names", "interrupted_at", "__weakref__")
+    __slots__ = ("names", "interrupted_at", "native", "__weakref__")
 
     def __init__(self) -> None:
         #: The names wasmudf registered. Asking DuckDB (duckdb_functions()) costs ~20 ms,
@@ -59,6 +61,9 @@ class _Session:
         #: When wasmudf.interrupt(con) last ran: DuckDB's own interrupt() is not visible to
         #: a running UDF, so this is how a running guest call learns about it.
         self.interrupted_at = 0.0
+        #: The native database this connection registers in, or why it cannot (None: not
+        #: looked at yet).
+        self.native: NativeDatabase | str | None = None
 
 
 #: One session per connection, gone with the connection (the only state kept per connection).
@@ -74,6 +79,39 @@ def _session(con: Any) -> _Session:
 
 def _ours(con: Any) -> set[str]:
     return _session(con).names
+
+
+#: Set to "0" to keep DuckDB on the Python path (the native path is the default).
+NATIVE_SWITCH = "WASMUDF_DUCKDB_NATIVE"
+
+
+def native_database(con: Any) -> NativeDatabase | str:
+    """The native database ``con`` registers in (loading the extension into it by the signed
+    route the first time), or the reason it takes the Python path."""
+    session = _session(con)
+    found = session.native
+    if isinstance(found, NativeDatabase) and found.open:
+        return found
+    if isinstance(found, str):
+        return found
+    import os
+
+    reason = duckdb_native.unavailable_reason()
+    if os.environ.get(NATIVE_SWITCH, "1") == "0":
+        reason = f"{NATIVE_SWITCH}=0 is set"
+    if reason is not None:
+        session.native = reason
+    elif isinstance(found, NativeDatabase):  # released since
+        session.native = duckdb_native.RELEASED
+    else:
+        db = duckdb_native.find(con)
+        session.native = duckdb_native.load_signed(con) if db is None else db
+    return session.native
+
+
+def adopt(con: Any, db: NativeDatabase | str) -> None:
+    """Record what wasmudf.duckdb.connect found for a connection it opened."""
+    _session(con).native = db
 
 
 def list_form(name: str) -> str:
@@ -290,9 +328,26 @@ class DuckDBAdapter:
 
     def existing_functions(self, con: Any, names: list[str]) -> dict[str, bool]:
         """Which of ``names`` this connection already has from wasmudf (lower-cased → False,
-        "not built in"); other existing names surface as NameTaken from register_function."""
+        "not built in"); on the Python path other existing names surface as NameTaken from
+        register_function, on the native path they were listed when the extension loaded."""
         ours = _ours(con)
-        return {n.lower(): False for n in names if n.lower() in ours}
+        found = {n.lower(): False for n in names if n.lower() in ours}
+        db = native_database(con)
+        if isinstance(db, NativeDatabase):
+            for n in names:
+                key = n.lower()
+                if key in db.functions:
+                    found.setdefault(key, False)
+                elif key in db.existing:
+                    found[key] = db.existing[key]
+        return found
+
+    def path_for(self, con: Any) -> tuple[str, str]:
+        """("native", how it was loaded) or ("python", why not native)."""
+        db = native_database(con)
+        if isinstance(db, NativeDatabase):
+            return "native", f"DuckDB's C extension API (the extension was loaded by the {db.route} route)"
+        return "python", db
 
     def check_supported(self, fn: Any) -> None:
         if not isinstance(fn, (ScalarFunction, AggregateFunction)):
@@ -302,23 +357,39 @@ class DuckDBAdapter:
                 f"`{fn.name}` takes no arguments; DuckDB's arrow UDFs cannot tell how many rows to produce for it"
             )
 
-    def sql_names(self, fn: Any) -> list[str]:
-        """The SQL names a function (or its FunctionSpec) occupies: an aggregate also takes
-        ``<name>_list``."""
-        if fn.kind == "aggregate":
+    def sql_names(self, fn: Any, con: Any = None) -> list[str]:
+        """The SQL names a function (or its FunctionSpec) occupies: on the Python path an
+        aggregate also takes ``<name>_list``."""
+        if fn.kind == "aggregate" and not (con is not None and isinstance(native_database(con), NativeDatabase)):
             return [fn.name, list_form(fn.name)]
         return [fn.name]
 
     def register_scalar(self, con: Any, fn: ScalarFunction) -> None:
-        _register_scalar(con, fn)
+        db = native_database(con)
+        if isinstance(db, NativeDatabase):
+            db.register(fn.spec, fn.thread_core, fn.output_limit, aggregate=False)
+            duckdb_native.track(con, db)
+        else:
+            _register_scalar(con, fn)
 
     def register_aggregate(self, con: Any, fn: AggregateFunction) -> None:
-        _register_aggregate(con, fn)
+        db = native_database(con)
+        if isinstance(db, NativeDatabase):
+            db.register(fn.spec, fn.thread_exports, fn.output_limit, aggregate=True)
+            duckdb_native.track(con, db)
+        else:
+            _register_aggregate(con, fn)
 
     def unregister(self, con: Any, name: str, numargs: int = -1) -> None:
+        db = _session(con).native
+        if isinstance(db, NativeDatabase):
+            db.unregister(name)
         _unregister(con, name)
 
     def interrupt(self, con: Any) -> None:
+        db = _session(con).native
+        if isinstance(db, NativeDatabase):
+            db.interrupts += 1
         _interrupt(con)
 
     # -- databases ---------------------------------------------------------------------
@@ -368,7 +439,9 @@ class DuckDBAdapter:
         return rebuilt
 
 
-_UDF_ERROR = re.compile(r"Python exception occurred while executing the UDF: (\w+): (.*)", re.S)
+#: The Python path's text ("Python exception occurred …: <class>: <message>") and the native
+#: path's ("Invalid Input Error: <class>: <message>").
+_UDF_ERROR = re.compile(r"(?:Python exception occurred while executing the UDF: |^Invalid Input Error: )(\w+): (.*)", re.S)
 _NAMED = re.compile(r"`(\w+)` in (.+?)(?: trapped| failed| returned| ran| was| overflowed|: |$)")
 
 

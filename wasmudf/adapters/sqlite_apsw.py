@@ -31,6 +31,7 @@ PACK_ROWS = True
 
 
 class ApswAdapter(SqliteAdapterBase):
+    engine_package = "apsw"
 
     def connection_types(self) -> tuple[type, ...]:
         return (apsw.Connection,)

@@ -27,12 +27,17 @@ class SqliteAdapterBase:
     """What every SQLite adapter does the same way, whatever module reaches SQLite."""
 
     engine = "sqlite"
+    #: The Python module that reaches SQLite ("apsw" or "sqlite3").
+    engine_package = ""
 
     def check_supported(self, fn: Any) -> None:
         if not isinstance(fn, (ScalarFunction, AggregateFunction)):
             raise RegistrationError(f"`{fn.name}`: SQLite cannot register a {type(fn).__name__}")
 
-    def sql_names(self, fn: Any) -> list[str]:
+    def path_for(self, con: Any) -> tuple[str, str]:
+        return "sqlite", f"SQLite's function API through {self.engine_package}"
+
+    def sql_names(self, fn: Any, con: Any = None) -> list[str]:
         return [fn.name]
 
     def existing_functions(self, con: Any, names: list[str]) -> dict[str, bool]:

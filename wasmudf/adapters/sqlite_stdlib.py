@@ -34,6 +34,7 @@ _INTERRUPTED_AT: dict[int, list[float]] = {}
 
 
 class StdlibSqliteAdapter(SqliteAdapterBase):
+    engine_package = "sqlite3"
 
     def connection_types(self) -> tuple[type, ...]:
         return (sqlite3.Connection,)

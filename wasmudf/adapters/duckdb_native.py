@@ -1,0 +1,288 @@
+"""DuckDB's native path: functions registered through DuckDB's C extension API.
+
+The extension (``wasmudf.duckdb_extension``, built with the accelerator; see
+adapters/_duckdb.c) is loaded into a connection's database once. Its scalars run on DuckDB's
+worker threads without the GIL, and its aggregates are real DuckDB aggregates (DISTINCT,
+FILTER, ORDER BY, windows). It is loaded by one of two routes:
+
+* **signed** (DuckDB ≥ 2.0, any connection whose ``allow_extension_repositories`` is
+  ``hosts`` or ``allowed``): a private extension repository in a temporary folder, trusted by
+  the public key made when wasmudf was built, is created, installed from, loaded and dropped.
+  ``allow_unsigned_extensions`` is never touched. DuckDB only lets that setting tighten while a
+  database runs, so ``hosts`` (the default) becomes ``hosts_only``: the same trust, but the
+  database can no longer be opened to repositories added by prefix.
+* **unsigned**, on a connection :func:`wasmudf.duckdb.connect` opens: it connects with
+  ``allow_unsigned_extensions``, loads the file and switches the setting off at once (DuckDB
+  cannot switch it back on).
+
+wasmudf keeps one connection of its own to each such database (the :class:`Registrar`) to
+register functions later. It is closed as soon as any connection that registered through it
+closes or is collected, and at exit: a connection keeps its database open, and a database
+that stays open after its user closed it makes reopening the file fail. Functions registered
+stay; a later registration on that database takes the Python path.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import platform
+import shutil
+import tempfile
+import threading
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import _native
+from ..abi import FunctionSpec
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+EXTENSION = PACKAGE_DIR / "wasmudf.duckdb_extension"
+PUBLIC_KEY = PACKAGE_DIR / "duckdb_extension_key.pem"
+TOKEN_FUNCTION = "wasmudf_native_database"
+#: The most bytes of rows one group of a native aggregate may collect.
+GROUP_LIMIT_BYTES = 1 << 30
+
+_LOCK = threading.RLock()  # loads and releases: one at a time (the attach hand-over is global)
+_DATABASES: dict[int, NativeDatabase] = {}
+_next_token = iter(range(1, 1 << 62))
+
+
+@dataclass(eq=False)
+class NativeDatabase:
+    """One database that loaded the extension, and what wasmudf registered in it natively."""
+
+    registrar: Any
+    token: int
+    route: str
+    #: Function names that existed when the extension was loaded → "is built in".
+    existing: dict[str, bool]
+    #: Native functions by lower-cased name.
+    functions: dict[str, Any] = field(default_factory=dict)
+    #: Bumped by wasmudf.interrupt(con): a running call stops within one tick.
+    interrupts: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.uint64))
+
+    @property
+    def open(self) -> bool:
+        return not self.registrar.closed
+
+    def release(self) -> None:
+        """Close wasmudf's connection to the database (its functions stay registered)."""
+        with _LOCK:
+            _DATABASES.pop(self.token, None)
+            self.registrar.close()
+
+    def register(self, spec: FunctionSpec, bind: Any, output_limit: int, aggregate: bool) -> None:
+        """Register (or replace) one function; ``bind()`` gives the calling thread's core and
+        export addresses, ``output_limit`` is -1 for none."""
+        speedups = _native.speedups
+        native = speedups.DuckFunction(
+            spec.name,
+            1 if aggregate else 0,
+            [t.code for t in spec.params],
+            spec.returns.code,
+            spec.strict,
+            output_limit,
+            bind,
+            self.interrupts,
+            GROUP_LIMIT_BYTES,
+        )
+        self.registrar.register(native, spec.deterministic)
+        previous = self.functions.get(spec.name.lower())
+        if previous is not None and previous is not native:
+            previous.disable()
+        self.functions[spec.name.lower()] = native
+
+    def unregister(self, name: str) -> bool:
+        """Disable a native function (DuckDB cannot drop a C API function): later calls fail."""
+        native = self.functions.pop(name.lower(), None)
+        if native is None:
+            return False
+        native.disable()
+        return True
+
+
+def unavailable_reason() -> str | None:
+    """Why the native path cannot be used in this process at all, or None."""
+    speedups = _native.speedups
+    if speedups is None:
+        return "the C accelerator is not in use (not built, or WASMUDF_PURE_PYTHON is set)"
+    if not hasattr(speedups, "DuckFunction"):
+        return "wasmudf was built without DuckDB's C API headers"
+    if not EXTENSION.exists() or not PUBLIC_KEY.exists():
+        return f"the DuckDB extension was not built ({EXTENSION.name} is missing)"
+    if platform.system() != "Linux":
+        return f"no DuckDB extension is built for {platform.system()}"
+    return None
+
+
+def _settings(con: Any, *names: str) -> list[Any]:
+    return list(con.execute("SELECT " + ", ".join(f"current_setting('{n}')" for n in names)).fetchone())
+
+
+def _attach(con: Any, route: str) -> NativeDatabase:
+    """Take the Registrar the LOAD just made and describe its database."""
+    speedups = _native.speedups
+    attached = speedups.duckdb_take_attached()
+    if len(attached) != 1:
+        for registrar in attached:
+            registrar.close()
+        raise RuntimeError(f"the extension loaded {len(attached)} times")
+    registrar = attached[0]
+    try:
+        rows = con.execute(
+            "SELECT lower(function_name), bool_or(internal) FROM duckdb_functions() GROUP BY 1"
+        ).fetchall()
+        token = next(_next_token)
+        db = NativeDatabase(registrar, token, route, {name: bool(builtin) for name, builtin in rows})
+        registrar.register_token(TOKEN_FUNCTION, token)
+    except BaseException:
+        registrar.close()
+        raise
+    _DATABASES[token] = db
+    return db
+
+
+def load_signed(con: Any) -> NativeDatabase | str:
+    """Load the extension into ``con``'s database by the signed route; a reason when it cannot."""
+    import duckdb
+
+    if tuple(int(p) for p in duckdb.__version__.split(".")[:2]) < (2, 0):
+        return f"DuckDB {duckdb.__version__} has no extension repositories (the signed route needs 2.0)"
+    access, directory = _settings(con, "allow_extension_repositories", "extension_directory")
+    if access not in ("hosts", "allowed"):
+        return f"this database's allow_extension_repositories is {access!r}: it refuses wasmudf's signed extension"
+    platform_name = con.execute("PRAGMA platform").fetchone()[0]
+    work = Path(tempfile.mkdtemp(prefix="wasmudf-duckdb-"))
+    repo = f"wasmudf_{os.getpid()}_{next(_next_token)}"
+    try:
+        target = work / "repo" / f"v{duckdb.__version__}" / platform_name
+        target.mkdir(parents=True)
+        shutil.copy2(EXTENSION, target / EXTENSION.name)
+        key = PUBLIC_KEY.read_text().replace("'", "")
+        with _LOCK:
+            con.execute("SET allow_extension_repositories = 'allowed'")
+            try:
+                con.execute(f"SET extension_directory = '{_sql_text(str(work / 'extensions'))}'")
+                con.execute(
+                    f"CREATE EXTENSION REPOSITORY {repo} WITH PREFIX '{_sql_text(str(work / 'repo'))}' "
+                    f"USING PUBLIC KEY '{key}'"
+                )
+                try:
+                    con.execute(f"INSTALL wasmudf FROM {repo}")
+                    con.execute(f"LOAD wasmudf FROM {repo}")
+                finally:
+                    con.execute(f"DROP EXTENSION REPOSITORY {repo}")
+            finally:
+                if directory:
+                    con.execute(f"SET extension_directory = '{_sql_text(directory)}'")
+                else:
+                    con.execute("RESET extension_directory")
+                if access == "hosts":
+                    # The nearest DuckDB allows: it only tightens while the database runs.
+                    con.execute("SET allow_extension_repositories = 'hosts_only'")
+            return _attach(con, "signed")
+    except duckdb.Error as exc:
+        return f"DuckDB refused to load wasmudf's signed extension: {exc}"
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def load_unsigned(con: Any) -> NativeDatabase:
+    """Load the extension into a connection opened with allow_unsigned_extensions (see
+    wasmudf.duckdb.connect), then switch that setting off."""
+    with _LOCK:
+        try:
+            con.execute(f"LOAD '{_sql_text(str(EXTENSION))}'")
+        finally:
+            con.execute("SET allow_unsigned_extensions = false")
+        return _attach(con, "unsigned")
+
+
+def _sql_text(text: str) -> str:
+    return text.replace("'", "''")
+
+
+RELEASED = (
+    "wasmudf's own connection to this database was released when a connection that registered in it "
+    "closed; a new database registers natively again"
+)
+
+
+def find(con: Any) -> NativeDatabase | str | None:
+    """The native database ``con`` belongs to; None when the extension is not loaded in it;
+    why not when it is loaded but wasmudf's connection to it was released."""
+    import duckdb
+
+    try:
+        token = con.execute(f"SELECT {TOKEN_FUNCTION}()").fetchone()[0]
+    except duckdb.CatalogException:
+        return None
+    db = _DATABASES.get(token)
+    return db if db is not None and db.open else RELEASED
+
+
+# -- lifecycle: release before the database closes --------------------------------------------
+
+#: Connection → the databases it registered in natively (released when it closes or goes).
+_USERS: weakref.WeakKeyDictionary[Any, set[int]] = weakref.WeakKeyDictionary()
+_hooked = False
+
+
+def track(con: Any, db: NativeDatabase) -> None:
+    """Release ``db``'s Registrar when ``con`` is closed or collected."""
+    _hook_close()
+    tokens = _USERS.get(con)
+    if tokens is None:
+        tokens = _USERS[con] = set()
+        weakref.finalize(con, _release_tokens, tokens)
+    tokens.add(db.token)
+
+
+def _release_tokens(tokens: set[int]) -> None:
+    for token in list(tokens):
+        db = _DATABASES.get(token)
+        if db is not None:
+            db.release()
+    tokens.clear()
+
+
+def _before_close(con: Any) -> None:
+    tokens = _USERS.get(con)
+    if tokens:
+        _release_tokens(tokens)
+
+
+def _hook_close() -> None:
+    """Make DuckDB's close() and ``with`` release wasmudf's connections first (the only way
+    to learn that a connection closes; DuckDB has no such callback)."""
+    global _hooked
+    if _hooked:
+        return
+    import duckdb
+
+    cls = duckdb.DuckDBPyConnection
+    close, exit_ = cls.close, cls.__exit__
+
+    def close_releasing(self: Any) -> None:
+        _before_close(self)
+        close(self)
+
+    def exit_releasing(self: Any, *exc: Any) -> Any:
+        _before_close(self)
+        return exit_(self, *exc)
+
+    close_releasing.__doc__ = close.__doc__
+    cls.close = close_releasing
+    cls.__exit__ = exit_releasing
+    _hooked = True
+
+
+@atexit.register
+def _release_all() -> None:
+    for db in list(_DATABASES.values()):
+        db.release()
