@@ -22,16 +22,18 @@ def example_modules():
     return {name: wasmudf.load(path) for name, path in EXAMPLES.items()}
 
 
-@pytest.fixture(params=["duckdb", "sqlite"])
+@pytest.fixture(params=["duckdb", "duckdb_python", "sqlite"])
 def engine(request):
-    """An engine name; with `connect` below, one conformance suite runs on both."""
+    """An engine name; with `connect` below, one conformance suite runs on DuckDB's two paths
+    (native and Python UDFs) and SQLite."""
     return request.param
 
 
-@pytest.fixture(params=["direct", "duckdb", "sqlite", "sqlite3"])
+@pytest.fixture(params=["direct", "duckdb", "duckdb_python", "sqlite", "sqlite3"])
 def conformance_engine(request):
-    """Every way to run a function: direct calls on Arrow, DuckDB, SQLite through apsw and
-    through Python's sqlite3 (what each cannot do: engines.ENGINE_TRAITS)."""
+    """Every way to run a function: direct calls on Arrow, DuckDB natively and through its
+    Python UDFs, SQLite through apsw and through Python's sqlite3 (what each cannot do:
+    engines.ENGINE_TRAITS)."""
     return request.param
 
 
@@ -40,6 +42,10 @@ def connect(engine: str):
         import duckdb
 
         return duckdb.connect()
+    if engine == "duckdb_python":
+        from engines import duckdb_python_path
+
+        return duckdb_python_path()
     if engine == "sqlite3":
         import sqlite3
 

@@ -26,10 +26,21 @@ class Traits:
 
 ENGINE_TRAITS = {
     "direct": Traits(sql=False, keeps_nan=True),
-    "duckdb": Traits(keeps_nan=True),
+    "duckdb": Traits(keeps_nan=True),  # native, through DuckDB's C extension API
+    "duckdb_python": Traits(keeps_nan=True),  # DuckDB's Python UDFs
     "sqlite": Traits(),  # apsw
     "sqlite3": Traits(error_text=False, finalizes_empty_groups=False),
 }
+
+
+def duckdb_python_path(database: str = ":memory:") -> Any:
+    """A DuckDB connection wasmudf registers on through DuckDB's Python UDFs: one whose
+    database forbids extension repositories, as a locked-down deployment would."""
+    import duckdb
+
+    con = duckdb.connect(database)
+    con.execute("SET allow_extension_repositories = 'forbidden'").fetchall()
+    return con
 
 
 def engine_name(con: Any) -> str:
@@ -61,11 +72,13 @@ def guest_error(con: Any, error: type[BaseException]) -> type[BaseException]:
 
 
 def missing_function_error(con: Any) -> type[BaseException]:
-    """What a statement calling a function the connection does not have raises."""
+    """What a statement calling a function the connection does not have raises: on DuckDB's
+    native path a function wasmudf unregistered is still in the catalog (its C API cannot drop
+    one) and fails when bound (a scalar) or run (an aggregate)."""
     if is_duckdb(con):
         import duckdb
 
-        return duckdb.CatalogException
+        return (duckdb.CatalogException, duckdb.BinderException, duckdb.InvalidInputException)
     if engine_name(con) == "sqlite3":
         import sqlite3
 

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 import wat
 from conftest import ROOT, connect
-from engines import guest_error, is_duckdb, load_table, query, traits
+from engines import duckdb_python_path, guest_error, is_duckdb, load_table, query, traits
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -199,7 +199,7 @@ def test_duckdb_builtins_agree(stats):
 def test_duckdb_distinct_and_filter_through_the_list_form(stats):
     import duckdb
 
-    con = duckdb.connect()
+    con = duckdb_python_path()  # the list form is the Python path's
     wasmudf.register(con, stats)
     con.execute("CREATE TABLE t AS SELECT (range % 4)::DOUBLE + 1 AS x FROM range(100)")
     got = con.execute("SELECT geo_mean_list(list(DISTINCT x) FILTER (WHERE x > 1)) FROM t").fetchone()[0]

@@ -8,7 +8,7 @@ import json
 import pytest
 import wat
 from conftest import EXAMPLES
-from engines import missing_function_error, query
+from engines import duckdb_python_path, missing_function_error, query
 
 import wasmudf
 from wasmudf import Policy, RegistrationError, cli, trust
@@ -19,6 +19,8 @@ def open_db(engine: str, path):
         import duckdb
 
         return duckdb.connect(str(path))
+    if engine == "duckdb_python":
+        return duckdb_python_path(str(path))
     import apsw
 
     return apsw.Connection(str(path))
@@ -26,7 +28,7 @@ def open_db(engine: str, path):
 
 @pytest.fixture
 def db_path(engine, tmp_path):
-    return tmp_path / ("app.duckdb" if engine == "duckdb" else "app.db")
+    return tmp_path / ("app.duckdb" if engine.startswith("duckdb") else "app.db")
 
 
 def versioned(version: int, extra: bool) -> bytes:
@@ -82,7 +84,7 @@ def test_a_new_version_replaces_the_old_everywhere_on_the_connection(engine, db_
         query(first, "SELECT old_only(0)")
     # Another SQLite connection runs the old version until it attaches again; DuckDB's
     # connections to one database file share their functions, so there it is the new one.
-    assert query(second, "SELECT ver(0)") == [(2,) if engine == "duckdb" else (1,)]
+    assert query(second, "SELECT ver(0)") == [(2,) if engine.startswith("duckdb") else (1,)]
     wasmudf.attach(second)
     assert query(second, "SELECT ver(0)") == [(2,)]
     assert [m.name for m in wasmudf.installed(second)] == ["app"]

@@ -9,7 +9,7 @@ import sys
 import pytest
 import wat
 from conftest import EXAMPLES, ROOT
-from engines import guest_error, missing_function_error
+from engines import duckdb_python_path, guest_error, missing_function_error
 
 import wasmudf
 from wasmudf.build import build
@@ -136,7 +136,7 @@ def test_the_wasmudf_error_behind_any_engines_error(engine):
 
 def test_duckdb_tries_a_failing_constant_call_once(monkeypatch):
     # DuckDB folds constants while planning and retries in execution: without care a guest
-    # that loops takes its time limit three times over for `SELECT spin(1)`.
+    # that loops takes its time limit three times over for `SELECT spin(1)` (Python path).
     import duckdb
 
     from wasmudf.functions import ScalarFunction
@@ -149,7 +149,7 @@ def test_duckdb_tries_a_failing_constant_call_once(monkeypatch):
     calls: list[str] = []
     original = ScalarFunction.__call__
     monkeypatch.setattr(ScalarFunction, "__call__", lambda self, *a, **k: calls.append(self.name) or original(self, *a, **k))
-    con = duckdb.connect()
+    con = duckdb_python_path()
     wasmudf.register(con, module)
     wasmudf.register(con, volatile)
     for sql, new_calls in (("SELECT spin(1)", 1), ("SELECT spin(1)", 0), ("SELECT spin(2)", 1), ("SELECT spin_v(1)", 1)):

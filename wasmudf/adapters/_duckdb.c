@@ -69,6 +69,7 @@ typedef struct {
     long long group_limit;  /* aggregates: the most bytes of rows one group may collect */
     uint64_t generation;    /* unique per function: what a thread's cached binding is for */
     volatile int enabled;   /* 0 once unregistered: calls fail */
+    char unregistered_text[160]; /* the error then */
 } DuckFunction;
 
 static uint64_t next_generation = 1;
@@ -357,13 +358,20 @@ static void report_failure(DuckFunction *fn, Core *c, void *err, void *trap, con
     PyGILState_Release(gil);
 }
 
+/* A function wasmudf unregistered fails when a statement using it is planned: DuckDB cannot
+   drop a function registered through its C API. */
+static void scalar_bind(duckdb_bind_info info) {
+    DuckFunction *f = duckdb_scalar_function_bind_get_extra_info(info);
+    if (!f->enabled) duckdb_scalar_function_bind_set_error(info, f->unregistered_text);
+}
+
 static void scalar_call(duckdb_function_info info, duckdb_data_chunk input, duckdb_vector output) {
     DuckFunction *f = duckdb_scalar_function_get_extra_info(info);
     ThreadBinding *b = duckdb_scalar_function_get_state(info);
     set_error_fn set_error = duckdb_scalar_function_set_error;
     idx_t rows = duckdb_data_chunk_get_size(input);
     if (!f->enabled) {
-        fail_with(info, set_error, "wasmudf: this function was unregistered");
+        fail_with(info, set_error, f->unregistered_text);
         return;
     }
     if (!rows) return;
@@ -561,6 +569,10 @@ static void agg_update(duckdb_function_info info, duckdb_data_chunk input, duckd
     DuckFunction *f = duckdb_aggregate_function_get_extra_info(info);
     idx_t rows = duckdb_data_chunk_get_size(input);
     int nargs = f->nargs;
+    if (!f->enabled) {
+        duckdb_aggregate_function_set_error(info, f->unregistered_text);
+        return;
+    }
     const uint8_t *data[MAX_PARAMS];
     const uint64_t *validity[MAX_PARAMS];
     for (int i = 0; i < nargs; i++) {
@@ -743,7 +755,7 @@ static void agg_finalize(duckdb_function_info info, duckdb_aggregate_state *sour
                          idx_t offset) {
     DuckFunction *f = duckdb_aggregate_function_get_extra_info(info);
     if (!f->enabled) {
-        duckdb_aggregate_function_set_error(info, "wasmudf: this function was unregistered");
+        duckdb_aggregate_function_set_error(info, f->unregistered_text);
         return;
     }
     for (idx_t i = 0; i < count; i++) {
@@ -801,6 +813,10 @@ static int DuckFunction_init(DuckFunction *self, PyObject *args, PyObject *kw) {
     self->group_limit = group_limit;
     self->generation = __atomic_fetch_add(&next_generation, 1, __ATOMIC_RELAXED);
     self->enabled = 1;
+    snprintf(self->unregistered_text, sizeof self->unregistered_text,
+             "RegistrationError: `%s` was unregistered (DuckDB cannot drop a function registered through its C API)",
+             PyUnicode_AsUTF8(what) ? PyUnicode_AsUTF8(what) : "?");
+    PyErr_Clear();
     return 0;
 }
 
@@ -903,6 +919,7 @@ static PyObject *Registrar_register(Registrar *self, PyObject *args) {
         if (!deterministic) duckdb_scalar_function_set_volatile(s);
         duckdb_scalar_function_set_extra_info(s, f, release_reference);
         duckdb_scalar_function_set_init(s, scalar_init);
+        duckdb_scalar_function_set_bind(s, scalar_bind);
         duckdb_scalar_function_set_function(s, scalar_call);
         Py_BEGIN_ALLOW_THREADS
         rc = duckdb_register_scalar_function(self->conn, s);

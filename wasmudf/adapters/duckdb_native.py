@@ -25,6 +25,7 @@ stay; a later registration on that database takes the Python path.
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import platform
 import shutil
@@ -121,7 +122,7 @@ def unavailable_reason() -> str | None:
 
 
 def _settings(con: Any, *names: str) -> list[Any]:
-    return list(con.execute("SELECT " + ", ".join(f"current_setting('{n}')" for n in names)).fetchone())
+    return list(con.execute("SELECT " + ", ".join(f"current_setting('{n}')" for n in names)).fetchall()[0])
 
 
 def _attach(con: Any, route: str) -> NativeDatabase:
@@ -134,17 +135,27 @@ def _attach(con: Any, route: str) -> NativeDatabase:
         raise RuntimeError(f"the extension loaded {len(attached)} times")
     registrar = attached[0]
     try:
-        rows = con.execute(
-            "SELECT lower(function_name), bool_or(internal) FROM duckdb_functions() GROUP BY 1"
-        ).fetchall()
+        builtin = _builtin_names()
+        rows = con.execute("SELECT DISTINCT lower(function_name) FROM duckdb_functions()").fetchall()
         token = next(_next_token)
-        db = NativeDatabase(registrar, token, route, {name: bool(builtin) for name, builtin in rows})
+        db = NativeDatabase(registrar, token, route, {name: name in builtin for (name,) in rows})
         registrar.register_token(TOKEN_FUNCTION, token)
     except BaseException:
         registrar.close()
         raise
     _DATABASES[token] = db
     return db
+
+
+@functools.cache
+def _builtin_names() -> frozenset[str]:
+    """DuckDB's own function names, from a database of nobody's: in a user's database an
+    application's Python UDF is listed as internal too."""
+    import duckdb
+
+    with duckdb.connect() as pristine:
+        rows = pristine.execute("SELECT DISTINCT lower(function_name) FROM duckdb_functions()").fetchall()
+    return frozenset(name for (name,) in rows)
 
 
 def load_signed(con: Any) -> NativeDatabase | str:
@@ -156,7 +167,7 @@ def load_signed(con: Any) -> NativeDatabase | str:
     access, directory = _settings(con, "allow_extension_repositories", "extension_directory")
     if access not in ("hosts", "allowed"):
         return f"this database's allow_extension_repositories is {access!r}: it refuses wasmudf's signed extension"
-    platform_name = con.execute("PRAGMA platform").fetchone()[0]
+    platform_name = con.execute("PRAGMA platform").fetchall()[0][0]
     work = Path(tempfile.mkdtemp(prefix="wasmudf-duckdb-"))
     repo = f"wasmudf_{os.getpid()}_{next(_next_token)}"
     try:
@@ -165,26 +176,27 @@ def load_signed(con: Any) -> NativeDatabase | str:
         shutil.copy2(EXTENSION, target / EXTENSION.name)
         key = PUBLIC_KEY.read_text().replace("'", "")
         with _LOCK:
-            con.execute("SET allow_extension_repositories = 'allowed'")
+            _run(con, "SET allow_extension_repositories = 'allowed'")
             try:
-                con.execute(f"SET extension_directory = '{_sql_text(str(work / 'extensions'))}'")
-                con.execute(
+                _run(con, f"SET extension_directory = '{_sql_text(str(work / 'extensions'))}'")
+                _run(
+                    con,
                     f"CREATE EXTENSION REPOSITORY {repo} WITH PREFIX '{_sql_text(str(work / 'repo'))}' "
-                    f"USING PUBLIC KEY '{key}'"
+                    f"USING PUBLIC KEY '{key}'",
                 )
                 try:
-                    con.execute(f"INSTALL wasmudf FROM {repo}")
-                    con.execute(f"LOAD wasmudf FROM {repo}")
+                    _run(con, f"INSTALL wasmudf FROM {repo}")
+                    _run(con, f"LOAD wasmudf FROM {repo}")
                 finally:
-                    con.execute(f"DROP EXTENSION REPOSITORY {repo}")
+                    _run(con, f"DROP EXTENSION REPOSITORY {repo}")
             finally:
                 if directory:
-                    con.execute(f"SET extension_directory = '{_sql_text(directory)}'")
+                    _run(con, f"SET extension_directory = '{_sql_text(directory)}'")
                 else:
-                    con.execute("RESET extension_directory")
+                    _run(con, "RESET extension_directory")
                 if access == "hosts":
                     # The nearest DuckDB allows: it only tightens while the database runs.
-                    con.execute("SET allow_extension_repositories = 'hosts_only'")
+                    _run(con, "SET allow_extension_repositories = 'hosts_only'")
             return _attach(con, "signed")
     except duckdb.Error as exc:
         return f"DuckDB refused to load wasmudf's signed extension: {exc}"
@@ -197,10 +209,16 @@ def load_unsigned(con: Any) -> NativeDatabase:
     wasmudf.duckdb.connect), then switch that setting off."""
     with _LOCK:
         try:
-            con.execute(f"LOAD '{_sql_text(str(EXTENSION))}'")
+            _run(con, f"LOAD '{_sql_text(str(EXTENSION))}'")
         finally:
-            con.execute("SET allow_unsigned_extensions = false")
+            _run(con, "SET allow_unsigned_extensions = false")
         return _attach(con, "unsigned")
+
+
+def _run(con: Any, sql: str) -> None:
+    """Run a statement to its end (DuckDB refuses other work on a connection with a result
+    still pending)."""
+    con.execute(sql).fetchall()
 
 
 def _sql_text(text: str) -> str:
@@ -219,7 +237,7 @@ def find(con: Any) -> NativeDatabase | str | None:
     import duckdb
 
     try:
-        token = con.execute(f"SELECT {TOKEN_FUNCTION}()").fetchone()[0]
+        token = con.execute(f"SELECT {TOKEN_FUNCTION}()").fetchall()[0][0]
     except duckdb.CatalogException:
         return None
     db = _DATABASES.get(token)
