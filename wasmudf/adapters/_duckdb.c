@@ -33,6 +33,7 @@ int duckdb_add_to_module(PyObject *module) { return 0; }
 
 #include <duckdb_extension.h>
 #include <stdio.h>
+#include <pthread.h>
 #include <stdlib.h>
 
 /* DuckDB's function table: every duckdb_* call below goes through it (duckdb_extension.h
@@ -60,8 +61,9 @@ typedef struct {
     PyObject_HEAD
     PyObject *what;   /* the SQL name, for errors */
     PyObject *bind;   /* bind() -> (Core, export addresses...) of the calling thread's instance */
-    PyObject *interrupted; /* the connection's interrupt counter (a 0-d uint64 buffer), or None */
+    PyObject *interrupted; /* the database's interrupt counter (an aligned uint64 buffer), or None */
     Py_buffer interrupt_view;
+    int64_t token;         /* the database's, for its connections' interrupt slots; 0: none */
     int kind;
     int nargs, codes[MAX_PARAMS], rcode;
     int strict;
@@ -90,6 +92,7 @@ typedef struct {
     PyObject *init_failed;
     unsigned long thread;
     uint64_t generation;
+    const volatile uint64_t *interrupt; /* the counter a call watches, or NULL */
 } ThreadBinding;
 
 static void binding_clear(ThreadBinding *b) {
@@ -157,10 +160,48 @@ static void fail_with(duckdb_function_info info, set_error_fn set_error, const c
     set_error(info, text);
 }
 
-/* ---- interruption --------------------------------------------------------------------- */
+/* ---- interruption ---------------------------------------------------------------------
 
-/* wasmudf.interrupt(con) bumps a counter the functions registered through that connection
-   share; a call stops within one epoch tick once it moved past the value it started with. */
+   A running call stops within one epoch tick once the counter it watches moves past the
+   value it started with. A scalar watches its connection's counter, found by (database
+   token, connection id) when a thread's state is made (DuckDB gives a scalar's init the
+   client context); an aggregate's callbacks get no context, so it watches its database's.
+   wasmudf bumps both when a connection it knows is interrupted (DuckDB's own interrupt()
+   included: adapters/duckdb_native.py hooks it). */
+
+#define INTERRUPT_SLOTS 4096
+typedef struct {
+    int64_t token;         /* 0: never used; -1: freed (a probe chain goes on past it) */
+    uint64_t connection;
+    volatile uint64_t count;
+} InterruptSlot;
+static InterruptSlot interrupt_slots[INTERRUPT_SLOTS];
+static pthread_mutex_t interrupt_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The slot of (token, connection), claimed when `claim`; NULL when absent (or the table is
+   full: that connection's calls then stop only at their time limit). */
+static InterruptSlot *interrupt_slot(int64_t token, uint64_t connection, int claim) {
+    uint64_t h = ((uint64_t)token * 0x9E3779B97F4A7C15ull) ^ (connection * 0xC2B2AE3D27D4EB4Full);
+    InterruptSlot *found = NULL, *reusable = NULL;
+    pthread_mutex_lock(&interrupt_lock);
+    for (int probe = 0; probe < INTERRUPT_SLOTS; probe++) {
+        InterruptSlot *slot = &interrupt_slots[(h + probe) % INTERRUPT_SLOTS];
+        if (slot->token == token && slot->connection == connection) { found = slot; break; }
+        if (slot->token == -1 && !reusable) reusable = slot;
+        if (slot->token == 0) {
+            if (!reusable) reusable = slot;
+            break;
+        }
+    }
+    if (!found && claim && reusable) {
+        reusable->connection = connection;
+        reusable->token = token;
+        found = reusable;
+    }
+    pthread_mutex_unlock(&interrupt_lock);
+    return found;
+}
+
 typedef struct {
     const volatile uint64_t *counter;
     uint64_t started;
@@ -171,12 +212,11 @@ static int call_interrupted(void *arg) {
     return __atomic_load_n(ci->counter, __ATOMIC_RELAXED) != ci->started;
 }
 
-/* core_call, interruptible through f's counter when it has one. */
-static int guarded_call(DuckFunction *f, Core *c, void *func, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t *result,
-                        void **err, void **trap) {
-    if (!f->interrupt_view.buf) return core_call(c, func, a0, a1, a2, result, err, trap);
-    CallInterrupt ci = {(const volatile uint64_t *)f->interrupt_view.buf, 0};
-    ci.started = __atomic_load_n(ci.counter, __ATOMIC_RELAXED);
+/* core_call, interruptible through `counter` when there is one. */
+static int guarded_call(const volatile uint64_t *counter, Core *c, void *func, uint32_t a0, uint32_t a1, uint32_t a2,
+                        uint32_t *result, void **err, void **trap) {
+    if (!counter) return core_call(c, func, a0, a1, a2, result, err, trap);
+    CallInterrupt ci = {counter, __atomic_load_n(counter, __ATOMIC_RELAXED)};
     native_check_fn saved = c->native_check;
     void *saved_arg = c->native_check_arg;
     c->native_check = call_interrupted;
@@ -185,6 +225,30 @@ static int guarded_call(DuckFunction *f, Core *c, void *func, uint32_t a0, uint3
     c->native_check = saved;
     c->native_check_arg = saved_arg;
     return rc;
+}
+
+static PyObject *py_duckdb_interrupt(PyObject *self, PyObject *args) {
+    long long token;
+    unsigned long long connection;
+    if (!PyArg_ParseTuple(args, "LK", &token, &connection)) return NULL;
+    InterruptSlot *slot = token > 0 ? interrupt_slot(token, connection, 1) : NULL;
+    if (slot) __atomic_add_fetch(&slot->count, 1, __ATOMIC_RELAXED);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_duckdb_forget_connection(PyObject *self, PyObject *args) {
+    long long token;
+    unsigned long long connection;
+    if (!PyArg_ParseTuple(args, "LK", &token, &connection)) return NULL;
+    /* The connection closed: nothing runs for it any more, so its slot can serve another. */
+    InterruptSlot *slot = token > 0 ? interrupt_slot(token, connection, 0) : NULL;
+    if (slot) {
+        pthread_mutex_lock(&interrupt_lock);
+        slot->token = -1;
+        slot->count = 0;
+        pthread_mutex_unlock(&interrupt_lock);
+    }
+    Py_RETURN_NONE;
 }
 
 /* ---- one call's frame from DuckDB vectors ---------------------------------------------- */
@@ -326,6 +390,16 @@ static void scalar_init(duckdb_init_info info) {
         duckdb_scalar_function_init_set_error(info, "wasmudf: out of memory");
         return;
     }
+    DuckFunction *f = duckdb_scalar_function_init_get_extra_info(info);
+    if (f->token > 0) {
+        duckdb_client_context context = NULL;
+        duckdb_scalar_function_init_get_client_context(info, &context);
+        if (context) {
+            InterruptSlot *slot = interrupt_slot(f->token, duckdb_client_context_get_connection_id(context), 1);
+            b->interrupt = slot ? &slot->count : NULL;
+            duckdb_destroy_client_context(&context);
+        }
+    }
     duckdb_scalar_function_init_set_state(info, b, scalar_state_free);
 }
 
@@ -460,7 +534,7 @@ static void scalar_call(duckdb_function_info info, duckdb_data_chunk input, duck
     void *err, *trap;
     uint32_t status;
     OutputFailure failure;
-    if (guarded_call(f, c, b->funcs[0], block, (uint32_t)nargs, out_at, &status, &err, &trap))
+    if (guarded_call(b->interrupt, c, b->funcs[0], block, (uint32_t)nargs, out_at, &status, &err, &trap))
         report_failure(f, c, err, trap, NULL, 0, info, set_error);
     else if (status)
         report_failure(f, c, NULL, NULL, NULL, status, info, set_error);
@@ -675,7 +749,8 @@ static int agg_fold(DuckFunction *f, ThreadBinding *b, const AggRows *g, duckdb_
     Core *c = b->core;
     void *err, *trap;
     uint32_t state, status;
-    if (guarded_call(f, c, b->funcs[0], 0, 0, 0, &state, &err, &trap)) goto call_failed;
+    if (guarded_call((const volatile uint64_t *)f->interrupt_view.buf, c, b->funcs[0], 0, 0, 0, &state, &err, &trap))
+        goto call_failed;
     if (!state) {
         PyGILState_STATE gil = PyGILState_Ensure();
         PyObject *r = PyObject_CallNoArgs(b->init_failed);
@@ -686,6 +761,7 @@ static int agg_fold(DuckFunction *f, ThreadBinding *b, const AggRows *g, duckdb_
         return -1;
     }
     uint8_t *frame = c->base + block;
+    const volatile uint64_t *interrupt = (const volatile uint64_t *)f->interrupt_view.buf;
     for (uint32_t start = 0; start < total; start += BATCH_ROWS) {
         uint32_t n = total - start < BATCH_ROWS ? total - start : BATCH_ROWS;
         uint64_t pos = DESC * (uint64_t)nargs;
@@ -721,7 +797,7 @@ static int agg_fold(DuckFunction *f, ThreadBinding *b, const AggRows *g, duckdb_
             pos = align8(pos + values_len);
             put_desc(frame + DESC * i, code, n, nulls, validity_at, offsets_at, values_at, values_len);
         }
-        if (guarded_call(f, c, b->funcs[1], state, block, (uint32_t)nargs, &status, &err, &trap)) goto call_failed;
+        if (guarded_call(interrupt, c, b->funcs[1], state, block, (uint32_t)nargs, &status, &err, &trap)) goto call_failed;
         if (status) {
             report_failure(f, c, NULL, NULL, NULL, status, info, set_error);
             return -1;
@@ -735,7 +811,7 @@ static int agg_fold(DuckFunction *f, ThreadBinding *b, const AggRows *g, duckdb_
     memset(frame + DESC, 0xFF, 8);
     memset(frame + DESC + 8, 0, 8);
     OutputFailure failure;
-    if (guarded_call(f, c, b->funcs[2], state, out_at, 0, &status, &err, &trap)) goto call_failed;
+    if (guarded_call(interrupt, c, b->funcs[2], state, out_at, 0, &status, &err, &trap)) goto call_failed;
     if (status) {
         report_failure(f, c, NULL, NULL, NULL, status, info, set_error);
         return -1;
@@ -767,12 +843,12 @@ static void agg_finalize(duckdb_function_info info, duckdb_aggregate_state *sour
 
 static int DuckFunction_init(DuckFunction *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"name", "kind", "codes", "rcode", "strict", "output_limit", "bind", "interrupted",
-                            "group_limit", NULL};
+                            "group_limit", "token", NULL};
     PyObject *what, *codes, *bind, *interrupted;
     int kind, rcode, strict;
-    long long output_limit, group_limit = 1LL << 30;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "UiOipLOO|L", names, &what, &kind, &codes, &rcode, &strict,
-                                     &output_limit, &bind, &interrupted, &group_limit))
+    long long output_limit, group_limit = 1LL << 30, token = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "UiOipLOO|LL", names, &what, &kind, &codes, &rcode, &strict,
+                                     &output_limit, &bind, &interrupted, &group_limit, &token))
         return -1;
     PyObject *seq = PySequence_Fast(codes, "codes must be a sequence");
     if (!seq) return -1;
@@ -811,6 +887,7 @@ static int DuckFunction_init(DuckFunction *self, PyObject *args, PyObject *kw) {
     self->strict = strict;
     self->output_limit = output_limit;
     self->group_limit = group_limit;
+    self->token = token;
     self->generation = __atomic_fetch_add(&next_generation, 1, __ATOMIC_RELAXED);
     self->enabled = 1;
     snprintf(self->unregistered_text, sizeof self->unregistered_text,
@@ -863,7 +940,8 @@ static PyTypeObject DuckFunctionType = {
     .tp_name = "wasmudf._speedups.DuckFunction",
     .tp_basicsize = sizeof(DuckFunction),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "DuckFunction(name, kind, codes, rcode, strict, output_limit, bind, interrupted, group_limit=1 GiB)",
+    .tp_doc = "DuckFunction(name, kind, codes, rcode, strict, output_limit, bind, interrupted, group_limit=1 GiB, "
+              "token=0)",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)DuckFunction_init,
     .tp_dealloc = (destructor)DuckFunction_dealloc,
@@ -1096,6 +1174,10 @@ static PyObject *py_duckdb_take_attached(PyObject *self, PyObject *unused) {
 }
 
 static PyMethodDef duckdb_methods[] = {
+    {"duckdb_interrupt", py_duckdb_interrupt, METH_VARARGS,
+     "duckdb_interrupt(token, connection_id): stop that connection's running native calls"},
+    {"duckdb_forget_connection", py_duckdb_forget_connection, METH_VARARGS,
+     "duckdb_forget_connection(token, connection_id): the connection closed"},
     {"duckdb_take_attached", py_duckdb_take_attached, METH_NOARGS,
      "the Registrars of the databases that loaded the extension since the last call"},
     {NULL},

@@ -106,6 +106,8 @@ def native_database(con: Any) -> NativeDatabase | str:
     else:
         db = duckdb_native.find(con)
         session.native = duckdb_native.load_signed(con) if db is None else db
+    if isinstance(session.native, NativeDatabase):
+        duckdb_native.track(con, session.native, registered=False)
     return session.native
 
 
@@ -387,9 +389,7 @@ class DuckDBAdapter:
         _unregister(con, name)
 
     def interrupt(self, con: Any) -> None:
-        db = _session(con).native
-        if isinstance(db, NativeDatabase):
-            db.interrupts += 1
+        duckdb_native.interrupt(con)
         _interrupt(con)
 
     # -- databases ---------------------------------------------------------------------

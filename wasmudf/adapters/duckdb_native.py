@@ -91,6 +91,7 @@ class NativeDatabase:
             bind,
             self.interrupts,
             GROUP_LIMIT_BYTES,
+            self.token,
         )
         self.registrar.register(native, spec.deterministic)
         previous = self.functions.get(spec.name.lower())
@@ -244,59 +245,104 @@ def find(con: Any) -> NativeDatabase | str | None:
     return db if db is not None and db.open else RELEASED
 
 
-# -- lifecycle: release before the database closes --------------------------------------------
+# -- lifecycle: release before the database closes; interrupts -------------------------------
 
-#: Connection → the databases it registered in natively (released when it closes or goes).
-_USERS: weakref.WeakKeyDictionary[Any, set[int]] = weakref.WeakKeyDictionary()
+
+@dataclass(eq=False)
+class _Known:
+    """A connection wasmudf saw in a native database."""
+
+    token: int
+    connection_id: int
+    #: It registered functions: closing it releases the database's Registrar.
+    registered: bool
+    closed: bool = False
+
+
+_KNOWN: weakref.WeakKeyDictionary[Any, _Known] = weakref.WeakKeyDictionary()
+#: Each native database's interrupt counter (aggregates watch it), as long as a function does.
+_COUNTERS: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()
 _hooked = False
 
 
-def track(con: Any, db: NativeDatabase) -> None:
-    """Release ``db``'s Registrar when ``con`` is closed or collected."""
-    _hook_close()
-    tokens = _USERS.get(con)
-    if tokens is None:
-        tokens = _USERS[con] = set()
-        weakref.finalize(con, _release_tokens, tokens)
-    tokens.add(db.token)
+def track(con: Any, db: NativeDatabase, registered: bool = True) -> None:
+    """Know ``con`` as a connection of ``db``: its interrupts reach native calls, and, once it
+    registered, its closing (or collection) releases ``db``'s Registrar."""
+    _hook_connections()
+    known = _KNOWN.get(con)
+    if known is None or known.token != db.token:
+        connection_id = con.execute("SELECT current_connection_id()").fetchall()[0][0]
+        known = _KNOWN[con] = _Known(db.token, int(connection_id), registered)
+        _COUNTERS[db.token] = db.interrupts
+        weakref.finalize(con, _closed, known)
+    known.registered |= registered
 
 
-def _release_tokens(tokens: set[int]) -> None:
-    for token in list(tokens):
-        db = _DATABASES.get(token)
+def interrupt(con: Any) -> None:
+    """Stop the native calls running for ``con`` within one tick (its scalars' calls, and the
+    aggregates' calls of its whole database: DuckDB tells an aggregate nothing of its
+    connection)."""
+    known = _KNOWN.get(con)
+    if known is None or known.closed:
+        return
+    speedups = _native.speedups
+    speedups.duckdb_interrupt(known.token, known.connection_id)
+    counter = _COUNTERS.get(known.token)
+    if counter is not None:
+        counter += 1
+
+
+def _closed(known: _Known) -> None:
+    if known.closed:
+        return
+    known.closed = True
+    speedups = _native.speedups
+    if speedups is not None:
+        speedups.duckdb_forget_connection(known.token, known.connection_id)
+    if known.registered:
+        db = _DATABASES.get(known.token)
         if db is not None:
             db.release()
-    tokens.clear()
 
 
-def _before_close(con: Any) -> None:
-    tokens = _USERS.get(con)
-    if tokens:
-        _release_tokens(tokens)
-
-
-def _hook_close() -> None:
-    """Make DuckDB's close() and ``with`` release wasmudf's connections first (the only way
-    to learn that a connection closes; DuckDB has no such callback)."""
+def _hook_connections() -> None:
+    """Make DuckDB's close(), ``with``, interrupt() and cursor() tell wasmudf (the only way to
+    learn of them: DuckDB has no callbacks for these)."""
     global _hooked
     if _hooked:
         return
     import duckdb
 
     cls = duckdb.DuckDBPyConnection
-    close, exit_ = cls.close, cls.__exit__
+    close, exit_, interrupt_, cursor = cls.close, cls.__exit__, cls.interrupt, cls.cursor
 
     def close_releasing(self: Any) -> None:
-        _before_close(self)
+        known = _KNOWN.get(self)
+        if known is not None:
+            _closed(known)
         close(self)
 
     def exit_releasing(self: Any, *exc: Any) -> Any:
-        _before_close(self)
+        known = _KNOWN.get(self)
+        if known is not None:
+            _closed(known)
         return exit_(self, *exc)
 
-    close_releasing.__doc__ = close.__doc__
-    cls.close = close_releasing
-    cls.__exit__ = exit_releasing
+    def interrupt_guests(self: Any) -> None:
+        interrupt(self)
+        interrupt_(self)
+
+    def cursor_known(self: Any) -> Any:
+        child = cursor(self)
+        known = _KNOWN.get(self)
+        db = _DATABASES.get(known.token) if known is not None else None
+        if db is not None:
+            track(child, db, registered=False)
+        return child
+
+    for wrapper, original in ((close_releasing, close), (interrupt_guests, interrupt_), (cursor_known, cursor)):
+        wrapper.__doc__ = original.__doc__
+    cls.close, cls.__exit__, cls.interrupt, cls.cursor = close_releasing, exit_releasing, interrupt_guests, cursor_known
     _hooked = True
 
 
