@@ -12,15 +12,20 @@ from conftest import measure, module_path
 import wasmudf
 
 DUCK_ROWS = 10_000_000
+THREADS_GROUP = "DuckDB sum(f(a, b)) by threads, 10,000,000 rows"
 
 
-def _duck(threads: int = 1, limits: wasmudf.Limits | None = None):
+def _duck(threads: int = 1, limits: wasmudf.Limits | None = None, path: str = "native"):
+    """A database with the example modules registered natively (DuckDB's C extension API),
+    or on the Python path (a database that forbids extension repositories)."""
     import duckdb
 
     con = duckdb.connect()
+    if path == "python":
+        con.execute("SET allow_extension_repositories = 'forbidden'").fetchall()
     con.execute(f"SET threads = {threads}")
     for name in ("numeric", "binary", "strings", "stats"):
-        wasmudf.register(con, module_path(name), limits=limits)
+        assert wasmudf.register(con, module_path(name), limits=limits).path == path
     con.create_function("pa_add", lambda a, b: pc.add(a, b), ["BIGINT", "BIGINT"], "BIGINT", type="arrow")
     con.create_function("py_add", lambda a, b: a + b, ["BIGINT", "BIGINT"], "BIGINT")
     con.create_function("py_crc32", lambda b: zlib.crc32(b), ["BLOB"], "BIGINT")
@@ -33,6 +38,7 @@ def _duck(threads: int = 1, limits: wasmudf.Limits | None = None):
     )
     con.execute("CREATE TABLE blobs AS SELECT repeat(chr(65 + (range % 26)::INTEGER), 1024)::BLOB AS b FROM range(100000)")
     con.execute("CREATE TABLE pos AS SELECT 0.5 + (hash(range) % 1000) / 1000.0 AS x, range % 100 AS g FROM range(1000000)")
+    con.execute("CREATE TABLE pos200k AS SELECT range AS i, 0.5 + (hash(range) % 1000) / 1000.0 AS x FROM range(200000)")
     # Warm every contender once (first queries after loading a table run slower), so the
     # order the benchmarks run in does not favour anyone.
     for expr in ("add_i64(a, b)", "pa_add(a, b)", "a + b"):
@@ -53,15 +59,28 @@ def duck():
     con.close()
 
 
+@pytest.fixture(scope="module")
+def duck_python():
+    con = _duck(path="python")
+    yield con
+    con.close()
+
+
+def on(impl: str, duck, duck_python):
+    """The connection an impl runs on: "wasm_python" is the Wasm UDF on DuckDB's Python path."""
+    return duck_python if impl == "wasm_python" else duck
+
+
 def one(con, sql):
     return con.execute(sql).fetchall()
 
 
-@pytest.mark.parametrize("impl", ["wasm", "pyarrow_udf", "builtin"])
-def test_duckdb_add_10m(benchmark, duck, impl):
+@pytest.mark.parametrize("impl", ["wasm", "wasm_python", "pyarrow_udf", "builtin"])
+def test_duckdb_add_10m(benchmark, duck, duck_python, impl):
     benchmark.group = "DuckDB sum(add(a, b)), 10,000,000 rows"
-    expr = {"wasm": "add_i64(a, b)", "pyarrow_udf": "pa_add(a, b)", "builtin": "a + b"}[impl]
-    assert measure(benchmark, lambda: one(duck, f"SELECT sum({expr}) FROM t"), DUCK_ROWS) == [(3 * DUCK_ROWS * (DUCK_ROWS - 1) // 2,)]
+    expr = {"wasm": "add_i64(a, b)", "wasm_python": "add_i64(a, b)", "pyarrow_udf": "pa_add(a, b)", "builtin": "a + b"}[impl]
+    con = on(impl, duck, duck_python)
+    assert measure(benchmark, lambda: one(con, f"SELECT sum({expr}) FROM t"), DUCK_ROWS) == [(3 * DUCK_ROWS * (DUCK_ROWS - 1) // 2,)]
 
 
 @pytest.mark.parametrize("impl", ["wasm", "pyarrow_udf", "python_udf", "builtin"])
@@ -88,23 +107,39 @@ def test_duckdb_crc32(benchmark, duck, impl):
     assert measure(benchmark, lambda: one(duck, f"SELECT sum({expr}) FROM blobs"), 100_000) == expected
 
 
-@pytest.mark.parametrize("impl", ["wasm", "builtin"])
-def test_duckdb_geo_mean_grouped(benchmark, duck, impl):
+@pytest.mark.parametrize("impl", ["wasm", "wasm_python", "builtin"])
+def test_duckdb_geo_mean_grouped(benchmark, duck, duck_python, impl):
     benchmark.group = "DuckDB geo_mean(x) GROUP BY g (100 groups), 1,000,000 rows"
-    expr = {"wasm": "geo_mean(x)", "builtin": "geomean(x)"}[impl]
-    result = measure(benchmark, lambda: one(duck, f"SELECT g, {expr} FROM pos GROUP BY g ORDER BY g"), 1_000_000)
+    expr = {"wasm": "geo_mean(x)", "wasm_python": "geo_mean(x)", "builtin": "geomean(x)"}[impl]
+    con = on(impl, duck, duck_python)
+    result = measure(benchmark, lambda: one(con, f"SELECT g, {expr} FROM pos GROUP BY g ORDER BY g"), 1_000_000)
     assert len(result) == 100
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("impl", ["wasm", "pyarrow_udf", "identity_udf"])
+WINDOW_GROUP = "DuckDB geo_mean(x) OVER (ORDER BY i ROWS 100 PRECEDING), 200,000 rows"
+
+
+@pytest.mark.parametrize("impl", ["wasm", "wasm_python"])
+def test_duckdb_geo_mean_window(benchmark, duck, duck_python, impl):
+    # Natively a real aggregate (DuckDB's segment tree); on the Python path a macro over list().
+    benchmark.group = WINDOW_GROUP
+    con = on(impl, duck, duck_python)
+    sql = "SELECT sum(v) FROM (SELECT geo_mean(x) OVER (ORDER BY i ROWS 100 PRECEDING) AS v FROM pos200k)"
+    expected = one(duck, sql)[0][0]
+    result = measure(benchmark, lambda: one(con, sql), 200_000)
+    assert result[0][0] == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+@pytest.mark.parametrize("impl", ["wasm", "wasm_python", "pyarrow_udf", "identity_udf"])
 def test_duckdb_threads(benchmark, impl, threads):
     # The identity arrow UDF (returns its first argument) is DuckDB's own cost of calling
     # Python per vector: with 2 threads its workers hand the GIL back and forth every vector.
-    benchmark.group = "DuckDB sum(f(a, b)) by threads, 10,000,000 rows"
-    con = _duck(threads)
+    benchmark.group = THREADS_GROUP
+    con = _duck(threads, path="python" if impl == "wasm_python" else "native")
     con.create_function("identity_udf", lambda a, b: a, ["BIGINT", "BIGINT"], "BIGINT", type="arrow")
-    expr = {"wasm": "add_i64(a, b)", "pyarrow_udf": "pa_add(a, b)", "identity_udf": "identity_udf(a, b)"}[impl]
+    expr = {"wasm": "add_i64(a, b)", "wasm_python": "add_i64(a, b)", "pyarrow_udf": "pa_add(a, b)",
+            "identity_udf": "identity_udf(a, b)"}[impl]
     one(con, f"SELECT sum({expr}) FROM t")  # warm
     measure(benchmark, lambda: one(con, f"SELECT sum({expr}) FROM t"), DUCK_ROWS, threads=threads)
     con.close()

@@ -23,11 +23,25 @@ def warm_disk_cache():
     wasmudf.load(NUMERIC)  # compiles once and writes the disk cache
 
 
-@pytest.mark.parametrize("engine", ["duckdb", "sqlite"])
-@pytest.mark.parametrize("cache", ["memory", "disk"])
-def test_load_and_register_on_a_fresh_connection(benchmark, warm_disk_cache, cache, engine):
+def fresh(engine: str):
+    """A fresh connection (its making is not ours to count): DuckDB natively with the
+    extension already loaded (that one-time load is measured below), DuckDB's Python path,
+    or SQLite."""
     import apsw
     import duckdb
+
+    if engine == "duckdb":
+        return wasmudf.duckdb.connect()
+    if engine == "duckdb_python":
+        con = duckdb.connect()
+        con.execute("SET allow_extension_repositories = 'forbidden'").fetchall()
+        return con
+    return apsw.Connection(":memory:")
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "duckdb_python", "sqlite"])
+@pytest.mark.parametrize("cache", ["memory", "disk"])
+def test_load_and_register_on_a_fresh_connection(benchmark, warm_disk_cache, cache, engine):
 
     benchmark.group = f"cold start: load a cached module and register its 8 functions on a fresh {engine} connection"
     wasm = NUMERIC.read_bytes()
@@ -36,13 +50,37 @@ def test_load_and_register_on_a_fresh_connection(benchmark, warm_disk_cache, cac
     def fresh_connection():
         if cache == "disk":
             ENGINES.forget_compiled()  # the disk cache's deserialization is part of the time
-        con = duckdb.connect() if engine == "duckdb" else apsw.Connection(":memory:")  # not ours to count
+        con = fresh(engine)
         connections.append(con)
         return (con,), {}
 
     names = benchmark.pedantic(lambda con: wasmudf.register(con, wasm), setup=fresh_connection, rounds=30)
     benchmark.extra_info.update(rows=1, cache=cache)
     assert "add_i64" in names
+    for con in connections:
+        con.close()
+
+
+@pytest.mark.parametrize("route", ["plain_connect", "unsigned_connect", "signed_load"])
+def test_loading_the_duckdb_extension(benchmark, route):
+    """What a database pays once for the native path: wasmudf.duckdb.connect against
+    duckdb.connect, and the signed route's load into a plain connection."""
+    import duckdb
+
+    from wasmudf.adapters.duckdb import native_database
+
+    benchmark.group = "cold start: loading wasmudf's DuckDB extension into a new database (once per database)"
+    connections = []
+    if route == "signed_load":
+        def setup():
+            connections.append(duckdb.connect())
+            return (connections[-1],), {}
+
+        benchmark.pedantic(lambda con: native_database(con), setup=setup, rounds=30)
+    else:
+        connect = duckdb.connect if route == "plain_connect" else wasmudf.duckdb.connect
+        benchmark.pedantic(lambda: connections.append(connect()), rounds=30)
+    benchmark.extra_info.update(rows=1)
     for con in connections:
         con.close()
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The C accelerator built with AddressSanitizer and UndefinedBehaviorSanitizer, and the tests
-# that exercise native code (the core, SQLite's C part, the hostile suite) run on that build.
+# that exercise native code (the core, SQLite's and DuckDB's C parts, the hostile suite) run on
+# that build. DuckDB's extension file is the shim: it calls into this sanitized build.
 # Run after scripts/setup.sh (scripts/test.sh does). Any report fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,10 +13,13 @@ cp -r wasmudf "$work/wasmudf"
 rm -f "$work"/wasmudf/_speedups*.so
 # The same sources and warnings as setup.py's Extension, compiled here directly.
 include="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+# DuckDB's C API headers, extracted from the pinned sdist by the package build (setup.py).
+duckdb_include="$(ls -d build/duckdb-*-include | head -1)"
 suffix="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')"
 gcc -shared -fPIC -std=c11 -Wall -Werror -Wno-missing-braces -fvisibility=hidden -g -O1 \
     -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
-    -I"$include" wasmudf/_speedups.c wasmudf/adapters/_sqlite.c -o "$work/wasmudf/_speedups$suffix" -lpthread
+    -I"$include" -I"$duckdb_include" -DWASMUDF_DUCKDB=1 \
+    wasmudf/_speedups.c wasmudf/adapters/_sqlite.c wasmudf/adapters/_duckdb.c -o "$work/wasmudf/_speedups$suffix" -lpthread
 
 # wasmtime turns out-of-bounds accesses and stack overflows into traps with its own signal
 # handlers, so ASan must leave SIGSEGV/SIGBUS/SIGFPE to them. The interpreter itself is not
@@ -32,4 +36,4 @@ assert n.speedups is not None and n.speedups.__file__.startswith(sys.argv[1]), n
 PYTHONPATH="$work" .venv/bin/python -m pytest -q -p no:cacheprovider --capture=sys -m "not slow" \
     tests/test_fast_paths.py tests/test_sqlite_native.py tests/test_sqlite_text.py tests/test_sqlite3_adapter.py \
     tests/test_calls.py tests/test_guest_failures.py \
-    tests/test_aggregates.py tests/hostile "$@"
+    tests/test_aggregates.py tests/test_duckdb_native.py tests/hostile "$@"

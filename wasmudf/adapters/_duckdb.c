@@ -552,8 +552,7 @@ typedef struct {
     size_t len, cap;
 } Buf;
 
-static int buf_reserve(Buf *b, size_t more) {
-    if (b->len + more <= b->cap) return 0;
+static int buf_grow(Buf *b, size_t more) {
     size_t cap = b->cap ? b->cap : 64;
     while (cap < b->len + more) cap *= 2;
     uint8_t *p = realloc(b->p, cap);
@@ -563,15 +562,18 @@ static int buf_reserve(Buf *b, size_t more) {
     return 0;
 }
 
-static int buf_append(Buf *b, const void *src, size_t n) {
+static inline int buf_reserve(Buf *b, size_t more) { return b->len + more <= b->cap ? 0 : buf_grow(b, more); }
+
+static inline int buf_append(Buf *b, const void *src, size_t n) {
     if (buf_reserve(b, n)) return -1;
     if (n) memcpy(b->p + b->len, src, n);
     b->len += n;
     return 0;
 }
 
-/* One parameter's rows in the ABI's layout: validity bits, values (fixed width or bytes),
-   and for utf8/binary the offsets (rows + 1 of them, from 0). */
+/* One parameter's rows in the ABI's layout: values (fixed width, or the bytes of utf8/binary
+   with their offsets, rows + 1 of them from 0), and validity bits only once a NULL came:
+   until then (and for ever, for a strict function) every row is valid. */
 typedef struct {
     Buf validity, values, offsets;
     uint32_t null_count;
@@ -599,26 +601,60 @@ static void agg_rows_free(AggRows *g) {
     free(g);
 }
 
-static AggRows *agg_rows_new(int nargs) {
-    AggRows *g = calloc(1, sizeof(AggRows) + (size_t)nargs * sizeof(AggColumn));
+static AggRows *agg_rows_new(const DuckFunction *f) {
+    AggRows *g = calloc(1, sizeof(AggRows) + (size_t)f->nargs * sizeof(AggColumn));
     if (!g) return NULL;
-    g->nargs = nargs;
-    for (int i = 0; i < nargs; i++) {
+    g->nargs = f->nargs;
+    for (int i = 0; i < f->nargs; i++) {
         uint32_t zero = 0;
-        if (buf_append(&g->cols[i].offsets, &zero, 4)) { agg_rows_free(g); return NULL; }
+        if (is_varlen(f->codes[i]) && buf_append(&g->cols[i].offsets, &zero, 4)) {
+            agg_rows_free(g);
+            return NULL;
+        }
     }
     return g;
 }
 
+static inline int row_bit(const Buf *validity, uint32_t row) {
+    return !validity->len || (validity->p[row / 8] >> (row % 8)) & 1;
+}
+
+/* Give the column validity bits for `rows` rows, all valid (a NULL is about to come). */
+static int agg_column_materialize(AggColumn *col, uint32_t rows) {
+    if (col->validity.len) return 0;
+    size_t bytes = rows / 8 + 1;
+    if (buf_reserve(&col->validity, bytes)) return -1;
+    memset(col->validity.p, 0xFF, bytes);
+    col->validity.len = bytes;
+    return 0;
+}
+
+/* Make room for validity bit `row` (set valid) when the column keeps validity bits. */
+static inline int agg_column_bit(AggColumn *col, uint32_t row, int valid) {
+    if (valid && !col->validity.len) return 0;
+    if (!valid) {
+        if (agg_column_materialize(col, row)) return -1;
+        col->null_count++;
+    }
+    if (row / 8 >= col->validity.len) {
+        if (buf_reserve(&col->validity, 1)) return -1;
+        col->validity.p[col->validity.len++] = 0xFF;
+    }
+    if (!valid) col->validity.p[row / 8] &= (uint8_t)~(1u << (row % 8));
+    return 0;
+}
+
 /* Append one value (or a NULL) to a column at row `row` of the group. */
-static int agg_column_push(AggColumn *col, int code, uint32_t row, const uint8_t *value, uint32_t len, int valid) {
-    if (buf_reserve(&col->validity, 1)) return -1;
-    if (row % 8 == 0) col->validity.p[col->validity.len++] = 0;
-    if (valid) col->validity.p[row / 8] |= (uint8_t)(1u << (row % 8));
-    else col->null_count++;
+static inline int agg_column_push(AggColumn *col, int code, uint32_t row, const uint8_t *value, uint32_t len,
+                                  int valid) {
+    if (agg_column_bit(col, row, valid)) return -1;
     if (!is_varlen(code)) {
-        static const uint8_t zeros[8] = {0};
-        return buf_append(&col->values, valid ? value : zeros, type_width(code));
+        int w = type_width(code);
+        if (buf_reserve(&col->values, 8)) return -1;
+        if (valid) memcpy(col->values.p + col->values.len, value, w);
+        else memset(col->values.p + col->values.len, 0, w);
+        col->values.len += w;
+        return 0;
     }
     if (valid && buf_append(&col->values, value, len)) return -1;
     uint32_t end = (uint32_t)col->values.len;
@@ -649,19 +685,22 @@ static void agg_update(duckdb_function_info info, duckdb_data_chunk input, duckd
     }
     const uint8_t *data[MAX_PARAMS];
     const uint64_t *validity[MAX_PARAMS];
+    int any_validity = 0;
     for (int i = 0; i < nargs; i++) {
         duckdb_vector v = duckdb_data_chunk_get_vector(input, i);
         data[i] = duckdb_vector_get_data(v);
         validity[i] = duckdb_vector_get_validity(v);
+        any_validity |= validity[i] != NULL;
     }
+    unsigned long long limit = (unsigned long long)f->group_limit;
     for (idx_t r = 0; r < rows; r++) {
-        if (f->strict) {
+        if (f->strict && any_validity) {
             int valid = 1;
             for (int i = 0; i < nargs && valid; i++) valid = row_is_valid(validity[i], r);
             if (!valid) continue; /* a strict aggregate never sees a row with a NULL */
         }
         AggState *s = (AggState *)states[r];
-        if (!s->rows && !(s->rows = agg_rows_new(nargs))) goto out_of_memory;
+        if (!s->rows && !(s->rows = agg_rows_new(f))) goto out_of_memory;
         AggRows *g = s->rows;
         for (int i = 0; i < nargs; i++) {
             int code = f->codes[i], valid = row_is_valid(validity[i], r);
@@ -669,10 +708,11 @@ static void agg_update(duckdb_function_info info, duckdb_data_chunk input, duckd
             const uint8_t *value = data[i] + r * len;
             if (is_varlen(code)) value = string_bytes((const duckdb_string_t *)data[i] + r, &len);
             if (agg_column_push(&g->cols[i], code, g->rows, value, valid ? len : 0, valid)) goto out_of_memory;
-            g->bytes += (valid ? len : 0) + 5;
+            g->bytes += valid ? len : 0;
         }
+        g->bytes += (size_t)nargs;
         g->rows++;
-        if (g->bytes > (unsigned long long)f->group_limit || g->rows >= 0x7fffffffu) {
+        if (g->bytes > limit || g->rows >= 0x7fffffffu) {
             duckdb_aggregate_function_set_error(info, group_too_big);
             return;
         }
@@ -682,25 +722,24 @@ out_of_memory:
     duckdb_aggregate_function_set_error(info, "wasmudf: out of memory collecting an aggregate's rows");
 }
 
-/* Append all of `src`'s rows to `dst`. */
-static int agg_rows_extend(DuckFunction *f, AggRows *dst, const AggRows *src) {
+/* Append all of `src`'s rows to `dst`, a column at a time. */
+static int agg_rows_extend(const DuckFunction *f, AggRows *dst, const AggRows *src) {
     for (int i = 0; i < f->nargs; i++) {
         const AggColumn *from = &src->cols[i];
         AggColumn *to = &dst->cols[i];
-        int code = f->codes[i];
-        for (uint32_t r = 0; r < src->rows; r++) {
-            int valid = (from->validity.p[r / 8] >> (r % 8)) & 1;
-            const uint8_t *value;
-            uint32_t len;
-            if (is_varlen(code)) {
-                uint32_t a = get_u32(from->offsets.p + 4 * r), b = get_u32(from->offsets.p + 4 * (r + 1));
-                value = from->values.p + a;
-                len = b - a;
-            } else {
-                len = (uint32_t)type_width(code);
-                value = from->values.p + (size_t)r * len;
+        if (from->validity.len || to->validity.len) {
+            if (agg_column_materialize(to, dst->rows)) return -1;
+            for (uint32_t r = 0; r < src->rows; r++)
+                if (agg_column_bit(to, dst->rows + r, row_bit(&from->validity, r))) return -1;
+        }
+        if (buf_append(&to->values, from->values.p, from->values.len)) return -1;
+        if (is_varlen(f->codes[i])) {
+            uint32_t base = get_u32(to->offsets.p + to->offsets.len - 4);
+            if (buf_reserve(&to->offsets, (size_t)src->rows * 4)) return -1;
+            for (uint32_t r = 1; r <= src->rows; r++) {
+                put_u32(to->offsets.p + to->offsets.len, base + get_u32(from->offsets.p + 4 * r));
+                to->offsets.len += 4;
             }
-            if (agg_column_push(to, code, dst->rows + r, value, len, valid)) return -1;
         }
     }
     dst->rows += src->rows;
@@ -715,7 +754,7 @@ static void agg_combine(duckdb_function_info info, duckdb_aggregate_state *sourc
         AggRows *src = ((AggState *)source[i])->rows;
         if (!src || !src->rows) continue;
         AggState *t = (AggState *)target[i];
-        if (!t->rows && !(t->rows = agg_rows_new(f->nargs))) goto out_of_memory;
+        if (!t->rows && !(t->rows = agg_rows_new(f))) goto out_of_memory;
         if (t->rows->bytes + src->bytes > (unsigned long long)f->group_limit) {
             duckdb_aggregate_function_set_error(info, group_too_big);
             return;
@@ -770,14 +809,14 @@ static int agg_fold(DuckFunction *f, ThreadBinding *b, const AggRows *g, duckdb_
             int code = f->codes[i];
             uint32_t nulls = 0, validity_at = 0, offsets_at = 0, values_at, values_len;
             if (col->null_count) {
-                for (uint32_t r = start; r < start + n; r++) nulls += !((col->validity.p[r / 8] >> (r % 8)) & 1);
+                for (uint32_t r = start; r < start + n; r++) nulls += !row_bit(&col->validity, r);
             }
             if (nulls) {
                 validity_at = block + (uint32_t)pos;
                 uint8_t *dst = frame + pos;
                 memset(dst, 0, (n + 7) / 8);
                 for (uint32_t r = 0; r < n; r++)
-                    if ((col->validity.p[(start + r) / 8] >> ((start + r) % 8)) & 1) dst[r / 8] |= (uint8_t)(1u << (r % 8));
+                    if (row_bit(&col->validity, start + r)) dst[r / 8] |= (uint8_t)(1u << (r % 8));
                 pos = align8(pos + (n + 7) / 8);
             }
             if (is_varlen(code)) {
@@ -787,7 +826,7 @@ static int agg_fold(DuckFunction *f, ThreadBinding *b, const AggRows *g, duckdb_
                     put_u32(frame + pos + 4 * r, get_u32(col->offsets.p + 4 * ((size_t)start + r)) - first);
                 pos = align8(pos + (uint64_t)(n + 1) * 4);
                 values_len = get_u32(col->offsets.p + 4 * ((size_t)start + n)) - first;
-                memcpy(frame + pos, col->values.p + first, values_len);
+                if (values_len) memcpy(frame + pos, col->values.p + first, values_len);
                 c->scratch_bytes += values_len;
             } else {
                 values_len = n * (uint32_t)type_width(code);
