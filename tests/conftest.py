@@ -22,14 +22,22 @@ def example_modules():
     return {name: wasmudf.load(path) for name, path in EXAMPLES.items()}
 
 
-@pytest.fixture(params=["duckdb", "duckdb_python", "sqlite"])
+def _duckdb_paths() -> list[str]:
+    """DuckDB's native path and its Python path; one name when the native path is not built
+    (the pure-Python run): "duckdb" is the Python path then."""
+    from wasmudf.adapters.duckdb_native import unavailable_reason
+
+    return ["duckdb"] if unavailable_reason() else ["duckdb", "duckdb_python"]
+
+
+@pytest.fixture(params=[*_duckdb_paths(), "sqlite"])
 def engine(request):
     """An engine name; with `connect` below, one conformance suite runs on DuckDB's two paths
     (native and Python UDFs) and SQLite."""
     return request.param
 
 
-@pytest.fixture(params=["direct", "duckdb", "duckdb_python", "sqlite", "sqlite3"])
+@pytest.fixture(params=["direct", *_duckdb_paths(), "sqlite", "sqlite3"])
 def conformance_engine(request):
     """Every way to run a function: direct calls on Arrow, DuckDB natively and through its
     Python UDFs, SQLite through apsw and through Python's sqlite3 (what each cannot do:

@@ -418,3 +418,17 @@ def test_only_the_public_key_is_installed():
     for path in duckdb_native.PACKAGE_DIR.rglob("*"):
         if path.is_file() and path.suffix in ("", ".pem", ".key", ".txt", ".json"):
             assert b"PRIVATE KEY" not in path.read_bytes(), path
+
+
+def test_the_cli_says_how_functions_run(capsys, monkeypatch):
+    from wasmudf import cli
+
+    assert cli.main(["inspect", str(EXAMPLES["numeric"]), "--engine", "duckdb"]) == 0
+    assert "on duckdb     native: DuckDB's C extension API" in capsys.readouterr().out
+    argv = ["sql", "-v", "--no-examples", "--udf", str(EXAMPLES["numeric"]), "SELECT add_i64(40, 2) AS x"]
+    assert cli.main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "42" in out and "numeric.wasm: haversine_km" in err and "(native:" in err
+    monkeypatch.setenv("WASMUDF_DUCKDB_NATIVE", "0")
+    assert cli.main(argv) == 0
+    assert "(python: WASMUDF_DUCKDB_NATIVE=0 is set)" in capsys.readouterr().err

@@ -8,6 +8,7 @@
 [(10.0,)]
 """
 
+from . import duckdb
 from .abi import FunctionSpec, Manifest
 from .adapters import error_from
 from .aggregates import AggregateFunction
@@ -41,7 +42,6 @@ from .errors import (
 from .functions import ScalarFunction
 from .limits import Limits
 from .module import Module, load
-from . import duckdb
 from .registration import Registration, interrupt, register, unregister
 from .trust import Policy
 
@@ -84,6 +84,7 @@ __all__ = [
     "UsageError",
     "WasmUdfError",
     "attach",
+    "duckdb",
     "error_from",
     "install",
     "installed",

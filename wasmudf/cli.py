@@ -103,7 +103,10 @@ def cmd_sql(args: argparse.Namespace) -> int:
             installed_names = {n.lower() for names in report.registered.values() for n in names}
             modules = [m for m in modules if not _all_installed(m, installed_names)]
         for path in modules:
-            register(con, path, replace=True)
+            reg = register(con, path, replace=True)
+            if args.verbose:
+                print(f"wasmudf: {Path(str(path)).name}: {', '.join(reg)} ({reg.path}: {reg.path_reason})",
+                      file=sys.stderr)
         columns, rows = adapter.query(con, args.query)
         if args.json:
             print(json.dumps([dict(zip(columns, r)) for r in rows], default=str))
@@ -269,6 +272,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         "signed_by": signature.key_id if signature else None,
         "warnings": builtin_clashes(s.name for s in manifest.functions),
     }
+    if args.engine:
+        info["engine"] = _registration_path(module, args.engine)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -289,7 +294,22 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             print(f"      {fn['doc']}")
     for warning in info["warnings"]:
         print(f"warning: {warning}")
+    if args.engine:
+        engine = info["engine"]
+        print(f"on {engine['name']:<10} {engine['path']}: {engine['reason']}")
     return 0
+
+
+def _registration_path(module: Any, engine: str) -> dict[str, str]:
+    """How the module's functions would run on a new in-memory database of ``engine``."""
+    from .registration import register
+
+    con, _ = _connect(None, engine)
+    try:
+        reg = register(con, module)
+        return {"name": engine, "path": reg.path, "reason": reg.path_reason}
+    finally:
+        con.close()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -308,6 +328,8 @@ def parser() -> argparse.ArgumentParser:
     sql.add_argument("--udf", action="append", metavar="X.wasm", help="register another module")
     sql.add_argument("--no-examples", action="store_true", help="do not register the examples")
     sql.add_argument("--json", action="store_true", help="print rows as JSON objects")
+    sql.add_argument("-v", "--verbose", action="store_true",
+                     help="say, for each module, how the engine calls its functions (DuckDB: natively or not, and why)")
     _policy_args(sql)
     sql.set_defaults(run=cmd_sql)
 
@@ -330,6 +352,8 @@ def parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("module", help="the .wasm file")
     inspect.add_argument("--json", action="store_true", help="print JSON")
+    inspect.add_argument("--engine", choices=("duckdb", "sqlite"),
+                         help="also register it on a new in-memory database and say how it runs there")
     inspect.set_defaults(run=cmd_inspect)
 
     install_p = sub.add_parser(

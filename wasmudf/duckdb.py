@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from .adapters import duckdb as duckdb_adapter
-from .adapters import duckdb_native
 
 
 def connect(database: str = ":memory:", read_only: bool = False, config: dict[str, Any] | None = None) -> Any:
@@ -23,16 +22,4 @@ def connect(database: str = ":memory:", read_only: bool = False, config: dict[st
     :func:`wasmudf.register` takes the signed route or the Python path on it, as on any
     other; ``Registration.path_reason`` says which and why.
     """
-    import duckdb
-
-    settings = dict(config or {})
-    reason = duckdb_native.unavailable_reason()
-    if reason is None and "allow_unsigned_extensions" not in settings:
-        try:
-            con = duckdb.connect(database, read_only=read_only, config={**settings, "allow_unsigned_extensions": "true"})
-        except duckdb.ConnectionException:  # the file is open here already, configured otherwise
-            pass
-        else:
-            duckdb_adapter.adopt(con, duckdb_native.load_unsigned(con))
-            return con
-    return duckdb.connect(database, read_only=read_only, config=settings)
+    return duckdb_adapter.connect_with_extension(database, read_only, config)

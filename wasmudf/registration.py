@@ -132,9 +132,12 @@ def interrupt(con: Any) -> None:
     or the engine's own interruption error.
 
     On apsw this is ``con.interrupt()``, which wasmudf's functions also notice by themselves.
-    DuckDB's and ``sqlite3``'s ``interrupt()`` are invisible to a running Python function, so
-    there a guest call notices only this function; plain ``con.interrupt()`` takes effect
-    when the running call returns (within ``Limits.timeout_ms``).
+    On DuckDB's native path ``con.interrupt()`` works too (wasmudf hooks it): it stops the
+    running calls of that connection's scalars and of its database's aggregates. On DuckDB's
+    Python path and on ``sqlite3`` the engine's ``interrupt()`` is invisible to a running
+    Python function, so there a guest call notices only this function; plain
+    ``con.interrupt()`` takes effect when the running call returns (within
+    ``Limits.timeout_ms``).
     """
     adapter_for(con).interrupt(con)
 

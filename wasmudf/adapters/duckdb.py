@@ -81,10 +81,6 @@ def _ours(con: Any) -> set[str]:
     return _session(con).names
 
 
-#: Set to "0" to keep DuckDB on the Python path (the native path is the default).
-NATIVE_SWITCH = "WASMUDF_DUCKDB_NATIVE"
-
-
 def native_database(con: Any) -> NativeDatabase | str:
     """The native database ``con`` registers in (loading the extension into it by the signed
     route the first time), or the reason it takes the Python path."""
@@ -94,11 +90,7 @@ def native_database(con: Any) -> NativeDatabase | str:
         return found
     if isinstance(found, str):
         return found
-    import os
-
     reason = duckdb_native.unavailable_reason()
-    if os.environ.get(NATIVE_SWITCH, "1") == "0":
-        reason = f"{NATIVE_SWITCH}=0 is set"
     if reason is not None:
         session.native = reason
     elif isinstance(found, NativeDatabase):  # released since
@@ -111,9 +103,21 @@ def native_database(con: Any) -> NativeDatabase | str:
     return session.native
 
 
-def adopt(con: Any, db: NativeDatabase | str) -> None:
-    """Record what wasmudf.duckdb.connect found for a connection it opened."""
-    _session(con).native = db
+def connect_with_extension(database: str, read_only: bool = False, config: dict[str, Any] | None = None) -> Any:
+    """wasmudf.duckdb.connect: a connection opened with allow_unsigned_extensions, the
+    extension loaded and that setting switched off; a plain connection when that cannot be."""
+    import duckdb
+
+    settings = dict(config or {})
+    if duckdb_native.unavailable_reason() is None and "allow_unsigned_extensions" not in settings:
+        try:
+            con = duckdb.connect(database, read_only=read_only, config={**settings, "allow_unsigned_extensions": "true"})
+        except duckdb.ConnectionException:  # the file is open here already, configured otherwise
+            pass
+        else:
+            _session(con).native = duckdb_native.load_unsigned(con)
+            return con
+    return duckdb.connect(database, read_only=read_only, config=settings)
 
 
 def list_form(name: str) -> str:
@@ -395,9 +399,9 @@ class DuckDBAdapter:
     # -- databases ---------------------------------------------------------------------
 
     def connect(self, database: str | None) -> Any:
-        import duckdb
-
-        return duckdb.connect(database or ":memory:")
+        """A connection of wasmudf's own (the CLI's): the extension is loaded by the route that
+        needs no extension repository (wasmudf.duckdb.connect)."""
+        return connect_with_extension(database or ":memory:")
 
     def owns_file(self, header: bytes) -> bool:
         return header[8:12] == b"DUCK"

@@ -108,8 +108,14 @@ class NativeDatabase:
         return True
 
 
+#: Set to "0" to keep DuckDB on the Python path (the native path is the default).
+NATIVE_SWITCH = "WASMUDF_DUCKDB_NATIVE"
+
+
 def unavailable_reason() -> str | None:
     """Why the native path cannot be used in this process at all, or None."""
+    if os.environ.get(NATIVE_SWITCH, "1") == "0":
+        return f"{NATIVE_SWITCH}=0 is set"
     speedups = _native.speedups
     if speedups is None:
         return "the C accelerator is not in use (not built, or WASMUDF_PURE_PYTHON is set)"
