@@ -335,8 +335,11 @@ static int write_result(Core *c, const uint32_t want[8], uint32_t out_at, int rc
                         idx_t offset, duckdb_vector output, OutputFailure *f) {
     const uint8_t *base = c->base;
     const uint8_t *valid_bits = base + want[3];
+    /* Whole bytes first: a NULL is rare, and this runs for every vector. */
     int any_null = 0;
-    for (idx_t j = 0; j < rows && !any_null; j++) any_null = !((valid_bits[j >> 3] >> (j & 7)) & 1);
+    for (idx_t k = 0; k < rows / 8 && !any_null; k++) any_null = valid_bits[k] != 0xFF;
+    uint8_t tail_mask = (uint8_t)((1u << (rows % 8)) - 1);
+    if (!any_null && (rows % 8)) any_null = (valid_bits[rows / 8] & tail_mask) != tail_mask;
     uint64_t *validity = NULL;
     if (any_null) {
         duckdb_vector_ensure_validity_writable(output);
@@ -347,6 +350,13 @@ static int write_result(Core *c, const uint32_t want[8], uint32_t out_at, int rc
     const uint8_t *offs = base + want[4];
     uint32_t values_at = get_u32(base + out_at + 20);
     int w = type_width(rcode);
+    if (!sel && rcode != ABI_BOOL && !is_varlen(rcode)) {
+        /* The common case: the guest's values are DuckDB's, row for row. */
+        memcpy(out + offset * w, values, rows * w);
+        for (idx_t j = 0; any_null && j < rows; j++)
+            if (!((valid_bits[j >> 3] >> (j & 7)) & 1)) duckdb_validity_set_row_invalid(validity, j + offset);
+        return 0;
+    }
     for (idx_t j = 0; j < rows; j++) {
         idx_t row = source_row(sel, j) + offset;
         int valid = (valid_bits[j >> 3] >> (j & 7)) & 1;
