@@ -435,3 +435,16 @@ def test_the_cli_says_how_functions_run(capsys, monkeypatch):
     monkeypatch.setenv("WASMUDF_DUCKDB_NATIVE", "0")
     assert cli.main(argv) == 0
     assert "(python: WASMUDF_DUCKDB_NATIVE=0 is set)" in capsys.readouterr().err
+
+
+def test_a_failing_constant_call_runs_once():
+    # DuckDB folds `spin(1)` while planning and calls it again to run: without care a guest
+    # that loops would take its time limit two or three times over. The same row failing
+    # again within seconds fails at once, with the same error; another row is tried.
+    con = duckdb.connect()
+    wasmudf.register(con, wasmudf.load(SPIN, limits=wasmudf.Limits(timeout_ms=300)))
+    for sql, most in (("SELECT spin(1)", 0.6), ("SELECT spin(1)", 0.2), ("SELECT spin(2)", 0.6)):
+        start = time.monotonic()
+        with pytest.raises(duckdb.InvalidInputException, match="TimeLimitExceeded: `spin`"):
+            con.execute(sql).fetchall()
+        assert time.monotonic() - start < most, sql

@@ -35,6 +35,7 @@ int duckdb_add_to_module(PyObject *module) { return 0; }
 #include <stdio.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
 
 /* DuckDB's function table: every duckdb_* call below goes through it (duckdb_extension.h
    defines each name as a member of duckdb_ext_api). Copied at the first LOAD; DuckDB's table
@@ -57,6 +58,9 @@ static int finalizing(void) {
 
 enum { KIND_SCALAR = 0, KIND_AGGREGATE = 1 };
 
+#define MEMO_KEY_MAX 512   /* one row's arguments, serialized; longer rows are not remembered */
+#define MEMO_TTL_S 10.0
+
 typedef struct {
     PyObject_HEAD
     PyObject *what;   /* the SQL name, for errors */
@@ -72,6 +76,13 @@ typedef struct {
     uint64_t generation;    /* unique per function: what a thread's cached binding is for */
     volatile int enabled;   /* 0 once unregistered: calls fail */
     char unregistered_text[160]; /* the error then */
+    int deterministic;
+    /* The last failure of a one-row call (see remember_failure) and when it happened. */
+    pthread_mutex_t memo_lock;
+    uint8_t memo_key[MEMO_KEY_MAX];
+    size_t memo_len;
+    char *memo_text;
+    double memo_at;
 } DuckFunction;
 
 static uint64_t next_generation = 1;
@@ -149,11 +160,16 @@ static char *exception_text(void) {
 
 typedef void (*set_error_fn)(duckdb_function_info info, const char *error);
 
-/* Fail the statement with the pending exception (GIL held). */
-static void raise_to_duckdb(duckdb_function_info info, set_error_fn set_error) {
+/* Fail the statement with the pending exception (GIL held); the text, for the caller to
+   free (NULL when out of memory). */
+static char *raise_to_duckdb_text(duckdb_function_info info, set_error_fn set_error) {
     char *text = exception_text();
     set_error(info, text ? text : "wasmudf: out of memory while reporting an error");
-    free(text);
+    return text;
+}
+
+static void raise_to_duckdb(duckdb_function_info info, set_error_fn set_error) {
+    free(raise_to_duckdb_text(info, set_error));
 }
 
 static void fail_with(duckdb_function_info info, set_error_fn set_error, const char *text) {
@@ -429,17 +445,81 @@ static int prepare_call(DuckFunction *f, ThreadBinding *b, uint64_t size, uint32
     return rc;
 }
 
-/* Report a failed guest call (err/trap), or a check that failed (f), with the GIL. */
-static void report_failure(DuckFunction *fn, Core *c, void *err, void *trap, const OutputFailure *f, uint32_t status,
-                           duckdb_function_info info, set_error_fn set_error) {
+/* Report a failed guest call (err/trap), or a check that failed (f), with the GIL; returns
+   the error's text for the caller to free (or NULL). */
+static char *report_failure_text(DuckFunction *fn, Core *c, void *err, void *trap, const OutputFailure *f,
+                                 uint32_t status, duckdb_function_info info, set_error_fn set_error) {
     PyGILState_STATE gil = PyGILState_Ensure();
     Py_INCREF(c);
     if (f) report_output_failure(c, fn->what, f);
     else if (err || trap) report_call_failure(c, fn->what, err, trap);
     else fail(c, "status", fn->what, PyLong_FromUnsignedLong(status));
-    raise_to_duckdb(info, set_error);
+    char *text = raise_to_duckdb_text(info, set_error);
     Py_DECREF(c);
     PyGILState_Release(gil);
+    return text;
+}
+
+static void report_failure(DuckFunction *fn, Core *c, void *err, void *trap, const OutputFailure *f, uint32_t status,
+                           duckdb_function_info info, set_error_fn set_error) {
+    free(report_failure_text(fn, c, err, trap, f, status, info, set_error));
+}
+
+/* ---- one-row failures remembered ------------------------------------------------------
+
+   DuckDB folds a deterministic call on constants while planning (and swallows its error),
+   then calls it again to run the statement: a guest that loops would take its time limit
+   two or three times over for `SELECT f(1)`. So the last failure of a one-row call is
+   remembered for a few seconds, and the same row fails again at once with the same text
+   (not an interruption: that is not the row's doing). As the Python path does. */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* One row's arguments as bytes (validity, then the value or its length and bytes); 0 when
+   they do not fit in MEMO_KEY_MAX. */
+static size_t row_key(const VectorColumn *cols, int nargs, idx_t r, uint8_t *key) {
+    size_t n = 0;
+    for (int i = 0; i < nargs; i++) {
+        const VectorColumn *col = &cols[i];
+        int valid = row_is_valid(col->validity, r), w = type_width(col->code);
+        const uint8_t *bytes = col->data + r * w;
+        uint32_t len = (uint32_t)w;
+        if (is_varlen(col->code) && valid) bytes = string_bytes((const duckdb_string_t *)col->data + r, &len);
+        if (n + 5 + (valid ? len : 0) > MEMO_KEY_MAX) return 0;
+        key[n++] = (uint8_t)valid;
+        if (!valid) continue;
+        memcpy(key + n, &len, 4);
+        memcpy(key + n + 4, bytes, len);
+        n += 4 + len;
+    }
+    return n ? n : 1;
+}
+
+/* The remembered failure's text for this row (malloc'ed copy), or NULL. */
+static char *remembered_failure(DuckFunction *f, const uint8_t *key, size_t len) {
+    char *text = NULL;
+    pthread_mutex_lock(&f->memo_lock);
+    if (f->memo_text && f->memo_len == len && !memcmp(f->memo_key, key, len) && now_s() - f->memo_at < MEMO_TTL_S)
+        text = strdup(f->memo_text);
+    pthread_mutex_unlock(&f->memo_lock);
+    return text;
+}
+
+static void remember_failure(DuckFunction *f, const uint8_t *key, size_t len, const char *text) {
+    if (!text || !strncmp(text, "CallInterrupted:", 16)) return;
+    char *copy = strdup(text);
+    if (!copy) return;
+    pthread_mutex_lock(&f->memo_lock);
+    free(f->memo_text);
+    f->memo_text = copy;
+    memcpy(f->memo_key, key, len);
+    f->memo_len = len;
+    f->memo_at = now_s();
+    pthread_mutex_unlock(&f->memo_lock);
 }
 
 /* A function wasmudf unregistered fails when a statement using it is planned: DuckDB cannot
@@ -498,6 +578,17 @@ static void scalar_call(duckdb_function_info info, duckdb_data_chunk input, duck
         if (n == 0) goto done;
         if (n == rows) { free(sel); sel = NULL; }
     }
+    /* One row of a deterministic function that failed a moment ago: fail again at once. */
+    uint8_t key[MEMO_KEY_MAX];
+    size_t key_len = f->deterministic && rows == 1 && n == 1 ? row_key(cols, nargs, 0, key) : 0;
+    if (key_len) {
+        char *known = remembered_failure(f, key, key_len);
+        if (known) {
+            fail_with(info, set_error, known);
+            free(known);
+            goto done;
+        }
+    }
     uint64_t pos = DESC * (uint64_t)(nargs + 1);
     for (int i = 0; i < nargs; i++) {
         VectorColumn *col = &cols[i];
@@ -544,13 +635,16 @@ static void scalar_call(duckdb_function_info info, duckdb_data_chunk input, duck
     void *err, *trap;
     uint32_t status;
     OutputFailure failure;
+    char *text = NULL;
     if (guarded_call(b->interrupt, c, b->funcs[0], block, (uint32_t)nargs, out_at, &status, &err, &trap))
-        report_failure(f, c, err, trap, NULL, 0, info, set_error);
+        text = report_failure_text(f, c, err, trap, NULL, 0, info, set_error);
     else if (status)
-        report_failure(f, c, NULL, NULL, NULL, status, info, set_error);
+        text = report_failure_text(f, c, NULL, NULL, NULL, status, info, set_error);
     else if (check_output(c, out_at, want, rcode, (Py_ssize_t)n, f->output_limit, &failure) ||
              write_result(c, want, out_at, rcode, n, sel, 0, output, &failure))
-        report_failure(f, c, NULL, NULL, &failure, 0, info, set_error);
+        text = report_failure_text(f, c, NULL, NULL, &failure, 0, info, set_error);
+    if (text && key_len) remember_failure(f, key, key_len, text);
+    free(text);
 done:
     free(sel);
 }
@@ -939,6 +1033,9 @@ static int DuckFunction_init(DuckFunction *self, PyObject *args, PyObject *kw) {
     self->token = token;
     self->generation = __atomic_fetch_add(&next_generation, 1, __ATOMIC_RELAXED);
     self->enabled = 1;
+    free(self->memo_text);
+    self->memo_text = NULL;
+    pthread_mutex_init(&self->memo_lock, NULL);
     snprintf(self->unregistered_text, sizeof self->unregistered_text,
              "RegistrationError: `%s` was unregistered (DuckDB cannot drop a function registered through its C API)",
              PyUnicode_AsUTF8(what) ? PyUnicode_AsUTF8(what) : "?");
@@ -962,6 +1059,7 @@ static int DuckFunction_clear(DuckFunction *self) {
 static void DuckFunction_dealloc(DuckFunction *self) {
     PyObject_GC_UnTrack(self);
     if (self->interrupt_view.buf) PyBuffer_Release(&self->interrupt_view);
+    free(self->memo_text);
     DuckFunction_clear(self);
     Py_CLEAR(self->interrupted);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -1026,6 +1124,7 @@ static PyObject *Registrar_register(Registrar *self, PyObject *args) {
     DuckFunction *f;
     int deterministic;
     if (!PyArg_ParseTuple(args, "O!p", &DuckFunctionType, &f, &deterministic) || registrar_open(self)) return NULL;
+    f->deterministic = deterministic;
     const char *name = PyUnicode_AsUTF8(f->what);
     if (!name) return NULL;
     duckdb_logical_type rtype = logical_type(f->rcode);
