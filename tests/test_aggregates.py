@@ -196,16 +196,27 @@ def test_duckdb_builtins_agree(stats):
         assert close(ours_w, w, rel=1e-12)
 
 
-def test_duckdb_distinct_and_filter_through_the_list_form(stats):
+@pytest.mark.parametrize("path", ["native", "python"])
+def test_duckdb_distinct_and_filter_through_the_list_form(stats, path):
+    # The list form runs on both DuckDB paths; the plain name takes DISTINCT only natively.
     import duckdb
 
-    con = duckdb_python_path()  # the list form is the Python path's
-    wasmudf.register(con, stats)
-    con.execute("CREATE TABLE t AS SELECT (range % 4)::DOUBLE + 1 AS x FROM range(100)")
+    con = duckdb.connect() if path == "native" else duckdb_python_path()
+    taken = wasmudf.register(con, stats).path  # "python" for both in the pure-Python run
+    con.execute("CREATE TABLE t AS SELECT (range % 4)::DOUBLE + 1 AS x, (range % 3)::DOUBLE AS w FROM range(100)")
     got = con.execute("SELECT geo_mean_list(list(DISTINCT x) FILTER (WHERE x > 1)) FROM t").fetchone()[0]
     assert close(got, geo_mean([2.0, 3.0, 4.0]))
-    with pytest.raises(duckdb.Error, match="Macro"):
-        con.execute("SELECT geo_mean(DISTINCT x) FROM t")
+    rows = con.execute("SELECT x, w FROM t").fetchall()
+    got = con.execute("SELECT weighted_mean_list(list({'a0': x, 'a1': w})) FROM t").fetchone()[0]
+    assert close(got, sum(x * w for x, w in rows) / sum(w for _, w in rows))
+    assert con.execute("SELECT geo_mean_list(NULL::DOUBLE[]), geo_mean_list([1.0, NULL, 4.0])").fetchall() == [
+        (None, 2.0)
+    ]
+    if taken == "python":
+        with pytest.raises(duckdb.Error, match="Macro"):
+            con.execute("SELECT geo_mean(DISTINCT x) FROM t")
+    else:
+        assert close(con.execute("SELECT geo_mean(DISTINCT x) FROM t").fetchone()[0], geo_mean([1.0, 2.0, 3.0, 4.0]))
 
 
 def test_hll_error_stays_within_its_bound(db):

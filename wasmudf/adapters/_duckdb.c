@@ -56,7 +56,9 @@ static int finalizing(void) {
 
 /* ---- DuckFunction: what DuckDB's callbacks know of a function ------------------------- */
 
-enum { KIND_SCALAR = 0, KIND_AGGREGATE = 1 };
+/* KIND_LIST_FORM: an aggregate's `f_list(list)` scalar, each row's list one group (the
+   Python path's form, so the same SQL runs on both paths). */
+enum { KIND_SCALAR = 0, KIND_AGGREGATE = 1, KIND_LIST_FORM = 2 };
 
 #define MEMO_KEY_MAX 512   /* one row's arguments, serialized; longer rows are not remembered */
 #define MEMO_TTL_S 10.0
@@ -877,8 +879,7 @@ static __thread ThreadBinding agg_binding;
 /* Fold one group's rows in the instance and write its result to row `row` of `result`.
    Without the GIL but for failures and fresh frame blocks. 0, or -1 with the error set. */
 static int agg_fold(DuckFunction *f, ThreadBinding *b, const AggRows *g, duckdb_vector result, idx_t row,
-                    duckdb_function_info info) {
-    set_error_fn set_error = duckdb_aggregate_function_set_error;
+                    duckdb_function_info info, set_error_fn set_error) {
     int nargs = f->nargs, rcode = f->rcode;
     /* The largest frame: one __update batch, or __finalize's one-row result. */
     uint32_t total = g ? g->rows : 0;
@@ -978,8 +979,65 @@ static void agg_finalize(duckdb_function_info info, duckdb_aggregate_state *sour
         return;
     }
     for (idx_t i = 0; i < count; i++) {
-        if (agg_fold(f, &agg_binding, ((AggState *)source[i])->rows, result, offset + i, info)) return;
+        if (agg_fold(f, &agg_binding, ((AggState *)source[i])->rows, result, offset + i, info,
+                     duckdb_aggregate_function_set_error))
+            return;
     }
+}
+
+/* ---- an aggregate's list form: f_list(list(x)) or f_list(list({'a0': x, 'a1': w})) ---------- */
+
+static void list_form_call(duckdb_function_info info, duckdb_data_chunk input, duckdb_vector output) {
+    DuckFunction *f = duckdb_scalar_function_get_extra_info(info);
+    set_error_fn set_error = duckdb_scalar_function_set_error;
+    if (!f->enabled) {
+        fail_with(info, set_error, f->unregistered_text);
+        return;
+    }
+    idx_t rows = duckdb_data_chunk_get_size(input);
+    duckdb_vector lists = duckdb_data_chunk_get_vector(input, 0);
+    const duckdb_list_entry *entries = duckdb_vector_get_data(lists);
+    const uint64_t *list_validity = duckdb_vector_get_validity(lists);
+    duckdb_vector child = duckdb_list_vector_get_child(lists);
+    int nargs = f->nargs;
+    const uint8_t *data[MAX_PARAMS];
+    const uint64_t *validity[MAX_PARAMS];
+    /* One parameter: a list of values; several: a list of structs, a NULL struct being a
+       row of NULLs. */
+    const uint64_t *struct_validity = nargs > 1 ? duckdb_vector_get_validity(child) : NULL;
+    for (int i = 0; i < nargs; i++) {
+        duckdb_vector v = nargs > 1 ? duckdb_struct_vector_get_child(child, i) : child;
+        data[i] = duckdb_vector_get_data(v);
+        validity[i] = duckdb_vector_get_validity(v);
+    }
+    for (idx_t r = 0; r < rows; r++) {
+        AggRows *g = NULL;
+        if (row_is_valid(list_validity, r) && entries[r].length) {
+            if (!(g = agg_rows_new(f))) goto out_of_memory;
+            for (idx_t e = entries[r].offset; e < entries[r].offset + entries[r].length; e++) {
+                int whole = row_is_valid(struct_validity, e), any_null = !whole;
+                for (int i = 0; i < nargs && !any_null; i++) any_null = !row_is_valid(validity[i], e);
+                if (f->strict && any_null) continue; /* a strict aggregate never sees a NULL */
+                for (int i = 0; i < nargs; i++) {
+                    int code = f->codes[i], valid = whole && row_is_valid(validity[i], e);
+                    uint32_t len = (uint32_t)type_width(code);
+                    const uint8_t *value = data[i] + e * len;
+                    if (is_varlen(code) && valid) value = string_bytes((const duckdb_string_t *)data[i] + e, &len);
+                    if (agg_column_push(&g->cols[i], code, g->rows, value, valid ? len : 0, valid)) {
+                        agg_rows_free(g);
+                        goto out_of_memory;
+                    }
+                }
+                g->rows++;
+            }
+        }
+        int failed = agg_fold(f, &agg_binding, g, output, r, info, set_error);
+        agg_rows_free(g);
+        if (failed) return;
+    }
+    return;
+out_of_memory:
+    fail_with(info, set_error, "wasmudf: out of memory collecting a list's rows");
 }
 
 /* ---- DuckFunction, the Python type ------------------------------------------------------ */
@@ -996,7 +1054,7 @@ static int DuckFunction_init(DuckFunction *self, PyObject *args, PyObject *kw) {
     PyObject *seq = PySequence_Fast(codes, "codes must be a sequence");
     if (!seq) return -1;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    if (n < 1 || n > MAX_PARAMS || (kind != KIND_SCALAR && kind != KIND_AGGREGATE) ||
+    if (n < 1 || n > MAX_PARAMS || kind < KIND_SCALAR || kind > KIND_LIST_FORM ||
         (type_width(rcode) == 0 && !is_varlen(rcode)) || !PyCallable_Check(bind) || group_limit <= 0) {
         Py_DECREF(seq);
         PyErr_SetString(PyExc_ValueError, "bad function description");
@@ -1123,14 +1181,43 @@ static int registrar_open(Registrar *self) {
 static PyObject *Registrar_register(Registrar *self, PyObject *args) {
     DuckFunction *f;
     int deterministic;
-    if (!PyArg_ParseTuple(args, "O!p", &DuckFunctionType, &f, &deterministic) || registrar_open(self)) return NULL;
+    const char *name = NULL;
+    if (!PyArg_ParseTuple(args, "O!p|s", &DuckFunctionType, &f, &deterministic, &name) || registrar_open(self))
+        return NULL;
     f->deterministic = deterministic;
-    const char *name = PyUnicode_AsUTF8(f->what);
-    if (!name) return NULL;
+    if (!name && !(name = PyUnicode_AsUTF8(f->what))) return NULL;
     duckdb_logical_type rtype = logical_type(f->rcode);
     duckdb_state rc;
     Py_INCREF(f); /* DuckDB's reference, given back through release_reference */
-    if (f->kind == KIND_SCALAR) {
+    if (f->kind == KIND_LIST_FORM) {
+        duckdb_scalar_function s = duckdb_create_scalar_function();
+        duckdb_scalar_function_set_name(s, name);
+        duckdb_logical_type element, members[MAX_PARAMS];
+        char member_names[MAX_PARAMS][8];
+        const char *member_name_ptrs[MAX_PARAMS];
+        for (int i = 0; i < f->nargs; i++) {
+            members[i] = logical_type(f->codes[i]);
+            snprintf(member_names[i], sizeof member_names[i], "a%d", i);
+            member_name_ptrs[i] = member_names[i];
+        }
+        if (f->nargs == 1) element = members[0];
+        else element = duckdb_create_struct_type(members, member_name_ptrs, f->nargs);
+        duckdb_logical_type list = duckdb_create_list_type(element);
+        duckdb_scalar_function_add_parameter(s, list);
+        duckdb_destroy_logical_type(&list);
+        if (f->nargs > 1) duckdb_destroy_logical_type(&element);
+        for (int i = 0; i < f->nargs; i++) duckdb_destroy_logical_type(&members[i]);
+        duckdb_scalar_function_set_return_type(s, rtype);
+        duckdb_scalar_function_set_special_handling(s); /* a NULL list is an empty group */
+        if (!deterministic) duckdb_scalar_function_set_volatile(s);
+        duckdb_scalar_function_set_extra_info(s, f, release_reference);
+        duckdb_scalar_function_set_bind(s, scalar_bind);
+        duckdb_scalar_function_set_function(s, list_form_call);
+        Py_BEGIN_ALLOW_THREADS
+        rc = duckdb_register_scalar_function(self->conn, s);
+        duckdb_destroy_scalar_function(&s);
+        Py_END_ALLOW_THREADS
+    } else if (f->kind == KIND_SCALAR) {
         duckdb_scalar_function s = duckdb_create_scalar_function();
         duckdb_scalar_function_set_name(s, name);
         for (int i = 0; i < f->nargs; i++) {
@@ -1259,7 +1346,8 @@ static void Registrar_dealloc(Registrar *self) {
 }
 
 static PyMethodDef Registrar_methods[] = {
-    {"register", (PyCFunction)Registrar_register, METH_VARARGS, "register(DuckFunction, deterministic)"},
+    {"register", (PyCFunction)Registrar_register, METH_VARARGS,
+     "register(DuckFunction, deterministic, sql_name=its name)"},
     {"register_token", (PyCFunction)Registrar_register_token, METH_VARARGS,
      "register_token(name, value): a function of no arguments returning value"},
     {"execute", (PyCFunction)Registrar_execute, METH_VARARGS, "execute(sql): run a statement, no result"},

@@ -364,9 +364,9 @@ class DuckDBAdapter:
             )
 
     def sql_names(self, fn: Any, con: Any = None) -> list[str]:
-        """The SQL names a function (or its FunctionSpec) occupies: on the Python path an
-        aggregate also takes ``<name>_list``."""
-        if fn.kind == "aggregate" and not (con is not None and isinstance(native_database(con), NativeDatabase)):
+        """The SQL names a function (or its FunctionSpec) occupies: an aggregate also takes
+        ``<name>_list`` (on both paths, so the same SQL runs on either)."""
+        if fn.kind == "aggregate":
             return [fn.name, list_form(fn.name)]
         return [fn.name]
 

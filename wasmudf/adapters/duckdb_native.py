@@ -45,6 +45,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent
 EXTENSION = PACKAGE_DIR / "wasmudf.duckdb_extension"
 PUBLIC_KEY = PACKAGE_DIR / "duckdb_extension_key.pem"
 TOKEN_FUNCTION = "wasmudf_native_database"
+#: DuckFunction kinds (adapters/_duckdb.c).
+KIND_SCALAR, KIND_AGGREGATE, KIND_LIST_FORM = 0, 1, 2
 #: The most bytes of rows one group of a native aggregate may collect.
 GROUP_LIMIT_BYTES = 1 << 30
 
@@ -79,11 +81,16 @@ class NativeDatabase:
 
     def register(self, spec: FunctionSpec, bind: Any, output_limit: int, aggregate: bool) -> None:
         """Register (or replace) one function; ``bind()`` gives the calling thread's core and
-        export addresses, ``output_limit`` is -1 for none."""
-        speedups = _native.speedups
-        native = speedups.DuckFunction(
+        export addresses, ``output_limit`` is -1 for none. An aggregate ``f`` also gets the
+        Python path's ``f_list(list)``, so SQL written for either path runs on both."""
+        self._register(spec, bind, output_limit, KIND_AGGREGATE if aggregate else KIND_SCALAR, spec.name)
+        if aggregate:
+            self._register(spec, bind, output_limit, KIND_LIST_FORM, f"{spec.name}_list")
+
+    def _register(self, spec: FunctionSpec, bind: Any, output_limit: int, kind: int, sql_name: str) -> None:
+        native = _native.speedups.DuckFunction(
             spec.name,
-            1 if aggregate else 0,
+            kind,
             [t.code for t in spec.params],
             spec.returns.code,
             spec.strict,
@@ -93,11 +100,11 @@ class NativeDatabase:
             GROUP_LIMIT_BYTES,
             self.token,
         )
-        self.registrar.register(native, spec.deterministic)
-        previous = self.functions.get(spec.name.lower())
-        if previous is not None and previous is not native:
+        self.registrar.register(native, spec.deterministic, sql_name)
+        previous = self.functions.get(sql_name.lower())
+        if previous is not None:
             previous.disable()
-        self.functions[spec.name.lower()] = native
+        self.functions[sql_name.lower()] = native
 
     def unregister(self, name: str) -> bool:
         """Disable a native function (DuckDB cannot drop a C API function): later calls fail."""
