@@ -1193,7 +1193,7 @@ static PyObject *Registrar_register(Registrar *self, PyObject *args) {
         duckdb_scalar_function s = duckdb_create_scalar_function();
         duckdb_scalar_function_set_name(s, name);
         duckdb_logical_type element, members[MAX_PARAMS];
-        char member_names[MAX_PARAMS][8];
+        char member_names[MAX_PARAMS][16];
         const char *member_name_ptrs[MAX_PARAMS];
         for (int i = 0; i < f->nargs; i++) {
             members[i] = logical_type(f->codes[i]);
