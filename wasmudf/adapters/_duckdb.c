@@ -174,10 +174,6 @@ static void raise_to_duckdb(duckdb_function_info info, set_error_fn set_error) {
     free(raise_to_duckdb_text(info, set_error));
 }
 
-static void fail_with(duckdb_function_info info, set_error_fn set_error, const char *text) {
-    set_error(info, text);
-}
-
 /* ---- interruption ---------------------------------------------------------------------
 
    A running call stops within one epoch tick once the counter it watches moves past the
@@ -537,7 +533,7 @@ static void scalar_call(duckdb_function_info info, duckdb_data_chunk input, duck
     set_error_fn set_error = duckdb_scalar_function_set_error;
     idx_t rows = duckdb_data_chunk_get_size(input);
     if (!f->enabled) {
-        fail_with(info, set_error, f->unregistered_text);
+        set_error(info, f->unregistered_text);
         return;
     }
     if (!rows) return;
@@ -558,7 +554,7 @@ static void scalar_call(duckdb_function_info info, duckdb_data_chunk input, duck
     if (f->strict && any_validity) {
         sel = malloc(rows * sizeof *sel);
         if (!sel) {
-            fail_with(info, set_error, "wasmudf: out of memory");
+            set_error(info, "wasmudf: out of memory");
             return;
         }
         n = 0;
@@ -586,7 +582,7 @@ static void scalar_call(duckdb_function_info info, duckdb_data_chunk input, duck
     if (key_len) {
         char *known = remembered_failure(f, key, key_len);
         if (known) {
-            fail_with(info, set_error, known);
+            set_error(info, known);
             free(known);
             goto done;
         }
@@ -595,7 +591,7 @@ static void scalar_call(duckdb_function_info info, duckdb_data_chunk input, duck
     for (int i = 0; i < nargs; i++) {
         VectorColumn *col = &cols[i];
         if (size_vector_column(col, sel, n, f->strict)) {
-            fail_with(info, set_error, "wasmudf: one vector's text is over 2 GiB");
+            set_error(info, "wasmudf: one vector's text is over 2 GiB");
             goto done;
         }
         col->at_validity = pos;
@@ -991,7 +987,7 @@ static void list_form_call(duckdb_function_info info, duckdb_data_chunk input, d
     DuckFunction *f = duckdb_scalar_function_get_extra_info(info);
     set_error_fn set_error = duckdb_scalar_function_set_error;
     if (!f->enabled) {
-        fail_with(info, set_error, f->unregistered_text);
+        set_error(info, f->unregistered_text);
         return;
     }
     idx_t rows = duckdb_data_chunk_get_size(input);
@@ -1037,7 +1033,7 @@ static void list_form_call(duckdb_function_info info, duckdb_data_chunk input, d
     }
     return;
 out_of_memory:
-    fail_with(info, set_error, "wasmudf: out of memory collecting a list's rows");
+    set_error(info, "wasmudf: out of memory collecting a list's rows");
 }
 
 /* ---- DuckFunction, the Python type ------------------------------------------------------ */
@@ -1128,15 +1124,8 @@ static PyObject *DuckFunction_disable(DuckFunction *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
-static PyObject *DuckFunction_get_enabled(DuckFunction *self, void *closure) { return PyBool_FromLong(self->enabled); }
-
 static PyMethodDef DuckFunction_methods[] = {
     {"disable", (PyCFunction)DuckFunction_disable, METH_NOARGS, "make every later call fail (unregistered)"},
-    {NULL},
-};
-
-static PyGetSetDef DuckFunction_getset[] = {
-    {"enabled", (getter)DuckFunction_get_enabled, NULL, "False once disabled", NULL},
     {NULL},
 };
 
@@ -1153,7 +1142,6 @@ static PyTypeObject DuckFunctionType = {
     .tp_traverse = (traverseproc)DuckFunction_traverse,
     .tp_clear = (inquiry)DuckFunction_clear,
     .tp_methods = DuckFunction_methods,
-    .tp_getset = DuckFunction_getset,
 };
 
 /* ---- Registrar: one connection to a database that loaded the extension ------------------- */
@@ -1300,24 +1288,6 @@ static PyObject *Registrar_register_token(Registrar *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static PyObject *Registrar_execute(Registrar *self, PyObject *args) {
-    const char *sql;
-    if (!PyArg_ParseTuple(args, "s", &sql) || registrar_open(self)) return NULL;
-    duckdb_result result;
-    duckdb_state rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = duckdb_query(self->conn, sql, &result);
-    Py_END_ALLOW_THREADS
-    if (rc == DuckDBError) {
-        const char *e = duckdb_result_error(&result);
-        PyErr_Format(PyExc_RuntimeError, "%s", e ? e : "DuckDB refused the statement");
-        duckdb_destroy_result(&result);
-        return NULL;
-    }
-    duckdb_destroy_result(&result);
-    Py_RETURN_NONE;
-}
-
 static void registrar_close(Registrar *self) {
     if (!self->conn) return;
     duckdb_connection conn = self->conn;
@@ -1350,7 +1320,6 @@ static PyMethodDef Registrar_methods[] = {
      "register(DuckFunction, deterministic, sql_name=its name)"},
     {"register_token", (PyCFunction)Registrar_register_token, METH_VARARGS,
      "register_token(name, value): a function of no arguments returning value"},
-    {"execute", (PyCFunction)Registrar_execute, METH_VARARGS, "execute(sql): run a statement, no result"},
     {"close", (PyCFunction)Registrar_close, METH_NOARGS, "disconnect (the database may close then)"},
     {NULL},
 };

@@ -180,6 +180,17 @@ def _interrupt_check(con: Any) -> Any:
     return for_call
 
 
+def _register_natively(con: Any, fn: Any, bind: Any) -> bool:
+    """Register ``fn`` through DuckDB's C API when ``con``'s database has the extension;
+    False when it takes the Python path."""
+    db = native_database(con)
+    if not isinstance(db, NativeDatabase):
+        return False
+    db.register(fn.spec, bind, fn.output_limit, aggregate=fn.kind == "aggregate")
+    duckdb_native.track(con, db)
+    return True
+
+
 def _register_scalar(con: Any, fn: ScalarFunction) -> None:
     """Create the DuckDB function (its names must be free)."""
     spec = fn.spec
@@ -371,19 +382,11 @@ class DuckDBAdapter:
         return [fn.name]
 
     def register_scalar(self, con: Any, fn: ScalarFunction) -> None:
-        db = native_database(con)
-        if isinstance(db, NativeDatabase):
-            db.register(fn.spec, fn.thread_core, fn.output_limit, aggregate=False)
-            duckdb_native.track(con, db)
-        else:
+        if not _register_natively(con, fn, fn.thread_core):
             _register_scalar(con, fn)
 
     def register_aggregate(self, con: Any, fn: AggregateFunction) -> None:
-        db = native_database(con)
-        if isinstance(db, NativeDatabase):
-            db.register(fn.spec, fn.thread_exports, fn.output_limit, aggregate=True)
-            duckdb_native.track(con, db)
-        else:
+        if not _register_natively(con, fn, fn.thread_exports):
             _register_aggregate(con, fn)
 
     def unregister(self, con: Any, name: str, numargs: int = -1) -> None:
