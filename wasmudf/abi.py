@@ -98,7 +98,12 @@ AGGREGATE_EXPORTS = {
     "merge": (("i32", "i32"), ("i32",)),
     "inverse": (("i32", "i32", "i32"), ("i32",)),
     "value": (("i32", "i32"), ("i32",)),
+    "serialize": (("i32", "i32"), ("i32",)),
+    "deserialize": (("i32", "i32"), ("i32",)),
 }
+#: Optional aggregate exports that let a state move between instances (ABI §5): all three
+#: or none is what the hosts use; a module may export merge alone.
+STATE_MOVING_PARTS = ("merge", "serialize", "deserialize")
 HOST_IMPORT_SIGNATURES = {
     "log": (("i32", "i32", "i32"), ()),
     "config_get": (("i32", "i32", "i32", "i32"), ("i32",)),

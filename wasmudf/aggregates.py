@@ -10,13 +10,14 @@ a group is. How an engine steps rows in (SQLite's one at a time) is its adapter'
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+import ctypes
+from collections.abc import Callable, Iterator, Sequence, Set
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
-from .abi import FunctionSpec
+from .abi import TYPES, FunctionSpec
 from .columns import arrow_columns, plain_array, row_ranges, row_value, valid_rows, value_kind
 from .errors import ArgumentTypeError, GuestError, GuestFailure, UsageError
 from .functions import BATCH_ROWS, ArrowArguments
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from .instance import Instance, InstancePool
 
 _SHAPE_FOLD, _SHAPE_RESULT = 1, 2
+BINARY = TYPES["binary"]
 
 
 class AggregateFunction(ArrowArguments):
@@ -42,13 +44,18 @@ class AggregateFunction(ArrowArguments):
 
     kind = "aggregate"
 
-    def __init__(self, pool: InstancePool, spec: FunctionSpec, *, has_merge: bool):
+    def __init__(self, pool: InstancePool, spec: FunctionSpec, *, optional_parts: Set[str] = frozenset()):
         #: The module's instances, one per thread (``pool.spec.label`` names the module).
         self.pool = pool
         self.spec = spec
         self.name = spec.name
         self.window = spec.window
-        self.has_merge = has_merge
+        #: The optional exports it has among merge, serialize and deserialize.
+        self.optional_parts = frozenset(optional_parts)
+        self.has_merge = "merge" in self.optional_parts
+        #: True when states can leave an instance as bytes and come back in another
+        #: (``__serialize``/``__deserialize``; ``__merge`` then combines them).
+        self.movable = self.optional_parts >= {"merge", "serialize", "deserialize"}
         self.return_type = spec.returns.arrow
         self._arrow_params = [t.arrow for t in spec.params]
         limit = pool.spec.limits.output_bytes
@@ -58,23 +65,41 @@ class AggregateFunction(ArrowArguments):
     def __repr__(self) -> str:
         return f"<AggregateFunction {self.spec.signature()} from {self.pool.spec.label}>"
 
-    def thread_exports(self) -> tuple[Any, int, int, int, Callable[[], None]]:
+    def thread_exports(self) -> tuple[Any, ...]:
         """This thread's core, the addresses of ``__init``, ``__update`` and ``__finalize`` in
-        it, and what raises the error for an ``__init`` that returned 0 (for callers in C)."""
+        it, what raises the error for an ``__init`` (or ``__deserialize``) that returned 0, and
+        then those of ``__merge``, ``__serialize`` and ``__deserialize`` (0 when the module does
+        not move states). For callers in C."""
         inst = self.pool.get(self.name)
         export = self.spec.export
+        moving = [inst.func_addr(f"{export}__{p}") if self.movable else 0 for p in ("merge", "serialize", "deserialize")]
         return (
             inst.core,
             inst.func_addr(f"{export}__init"),
             inst.func_addr(f"{export}__update"),
             inst.func_addr(f"{export}__finalize"),
-            lambda: _raise_init_failed(self, inst),
+            lambda part="__init": _raise_init_failed(self, inst, part),
+            *moving,
         )
 
     def start(self, interrupted: Callable[[], bool] | None = None) -> AggregateState:
         """A new, empty group (``__init``) in this thread's instance; ``interrupted`` stops a
         running guest call of this state within one epoch tick once it returns true."""
         return AggregateState(self, interrupted)
+
+    def restore(self, data: bytes, interrupted: Callable[[], bool] | None = None) -> AggregateState:
+        """A state rebuilt (``__deserialize``) in this thread's instance from the bytes that
+        :meth:`AggregateState.serialize` gave, in this or another instance of the module."""
+        self._require_movable()
+        return AggregateState(self, interrupted, serialized=bytes(data))
+
+    def _require_movable(self) -> None:
+        if not self.movable:
+            missing = sorted({"merge", "serialize", "deserialize"} - self.optional_parts)
+            raise UsageError(
+                f"`{self.name}` cannot move its states between instances: the module lacks "
+                + ", ".join(f"{self.spec.export}__{p}" for p in missing)
+            )
 
     def aggregate(self, *args: Any) -> Any:
         """Aggregate every row of the arguments (arrays, chunked arrays or sequences, one per
@@ -193,12 +218,13 @@ class AggregateFunction(ArrowArguments):
         return pa.table({"key": grouped["key"], self.name: self.aggregate_lists(*lists)})
 
 
-def _raise_init_failed(fn: AggregateFunction, inst: Instance) -> None:
-    """An ``__init`` returned 0: the instance is suspect, and the error says so."""
+def _raise_init_failed(fn: AggregateFunction, inst: Instance, part: str = "__init") -> None:
+    """An ``__init`` (or ``__deserialize``) returned 0: the instance is suspect, and the error
+    says so."""
     inst.broken = True
     message = inst.guest_message()
     raise GuestFailure(
-        f"`{fn.name}` in {inst.label}: {fn.spec.export}__init returned 0, no state" + (f": {message}" if message else ""),
+        f"`{fn.name}` in {inst.label}: {fn.spec.export}{part} returned 0, no state" + (f": {message}" if message else ""),
         guest_message=message,
         function=fn.name,
         module=inst.label,
@@ -209,7 +235,9 @@ class AggregateState:
     """One group's state inside one instance. Not thread-safe: use it on the thread that
     started it. Every state ends with :meth:`finish` (or :meth:`abandon`)."""
 
-    def __init__(self, fn: AggregateFunction, interrupted: Callable[[], bool] | None = None):
+    def __init__(
+        self, fn: AggregateFunction, interrupted: Callable[[], bool] | None = None, serialized: bytes | None = None
+    ):
         self.fn = fn
         self._interrupted = interrupted
         self._pool = fn.pool
@@ -217,9 +245,12 @@ class AggregateState:
         self._open = False
         inst = self._pool.get(fn.name)
         _release_orphans(inst)
-        handle = self._guest(inst, lambda: inst.call(f"{self._export}__init", (), what=fn.name))
+        if serialized is None:
+            handle = self._guest(inst, lambda: inst.call(f"{self._export}__init", (), what=fn.name))
+        else:
+            handle = self._guest(inst, lambda: _deserialize(inst, self._export, fn.name, serialized))
         if not handle:
-            _raise_init_failed(fn, inst)
+            _raise_init_failed(fn, inst, "__init" if serialized is None else "__deserialize")
         self._inst: Instance = inst
         self._handle = handle
         self._open = True
@@ -281,6 +312,24 @@ class AggregateState:
     def finish(self) -> Any:
         """The result; the state is released (also when this fails)."""
         return self._result("finalize")
+
+    def serialize(self) -> bytes:
+        """The state as bytes (``__serialize``), for :meth:`AggregateFunction.restore` in any
+        instance of the module; the state is released (also when this fails)."""
+        self.fn._require_movable()
+        self._check_alive()
+        self._open = False
+        self._inst.live_states -= 1
+        inst, name = self._inst, self.fn.name
+        func = inst.func_addr(f"{self._export}__serialize")
+        result = self._guest(
+            inst,
+            lambda: inst.core.call_batch(func, name, 1, BINARY.code, self.fn._output_limit, None, (), _SHAPE_RESULT, self._handle),
+        )
+        data = row_value(inst, name, BINARY, result)
+        if data is None:
+            raise inst.invalid_output(name, f"{self._export}__serialize returned NULL, not the state's bytes")
+        return data
 
     def abandon(self) -> None:
         """Release the state without a result (after a failure); never raises."""
@@ -392,6 +441,15 @@ class AggregateState:
         rtype = fn.spec.returns
         result = inst.core.call_batch(func, name, 1, rtype.code, fn._output_limit, None, (), _SHAPE_RESULT, self._handle)
         return row_value(inst, name, rtype, result)
+
+
+def _deserialize(inst: Instance, export: str, name: str, data: bytes) -> int | None:
+    """``__deserialize`` over ``data`` copied into the arena: the new state's handle."""
+    core = inst.core
+    at = core.frame_block(max(len(data), 1), name, True)
+    base, _ = core.memory()
+    ctypes.memmove(base + at, data, len(data))
+    return inst.call(f"{export}__deserialize", (at, len(data)), what=name)
 
 
 def _release_orphans(inst: Instance) -> None:

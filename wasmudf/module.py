@@ -13,7 +13,7 @@ from typing import Any
 import wasmtime
 
 from . import abi, wasmbin
-from .abi import Manifest, format_signature
+from .abi import FunctionSpec, Manifest, format_signature
 from .aggregates import AggregateFunction
 from .caches import LruCache
 from .capabilities import CapabilityContext, SecretStore, secret_store
@@ -79,8 +79,8 @@ class Module:
             if spec.kind == "scalar":
                 funcs[spec.name] = ScalarFunction(self._pool, spec)
             else:
-                has_merge = f"{spec.export}__merge" in export_names
-                funcs[spec.name] = AggregateFunction(self._pool, spec, has_merge=has_merge)
+                parts = {p for p in abi.STATE_MOVING_PARTS if f"{spec.export}__{p}" in export_names}
+                funcs[spec.name] = AggregateFunction(self._pool, spec, optional_parts=parts)
         self.functions: Mapping[str, Any] = MappingProxyType(funcs)
         try:
             # A module that cannot start (a start function that loops, a memory over the
@@ -323,14 +323,30 @@ def _check_exports(compiled: wasmtime.Module, manifest: Manifest, label: str) ->
     for spec in manifest.functions:
         for name, sig in abi.required_exports(spec).items():
             _check_export(exports, name, sig, label, f"function {spec.name!r} needs")
-        merge = f"{spec.export}__merge"
-        if spec.kind == "aggregate" and merge in exports:
-            optional[merge] = abi.AGGREGATE_EXPORTS["merge"]
+        if spec.kind == "aggregate":
+            for part in abi.STATE_MOVING_PARTS:
+                optional[f"{spec.export}__{part}"] = abi.AGGREGATE_EXPORTS[part]
+            _check_state_moving(spec, exports, label)
     for name, sig in required.items():
         _check_export(exports, name, sig, label, "the ABI requires")
     for name, sig in optional.items():
         if name in exports:
             _check_export(exports, name, sig, label, "the ABI defines")
+
+
+def _check_state_moving(spec: FunctionSpec, exports: dict[str, Any], label: str) -> None:
+    """``__serialize`` and ``__deserialize`` come as a pair, and only with ``__merge``: a
+    state that moves between instances is only of use where it can be combined."""
+    have = [p for p in ("serialize", "deserialize") if f"{spec.export}__{p}" in exports]
+    if not have:
+        return
+    missing = [p for p in abi.STATE_MOVING_PARTS if f"{spec.export}__{p}" not in exports]
+    if missing:
+        raise ExportError(
+            f"{label}: aggregate {spec.name!r} exports {', '.join(f'{spec.export}__{p}' for p in have)} "
+            f"without {', '.join(f'{spec.export}__{p}' for p in missing)}; "
+            "serialize, deserialize and merge come together (ABI §5)"
+        )
 
 
 def _check_export(exports: dict[str, Any], name: str, sig: Any, label: str, why: str) -> None:

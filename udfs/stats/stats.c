@@ -67,6 +67,7 @@ WASMUDF_WINDOW_AGGREGATE(geo_mean, float64,
                          "geometric mean; NULL for no rows or when a value is not positive and finite",
                          geomean_state, float64)
 WASMUDF_AGGREGATE_MERGE(geo_mean)
+WASMUDF_AGGREGATE_FLAT_STATE(geo_mean)
 
 /* ------------------------------------------------------------------ weighted_avg ------- */
 
@@ -95,6 +96,7 @@ WASMUDF_WINDOW_AGGREGATE(weighted_mean, float64,
                          "sum(value * weight) / sum(weight); NULL when the weights sum to 0",
                          wavg_state, float64, float64)
 WASMUDF_AGGREGATE_MERGE(weighted_mean)
+WASMUDF_AGGREGATE_FLAT_STATE(weighted_mean)
 
 /* ------------------------------------------------------------------ median ------------- */
 /* Exact: keeps every value and selects the middle one(s) at the end. */
@@ -155,6 +157,20 @@ static void median_exact_merge(median_state *s, median_state *o) {
 WASMUDF_AGGREGATE(median_exact, float64, "exact median (mean of the two middle values for an even count); NaN skipped",
                   median_state, float64)
 WASMUDF_AGGREGATE_MERGE(median_exact)
+
+/* Moving between instances: the values themselves, 8 bytes each. */
+static wasmudf_bytes median_exact_serialize(median_state *s) {
+    return (wasmudf_bytes){(const uint8_t *)s->values, s->count * (uint32_t)sizeof(double)};
+}
+static void median_exact_deserialize(median_state *s, wasmudf_bytes b) {
+    if (b.len % sizeof(double)) { wasmudf_fail("median_exact: a serialized state of the wrong size"); return; }
+    for (uint32_t at = 0; at < b.len && !wasmudf__failed; at += sizeof(double)) {
+        double x;
+        __builtin_memcpy(&x, b.ptr + at, sizeof x);
+        median_exact_step(s, x);
+    }
+}
+WASMUDF_AGGREGATE_SERIALIZE(median_exact)
 /* Optional hooks come after the declaration, which declares them weak. */
 void median_exact_destroy(median_state *s) { wasmudf_state_free(s->values); }
 
@@ -213,6 +229,31 @@ static void most_frequent_merge(mode_state *s, mode_state *o) {
 }
 WASMUDF_AGGREGATE(most_frequent, int64, "most frequent value; the smallest of equally frequent ones", mode_state, int64)
 WASMUDF_AGGREGATE_MERGE(most_frequent)
+
+/* Moving between instances: (value, count) pairs, 12 bytes each. */
+static wasmudf_bytes most_frequent_serialize(mode_state *s) {
+    uint8_t *out = (uint8_t *)wasmudf_str_alloc(s->size * 12);
+    if (!out) return (wasmudf_bytes){0, 0}; /* wasmudf_str_alloc failed the call */
+    uint32_t at = 0;
+    for (uint32_t i = 0; i < s->capacity; i++) {
+        if (!s->slots[i].used) continue;
+        __builtin_memcpy(out + at, &s->slots[i].key, 8);
+        __builtin_memcpy(out + at + 8, &s->slots[i].count, 4);
+        at += 12;
+    }
+    return (wasmudf_bytes){out, at};
+}
+static void most_frequent_deserialize(mode_state *s, wasmudf_bytes b) {
+    if (b.len % 12) { wasmudf_fail("most_frequent: a serialized state of the wrong size"); return; }
+    for (uint32_t at = 0; at < b.len; at += 12) {
+        int64_t key;
+        uint32_t count;
+        __builtin_memcpy(&key, b.ptr + at, 8);
+        __builtin_memcpy(&count, b.ptr + at + 8, 4);
+        if (mode_add(s, key, count)) return;
+    }
+}
+WASMUDF_AGGREGATE_SERIALIZE(most_frequent)
 void most_frequent_destroy(mode_state *s) { wasmudf_state_free(s->slots); }
 
 /* ------------------------------------------------------------------ common_prefix ------ */
@@ -247,6 +288,22 @@ static void common_prefix_merge(prefix_state *s, prefix_state *o) {
 WASMUDF_AGGREGATE(common_prefix, utf8, "longest common prefix of the strings, in whole characters",
                   prefix_state, utf8)
 WASMUDF_AGGREGATE_MERGE(common_prefix)
+
+/* Moving between instances: nothing for a state that saw no row, else a 1 and the prefix. */
+static wasmudf_bytes common_prefix_serialize(prefix_state *s) {
+    if (!s->seen) return (wasmudf_bytes){0, 0};
+    uint8_t *out = (uint8_t *)wasmudf_str_alloc(s->len + 1);
+    if (!out) return (wasmudf_bytes){0, 0};
+    out[0] = 1;
+    __builtin_memcpy(out + 1, s->prefix, s->len);
+    return (wasmudf_bytes){out, s->len + 1};
+}
+static void common_prefix_deserialize(prefix_state *s, wasmudf_bytes b) {
+    if (!b.len) return;
+    if (b.ptr[0] != 1) { wasmudf_fail("common_prefix: a serialized state that is not one"); return; }
+    common_prefix_step(s, wasmudf_str_of((const char *)b.ptr + 1, b.len - 1));
+}
+WASMUDF_AGGREGATE_SERIALIZE(common_prefix)
 void common_prefix_destroy(prefix_state *s) { wasmudf_state_free(s->prefix); }
 
 /* ------------------------------------------------------------------ hll_distinct ------- */
@@ -291,3 +348,4 @@ static void hll_distinct_merge(hll_state *s, hll_state *o) {
 WASMUDF_AGGREGATE(hll_distinct, int64, "approximate count of distinct values (HyperLogLog, 1.6% standard error)",
                   hll_state, int64)
 WASMUDF_AGGREGATE_MERGE(hll_distinct)
+WASMUDF_AGGREGATE_FLAT_STATE(hll_distinct)

@@ -75,6 +75,7 @@ typedef struct {
     int strict;
     long long output_limit; /* Limits.output_bytes; < 0: none */
     long long group_limit;  /* aggregates: the most bytes of rows one group may collect */
+    int movable;            /* aggregates: states move between instances (ABI §5) */
     uint64_t generation;    /* unique per function: what a thread's cached binding is for */
     volatile int enabled;   /* 0 once unregistered: calls fail */
     char unregistered_text[160]; /* the error then */
@@ -96,12 +97,13 @@ static void release_reference(void *p) {
     PyGILState_Release(gil);
 }
 
-/* One thread's instance for one function: up to four export addresses (a scalar's one; an
-   aggregate's __init, __update, __finalize) and, for an aggregate, init_failed(), which
-   raises the error for an __init that returned 0. */
+/* One thread's instance for one function: its export addresses (a scalar's one; an
+   aggregate's __init, __update, __finalize, then __merge, __serialize, __deserialize when it
+   moves states) and, for an aggregate, init_failed(part), which raises the error for an
+   __init or __deserialize that returned 0. */
 typedef struct {
     Core *core;
-    void *funcs[3];
+    void *funcs[6];
     PyObject *init_failed;
     unsigned long thread;
     uint64_t generation;
@@ -119,15 +121,14 @@ static int binding_bind(DuckFunction *f, ThreadBinding *b) {
     PyObject *bound = PyObject_CallNoArgs(f->bind);
     if (!bound) return -1;
     PyObject *core, *init_failed = Py_None;
-    unsigned long long a0 = 0, a1 = 0, a2 = 0;
-    int ok = PyArg_ParseTuple(bound, "O!K|KKO", &CoreType, &core, &a0, &a1, &a2, &init_failed);
+    unsigned long long a[6] = {0};
+    int ok = PyArg_ParseTuple(bound, "O!K|KKOKKK", &CoreType, &core, &a[0], &a[1], &a[2], &init_failed, &a[3], &a[4],
+                              &a[5]);
     if (ok) {
         binding_clear(b);
         b->core = (Core *)Py_NewRef(core);
         b->init_failed = Py_NewRef(init_failed);
-        b->funcs[0] = (void *)(uintptr_t)a0;
-        b->funcs[1] = (void *)(uintptr_t)a1;
-        b->funcs[2] = (void *)(uintptr_t)a2;
+        for (int i = 0; i < 6; i++) b->funcs[i] = (void *)(uintptr_t)a[i];
         b->thread = PyThread_get_thread_ident();
         b->generation = f->generation;
     }
@@ -688,10 +689,21 @@ typedef struct {
     AggColumn cols[];
 } AggRows;
 
-/* DuckDB's state for one group: a pointer to its rows (NULL while it has none). */
+/* DuckDB's state for one group. A function that cannot move its states keeps the group's rows
+   (`rows`, NULL while it has none). One that can (ABI §5: __serialize, __deserialize, __merge)
+   also keeps serialized guest states (`blobs`: each a u32 length and its bytes, 4-aligned),
+   and the group is the merge of them all plus the rows. Rows are folded into one blob every
+   FOLD_ROWS rows, and a combine only appends the source's blobs until there are MAX_BLOBS:
+   a group's memory stays bounded, and DuckDB's combines (threads, window segment trees) cost
+   a copy now and a merge of small states when the group is finalized. */
 typedef struct {
     AggRows *rows;
+    Buf blobs;
+    uint32_t nblobs, largest_blob;
 } AggState;
+
+#define FOLD_ROWS 256
+#define MAX_BLOBS 32
 
 static void agg_rows_free(AggRows *g) {
     if (!g) return;
@@ -763,17 +775,304 @@ static inline int agg_column_push(AggColumn *col, int code, uint32_t row, const 
     return buf_append(&col->offsets, &end, 4);
 }
 
+/* Append all of `src`'s rows to `dst`, a column at a time. */
+static int agg_rows_extend(const DuckFunction *f, AggRows *dst, const AggRows *src) {
+    for (int i = 0; i < f->nargs; i++) {
+        const AggColumn *from = &src->cols[i];
+        AggColumn *to = &dst->cols[i];
+        if (from->validity.len || to->validity.len) {
+            if (agg_column_materialize(to, dst->rows)) return -1;
+            for (uint32_t r = 0; r < src->rows; r++)
+                if (agg_column_bit(to, dst->rows + r, row_bit(&from->validity, r))) return -1;
+        }
+        if (buf_append(&to->values, from->values.p, from->values.len)) return -1;
+        if (is_varlen(f->codes[i])) {
+            uint32_t base = get_u32(to->offsets.p + to->offsets.len - 4);
+            if (buf_reserve(&to->offsets, (size_t)src->rows * 4)) return -1;
+            for (uint32_t r = 1; r <= src->rows; r++) {
+                put_u32(to->offsets.p + to->offsets.len, base + get_u32(from->offsets.p + 4 * r));
+                to->offsets.len += 4;
+            }
+        }
+    }
+    dst->rows += src->rows;
+    dst->bytes += src->bytes;
+    return 0;
+}
+
 static const char *group_too_big = "a group's rows are over the native aggregate's limit";
+static const char *out_of_memory = "wasmudf: out of memory collecting an aggregate's rows";
+
+static size_t agg_state_bytes(const AggState *s) { return (s->rows ? s->rows->bytes : 0) + s->blobs.len; }
+
+/* Append serialized states (a run of length-prefixed blobs, `count` of them). */
+static int agg_blobs_append(AggState *s, const uint8_t *run, size_t len, uint32_t count, uint32_t largest) {
+    if (buf_append(&s->blobs, run, len)) return -1;
+    s->nblobs += count;
+    if (largest > s->largest_blob) s->largest_blob = largest;
+    return 0;
+}
+
+static void agg_blobs_clear(AggState *s) {
+    s->blobs.len = 0;
+    s->nblobs = 0;
+    s->largest_blob = 0;
+}
+
+/* ---- aggregates: the guest side of one callback ----------------------------------------
+
+   Each callback (update, combine, finalize) works in the calling thread's instance: it takes
+   one frame block big enough for everything it copies in, opens guest states (__init or
+   __deserialize), feeds them rows, and ends every state it opened (__finalize, __serialize or
+   __merge) before it returns. So no guest state outlives a callback, and DuckDB may move the
+   host's states between threads as it likes. */
+
+/* A thread's instances for aggregates: a few, so two aggregates of one query that alternate
+   on a thread do not rebind each time. */
+#define AGG_BINDINGS 4
+static __thread ThreadBinding agg_bindings[AGG_BINDINGS];
+static __thread unsigned agg_binding_next;
+
+static ThreadBinding *agg_binding_for(const DuckFunction *f) {
+    for (int i = 0; i < AGG_BINDINGS; i++)
+        if (agg_bindings[i].generation == f->generation) return &agg_bindings[i];
+    return &agg_bindings[agg_binding_next++ % AGG_BINDINGS];
+}
+
+typedef struct {
+    DuckFunction *f;
+    ThreadBinding *b;
+    uint32_t block;
+    duckdb_function_info info;
+    set_error_fn set_error;
+    const volatile uint64_t *interrupt;
+} AggCall;
+
+/* The frame one __update batch of `g` needs (or __finalize's one row). */
+static uint64_t agg_frame_size(const DuckFunction *f, const AggRows *g) {
+    uint32_t total = g ? g->rows : 0;
+    uint32_t batch = total < BATCH_ROWS ? total : BATCH_ROWS;
+    uint64_t size = DESC * (uint64_t)(f->nargs + 1) + 64;
+    for (int i = 0; i < f->nargs && g; i++)
+        size += align8((batch + 7) / 8) + align8((uint64_t)(batch + 1) * 4) + align8(g->cols[i].values.len) +
+                align8((uint64_t)batch * 8);
+    return size;
+}
+
+static uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
+
+/* Begin a callback's guest work with a block of `size` bytes. 0, or -1 with the error set. */
+static int agg_call_begin(AggCall *a, DuckFunction *f, uint64_t size, duckdb_function_info info,
+                          set_error_fn set_error) {
+    a->f = f;
+    a->b = agg_binding_for(f);
+    a->info = info;
+    a->set_error = set_error;
+    a->interrupt = (const volatile uint64_t *)f->interrupt_view.buf;
+    return prepare_call(f, a->b, size, &a->block, info, set_error);
+}
+
+static int agg_call_failed(AggCall *a, void *err, void *trap, const OutputFailure *failure, uint32_t status) {
+    report_failure(a->f, a->b->core, err, trap, failure, status, a->info, a->set_error);
+    return -1;
+}
+
+/* A state that returned 0 from __init or __deserialize: the Python side words the error. */
+static int agg_no_state(AggCall *a, const char *part) {
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *r = PyObject_CallFunction(a->b->init_failed, "s", part);
+    Py_XDECREF(r);
+    if (!PyErr_Occurred()) PyErr_Format(PyExc_RuntimeError, "wasmudf: %s returned 0", part);
+    raise_to_duckdb(a->info, a->set_error);
+    PyGILState_Release(gil);
+    return -1;
+}
+
+static int agg_merge(AggCall *a, uint32_t state, uint32_t other);
+
+/* A guest state from one serialized blob (__deserialize). */
+static int agg_deserialize(AggCall *a, const uint8_t *bytes, uint32_t len, uint32_t *state) {
+    Core *c = a->b->core;
+    void *err, *trap;
+    if (len) memcpy(c->base + a->block, bytes, len);
+    c->scratch_bytes += len;
+    if (guarded_call(a->interrupt, c, a->b->funcs[5], a->block, len, 0, state, &err, &trap))
+        return agg_call_failed(a, err, trap, NULL, 0);
+    return *state ? 0 : agg_no_state(a, "__deserialize");
+}
+
+/* Open a guest state for the host state `s` (NULL: an empty group): its blobs deserialized and
+   merged, or __init when it has none. Its rows are not fed here. */
+static int agg_open(AggCall *a, const AggState *s, uint32_t *state) {
+    if (!s || !s->nblobs) {
+        void *err, *trap;
+        if (guarded_call(a->interrupt, a->b->core, a->b->funcs[0], 0, 0, 0, state, &err, &trap))
+            return agg_call_failed(a, err, trap, NULL, 0);
+        return *state ? 0 : agg_no_state(a, "__init");
+    }
+    const uint8_t *p = s->blobs.p;
+    for (uint32_t i = 0; i < s->nblobs; i++) {
+        uint32_t len = get_u32(p), other;
+        if (agg_deserialize(a, p + 4, len, i ? &other : state)) return -1;
+        if (i && agg_merge(a, *state, other)) return -1;
+        p += 4 + ((len + 3) & ~3u);
+    }
+    return 0;
+}
+
+/* Feed `g`'s rows to __update in batches. */
+static int agg_feed(AggCall *a, uint32_t state, const AggRows *g) {
+    DuckFunction *f = a->f;
+    Core *c = a->b->core;
+    int nargs = f->nargs;
+    uint32_t block = a->block, total = g ? g->rows : 0, status;
+    void *err, *trap;
+    for (uint32_t start = 0; start < total; start += BATCH_ROWS) {
+        uint8_t *frame = c->base + block;
+        uint32_t n = total - start < BATCH_ROWS ? total - start : BATCH_ROWS;
+        uint64_t pos = DESC * (uint64_t)nargs;
+        for (int i = 0; i < nargs; i++) {
+            const AggColumn *col = &g->cols[i];
+            int code = f->codes[i];
+            uint32_t nulls = 0, validity_at = 0, offsets_at = 0, values_at, values_len;
+            if (col->null_count) {
+                for (uint32_t r = start; r < start + n; r++) nulls += !row_bit(&col->validity, r);
+            }
+            if (nulls) {
+                validity_at = block + (uint32_t)pos;
+                uint8_t *dst = frame + pos;
+                memset(dst, 0, (n + 7) / 8);
+                for (uint32_t r = 0; r < n; r++)
+                    if (row_bit(&col->validity, start + r)) dst[r / 8] |= (uint8_t)(1u << (r % 8));
+                pos = align8(pos + (n + 7) / 8);
+            }
+            if (is_varlen(code)) {
+                uint32_t first = get_u32(col->offsets.p + 4 * (size_t)start);
+                offsets_at = block + (uint32_t)pos;
+                for (uint32_t r = 0; r <= n; r++)
+                    put_u32(frame + pos + 4 * r, get_u32(col->offsets.p + 4 * ((size_t)start + r)) - first);
+                pos = align8(pos + (uint64_t)(n + 1) * 4);
+                values_len = get_u32(col->offsets.p + 4 * ((size_t)start + n)) - first;
+                if (values_len) memcpy(frame + pos, col->values.p + first, values_len);
+                c->scratch_bytes += values_len;
+            } else {
+                values_len = n * (uint32_t)type_width(code);
+                memcpy(frame + pos, col->values.p + (size_t)start * type_width(code), values_len);
+            }
+            values_at = block + (uint32_t)pos;
+            pos = align8(pos + values_len);
+            put_desc(frame + DESC * i, code, n, nulls, validity_at, offsets_at, values_at, values_len);
+        }
+        if (guarded_call(a->interrupt, c, a->b->funcs[1], state, block, (uint32_t)nargs, &status, &err, &trap))
+            return agg_call_failed(a, err, trap, NULL, 0);
+        if (status) return agg_call_failed(a, NULL, NULL, NULL, status);
+    }
+    return 0;
+}
+
+/* Call a result export (`func`: __finalize or __serialize) on `state` with a one-row `code`
+   result prepared at the block's start, and check what came back; `want` is the descriptor. */
+static int agg_result(AggCall *a, void *func, uint32_t state, int code, uint32_t want[8]) {
+    Core *c = a->b->core;
+    uint8_t *frame = c->base + a->block;
+    uint32_t out_at = a->block, out_validity = out_at + DESC, out_values = out_at + DESC + 8;
+    uint32_t d[8] = {(uint32_t)code, 1, 0, out_validity, is_varlen(code) ? out_values : 0,
+                     is_varlen(code) ? 0 : out_values, is_varlen(code) ? 0 : (uint32_t)type_width(code), 0};
+    memcpy(want, d, sizeof d);
+    put_desc(frame, d[0], d[1], d[2], d[3], d[4], d[5], d[6]);
+    memset(frame + DESC, 0xFF, 8);
+    memset(frame + DESC + 8, 0, 8);
+    void *err, *trap;
+    uint32_t status;
+    OutputFailure failure;
+    if (guarded_call(a->interrupt, c, func, state, out_at, 0, &status, &err, &trap))
+        return agg_call_failed(a, err, trap, NULL, 0);
+    if (status) return agg_call_failed(a, NULL, NULL, NULL, status);
+    if (check_output(c, out_at, want, code, 1, a->f->output_limit, &failure))
+        return agg_call_failed(a, NULL, NULL, &failure, 0);
+    return 0;
+}
+
+/* __finalize the state into row `row` of `result`. */
+static int agg_finish(AggCall *a, uint32_t state, duckdb_vector result, idx_t row) {
+    uint32_t want[8];
+    OutputFailure failure;
+    if (agg_result(a, a->b->funcs[2], state, a->f->rcode, want)) return -1;
+    if (write_result(a->b->core, want, a->block, a->f->rcode, 1, NULL, row, result, &failure))
+        return agg_call_failed(a, NULL, NULL, &failure, 0);
+    return 0;
+}
+
+/* __serialize the state into the host state as its only blob (replacing the others). */
+static int agg_serialize(AggCall *a, uint32_t state, AggState *s) {
+    uint32_t want[8];
+    if (agg_result(a, a->b->funcs[4], state, ABI_BINARY, want)) return -1;
+    Core *c = a->b->core;
+    const uint8_t *frame = c->base + a->block;
+    if (!(frame[DESC] & 1)) {
+        OutputFailure failure = {.kind = OUTPUT_INVALID};
+        snprintf(failure.message, sizeof failure.message, "__serialize returned NULL, not the state's bytes");
+        return agg_call_failed(a, NULL, NULL, &failure, 0);
+    }
+    uint32_t at = get_u32(frame + 20), len = get_u32(frame + 24);
+    agg_blobs_clear(s);
+    if (buf_reserve(&s->blobs, 4 + (size_t)len + 3)) {
+        a->set_error(a->info, out_of_memory);
+        return -1;
+    }
+    put_u32(s->blobs.p, len);
+    if (len) memcpy(s->blobs.p + 4, c->base + at, len);
+    memset(s->blobs.p + 4 + len, 0, (4 - len % 4) % 4);
+    s->blobs.len = 4 + ((len + 3) & ~(size_t)3);
+    s->nblobs = 1;
+    s->largest_blob = len;
+    return 0;
+}
+
+static int agg_merge(AggCall *a, uint32_t state, uint32_t other) {
+    void *err, *trap;
+    uint32_t status;
+    if (guarded_call(a->interrupt, a->b->core, a->b->funcs[3], state, other, 0, &status, &err, &trap))
+        return agg_call_failed(a, err, trap, NULL, 0);
+    if (status) return agg_call_failed(a, NULL, NULL, NULL, status);
+    return 0;
+}
+
+/* The block a state needs to be opened and fed. */
+static uint64_t agg_state_frame(const DuckFunction *f, const AggState *s) {
+    return max_u64(agg_frame_size(f, s->rows), align8(s->largest_blob) + DESC + 16);
+}
+
+/* A movable state's pending rows folded into its blob. */
+static int agg_fold_in(DuckFunction *f, AggState *s, duckdb_function_info info) {
+    AggCall a;
+    uint32_t state;
+    if (agg_call_begin(&a, f, agg_state_frame(f, s), info, duckdb_aggregate_function_set_error) ||
+        agg_open(&a, s, &state) || agg_feed(&a, state, s->rows) || agg_serialize(&a, state, s))
+        return -1;
+    agg_rows_free(s->rows);
+    s->rows = NULL;
+    if (s->blobs.len > (unsigned long long)f->group_limit) {
+        duckdb_aggregate_function_set_error(info, group_too_big);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- aggregates: DuckDB's callbacks ------------------------------------------------------ */
 
 static idx_t agg_state_size(duckdb_function_info info) { return sizeof(AggState); }
 
-static void agg_init(duckdb_function_info info, duckdb_aggregate_state state) { ((AggState *)state)->rows = NULL; }
+static void agg_init(duckdb_function_info info, duckdb_aggregate_state state) {
+    memset(state, 0, sizeof(AggState));
+}
 
 static void agg_destroy(duckdb_aggregate_state *states, idx_t count) {
     for (idx_t i = 0; i < count; i++) {
         AggState *s = (AggState *)states[i];
         agg_rows_free(s->rows);
-        s->rows = NULL;
+        free(s->blobs.p);
+        memset(s, 0, sizeof *s);
     }
 }
 
@@ -814,157 +1113,55 @@ static void agg_update(duckdb_function_info info, duckdb_data_chunk input, duckd
         }
         g->bytes += (size_t)nargs;
         g->rows++;
-        if (g->bytes > limit || g->rows >= 0x7fffffffu) {
+        if (agg_state_bytes(s) > limit || g->rows >= 0x7fffffffu) {
             duckdb_aggregate_function_set_error(info, group_too_big);
             return;
         }
+        if (f->movable && g->rows >= FOLD_ROWS && agg_fold_in(f, s, info)) return;
     }
     return;
 out_of_memory:
-    duckdb_aggregate_function_set_error(info, "wasmudf: out of memory collecting an aggregate's rows");
-}
-
-/* Append all of `src`'s rows to `dst`, a column at a time. */
-static int agg_rows_extend(const DuckFunction *f, AggRows *dst, const AggRows *src) {
-    for (int i = 0; i < f->nargs; i++) {
-        const AggColumn *from = &src->cols[i];
-        AggColumn *to = &dst->cols[i];
-        if (from->validity.len || to->validity.len) {
-            if (agg_column_materialize(to, dst->rows)) return -1;
-            for (uint32_t r = 0; r < src->rows; r++)
-                if (agg_column_bit(to, dst->rows + r, row_bit(&from->validity, r))) return -1;
-        }
-        if (buf_append(&to->values, from->values.p, from->values.len)) return -1;
-        if (is_varlen(f->codes[i])) {
-            uint32_t base = get_u32(to->offsets.p + to->offsets.len - 4);
-            if (buf_reserve(&to->offsets, (size_t)src->rows * 4)) return -1;
-            for (uint32_t r = 1; r <= src->rows; r++) {
-                put_u32(to->offsets.p + to->offsets.len, base + get_u32(from->offsets.p + 4 * r));
-                to->offsets.len += 4;
-            }
-        }
-    }
-    dst->rows += src->rows;
-    dst->bytes += src->bytes;
-    return 0;
+    duckdb_aggregate_function_set_error(info, out_of_memory);
 }
 
 static void agg_combine(duckdb_function_info info, duckdb_aggregate_state *source, duckdb_aggregate_state *target,
                         idx_t count) {
     DuckFunction *f = duckdb_aggregate_function_get_extra_info(info);
     for (idx_t i = 0; i < count; i++) {
-        AggRows *src = ((AggState *)source[i])->rows;
-        if (!src || !src->rows) continue;
+        const AggState *src = (const AggState *)source[i];
         AggState *t = (AggState *)target[i];
-        if (!t->rows && !(t->rows = agg_rows_new(f))) goto out_of_memory;
-        if (t->rows->bytes + src->bytes > (unsigned long long)f->group_limit) {
+        int src_rows = src->rows && src->rows->rows;
+        if (!src_rows && !src->nblobs) continue;
+        if (agg_state_bytes(t) + agg_state_bytes(src) > (unsigned long long)f->group_limit) {
             duckdb_aggregate_function_set_error(info, group_too_big);
             return;
         }
-        if (agg_rows_extend(f, t->rows, src)) goto out_of_memory;
+        if (src->nblobs &&
+            agg_blobs_append(t, src->blobs.p, src->blobs.len, src->nblobs, src->largest_blob))
+            goto out_of_memory;
+        if (src_rows) {
+            if (!t->rows && !(t->rows = agg_rows_new(f))) goto out_of_memory;
+            if (agg_rows_extend(f, t->rows, src->rows)) goto out_of_memory;
+        }
+        if (f->movable && ((t->rows && t->rows->rows >= FOLD_ROWS) || t->nblobs > MAX_BLOBS) &&
+            agg_fold_in(f, t, info))
+            return;
     }
     return;
 out_of_memory:
-    duckdb_aggregate_function_set_error(info, "wasmudf: out of memory combining an aggregate's rows");
+    duckdb_aggregate_function_set_error(info, out_of_memory);
 }
 
-/* The finalizing thread's instance for aggregates: one per thread, for the function that
-   finalized last (a thread finalizes one function's groups after another's). */
-static __thread ThreadBinding agg_binding;
-
-/* Fold one group's rows in the instance and write its result to row `row` of `result`.
+/* One group's result into row `row` of `result`: its state opened, its rows fed, finalized.
    Without the GIL but for failures and fresh frame blocks. 0, or -1 with the error set. */
-static int agg_fold(DuckFunction *f, ThreadBinding *b, const AggRows *g, duckdb_vector result, idx_t row,
-                    duckdb_function_info info, set_error_fn set_error) {
-    int nargs = f->nargs, rcode = f->rcode;
-    /* The largest frame: one __update batch, or __finalize's one-row result. */
-    uint32_t total = g ? g->rows : 0;
-    uint32_t batch = total < BATCH_ROWS ? total : BATCH_ROWS;
-    uint64_t biggest = DESC * (uint64_t)(nargs + 1) + 64;
-    for (int i = 0; i < nargs && g; i++)
-        biggest += align8((batch + 7) / 8) + align8((uint64_t)(batch + 1) * 4) + align8(g->cols[i].values.len) +
-                   align8((uint64_t)batch * 8);
-    uint32_t block;
-    if (prepare_call(f, b, biggest, &block, info, set_error)) return -1;
-    Core *c = b->core;
-    void *err, *trap;
-    uint32_t state, status;
-    if (guarded_call((const volatile uint64_t *)f->interrupt_view.buf, c, b->funcs[0], 0, 0, 0, &state, &err, &trap))
-        goto call_failed;
-    if (!state) {
-        PyGILState_STATE gil = PyGILState_Ensure();
-        PyObject *r = PyObject_CallNoArgs(b->init_failed);
-        Py_XDECREF(r);
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "wasmudf: __init returned 0");
-        raise_to_duckdb(info, set_error);
-        PyGILState_Release(gil);
+static int agg_fold(DuckFunction *f, const AggState *s, duckdb_vector result, idx_t row, duckdb_function_info info,
+                    set_error_fn set_error) {
+    AggCall a;
+    uint32_t state;
+    if (agg_call_begin(&a, f, agg_state_frame(f, s), info, set_error) || agg_open(&a, s, &state) ||
+        agg_feed(&a, state, s->rows) || agg_finish(&a, state, result, row))
         return -1;
-    }
-    uint8_t *frame = c->base + block;
-    const volatile uint64_t *interrupt = (const volatile uint64_t *)f->interrupt_view.buf;
-    for (uint32_t start = 0; start < total; start += BATCH_ROWS) {
-        uint32_t n = total - start < BATCH_ROWS ? total - start : BATCH_ROWS;
-        uint64_t pos = DESC * (uint64_t)nargs;
-        for (int i = 0; i < nargs; i++) {
-            const AggColumn *col = &g->cols[i];
-            int code = f->codes[i];
-            uint32_t nulls = 0, validity_at = 0, offsets_at = 0, values_at, values_len;
-            if (col->null_count) {
-                for (uint32_t r = start; r < start + n; r++) nulls += !row_bit(&col->validity, r);
-            }
-            if (nulls) {
-                validity_at = block + (uint32_t)pos;
-                uint8_t *dst = frame + pos;
-                memset(dst, 0, (n + 7) / 8);
-                for (uint32_t r = 0; r < n; r++)
-                    if (row_bit(&col->validity, start + r)) dst[r / 8] |= (uint8_t)(1u << (r % 8));
-                pos = align8(pos + (n + 7) / 8);
-            }
-            if (is_varlen(code)) {
-                uint32_t first = get_u32(col->offsets.p + 4 * (size_t)start);
-                offsets_at = block + (uint32_t)pos;
-                for (uint32_t r = 0; r <= n; r++)
-                    put_u32(frame + pos + 4 * r, get_u32(col->offsets.p + 4 * ((size_t)start + r)) - first);
-                pos = align8(pos + (uint64_t)(n + 1) * 4);
-                values_len = get_u32(col->offsets.p + 4 * ((size_t)start + n)) - first;
-                if (values_len) memcpy(frame + pos, col->values.p + first, values_len);
-                c->scratch_bytes += values_len;
-            } else {
-                values_len = n * (uint32_t)type_width(code);
-                memcpy(frame + pos, col->values.p + (size_t)start * type_width(code), values_len);
-            }
-            values_at = block + (uint32_t)pos;
-            pos = align8(pos + values_len);
-            put_desc(frame + DESC * i, code, n, nulls, validity_at, offsets_at, values_at, values_len);
-        }
-        if (guarded_call(interrupt, c, b->funcs[1], state, block, (uint32_t)nargs, &status, &err, &trap)) goto call_failed;
-        if (status) {
-            report_failure(f, c, NULL, NULL, NULL, status, info, set_error);
-            return -1;
-        }
-    }
-    /* __finalize(state, out): one result row, prepared as for a one-row scalar call. */
-    uint32_t out_at = block, out_validity = block + DESC, out_values = block + DESC + 8;
-    uint32_t want[8] = {(uint32_t)rcode, 1, 0, out_validity, is_varlen(rcode) ? out_values : 0,
-                        is_varlen(rcode) ? 0 : out_values, is_varlen(rcode) ? 0 : (uint32_t)type_width(rcode), 0};
-    put_desc(frame, want[0], want[1], want[2], want[3], want[4], want[5], want[6]);
-    memset(frame + DESC, 0xFF, 8);
-    memset(frame + DESC + 8, 0, 8);
-    OutputFailure failure;
-    if (guarded_call(interrupt, c, b->funcs[2], state, out_at, 0, &status, &err, &trap)) goto call_failed;
-    if (status) {
-        report_failure(f, c, NULL, NULL, NULL, status, info, set_error);
-        return -1;
-    }
-    if (check_output(c, out_at, want, rcode, 1, f->output_limit, &failure) ||
-        write_result(c, want, out_at, rcode, 1, NULL, row, result, &failure)) {
-        report_failure(f, c, NULL, NULL, &failure, 0, info, set_error);
-        return -1;
-    }
     return 0;
-call_failed:
-    report_failure(f, c, err, trap, NULL, 0, info, set_error);
-    return -1;
 }
 
 static void agg_finalize(duckdb_function_info info, duckdb_aggregate_state *source, duckdb_vector result, idx_t count,
@@ -975,8 +1172,7 @@ static void agg_finalize(duckdb_function_info info, duckdb_aggregate_state *sour
         return;
     }
     for (idx_t i = 0; i < count; i++) {
-        if (agg_fold(f, &agg_binding, ((AggState *)source[i])->rows, result, offset + i, info,
-                     duckdb_aggregate_function_set_error))
+        if (agg_fold(f, (const AggState *)source[i], result, offset + i, info, duckdb_aggregate_function_set_error))
             return;
     }
 }
@@ -1027,7 +1223,8 @@ static void list_form_call(duckdb_function_info info, duckdb_data_chunk input, d
                 g->rows++;
             }
         }
-        int failed = agg_fold(f, &agg_binding, g, output, r, info, set_error);
+        AggState group = {.rows = g};
+        int failed = agg_fold(f, &group, output, r, info, set_error);
         agg_rows_free(g);
         if (failed) return;
     }
@@ -1040,12 +1237,12 @@ out_of_memory:
 
 static int DuckFunction_init(DuckFunction *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"name", "kind", "codes", "rcode", "strict", "output_limit", "bind", "interrupted",
-                            "group_limit", "token", NULL};
+                            "group_limit", "token", "movable", NULL};
     PyObject *what, *codes, *bind, *interrupted;
-    int kind, rcode, strict;
+    int kind, rcode, strict, movable = 0;
     long long output_limit, group_limit = 1LL << 30, token = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "UiOipLOO|LL", names, &what, &kind, &codes, &rcode, &strict,
-                                     &output_limit, &bind, &interrupted, &group_limit, &token))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "UiOipLOO|LLp", names, &what, &kind, &codes, &rcode, &strict,
+                                     &output_limit, &bind, &interrupted, &group_limit, &token, &movable))
         return -1;
     PyObject *seq = PySequence_Fast(codes, "codes must be a sequence");
     if (!seq) return -1;
@@ -1085,6 +1282,7 @@ static int DuckFunction_init(DuckFunction *self, PyObject *args, PyObject *kw) {
     self->output_limit = output_limit;
     self->group_limit = group_limit;
     self->token = token;
+    self->movable = movable && kind == KIND_AGGREGATE;
     self->generation = __atomic_fetch_add(&next_generation, 1, __ATOMIC_RELAXED);
     self->enabled = 1;
     free(self->memo_text);

@@ -186,7 +186,8 @@ def _register_natively(con: Any, fn: Any, bind: Any) -> bool:
     db = native_database(con)
     if not isinstance(db, NativeDatabase):
         return False
-    db.register(fn.spec, bind, fn.output_limit, aggregate=fn.kind == "aggregate")
+    aggregate = fn.kind == "aggregate"
+    db.register(fn.spec, bind, fn.output_limit, aggregate=aggregate, movable=aggregate and fn.movable)
     duckdb_native.track(con, db)
     return True
 

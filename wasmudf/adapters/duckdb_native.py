@@ -79,15 +79,21 @@ class NativeDatabase:
             _DATABASES.pop(self.token, None)
             self.registrar.close()
 
-    def register(self, spec: FunctionSpec, bind: Any, output_limit: int, aggregate: bool) -> None:
+    def register(
+        self, spec: FunctionSpec, bind: Any, output_limit: int, aggregate: bool, movable: bool = False
+    ) -> None:
         """Register (or replace) one function; ``bind()`` gives the calling thread's core and
         export addresses, ``output_limit`` is -1 for none. An aggregate ``f`` also gets the
-        Python path's ``f_list(list)``, so SQL written for either path runs on both."""
-        self._register(spec, bind, output_limit, KIND_AGGREGATE if aggregate else KIND_SCALAR, spec.name)
+        Python path's ``f_list(list)``, so SQL written for either path runs on both;
+        ``movable``: its states move between instances (ABI §5), so groups fold as they go."""
+        kind = KIND_AGGREGATE if aggregate else KIND_SCALAR
+        self._register(spec, bind, output_limit, kind, spec.name, movable)
         if aggregate:
-            self._register(spec, bind, output_limit, KIND_LIST_FORM, f"{spec.name}_list")
+            self._register(spec, bind, output_limit, KIND_LIST_FORM, f"{spec.name}_list", False)
 
-    def _register(self, spec: FunctionSpec, bind: Any, output_limit: int, kind: int, sql_name: str) -> None:
+    def _register(
+        self, spec: FunctionSpec, bind: Any, output_limit: int, kind: int, sql_name: str, movable: bool
+    ) -> None:
         native = _native.speedups.DuckFunction(
             spec.name,
             kind,
@@ -99,6 +105,7 @@ class NativeDatabase:
             self.interrupts,
             GROUP_LIMIT_BYTES,
             self.token,
+            movable,
         )
         self.registrar.register(native, spec.deterministic, sql_name)
         previous = self.functions.get(sql_name.lower())

@@ -36,6 +36,14 @@
  *     WASMUDF_AGGREGATE_MERGE(name)    after either: parallel engines may combine
  *                                      states with  static void name_merge(State *s, State *other)
  *                                      (`other` is destroyed and freed by the SDK).
+ *     WASMUDF_AGGREGATE_FLAT_STATE(name)  after the MERGE line, for a State of plain data (no
+ *                                      pointers): states move between instances as their bytes,
+ *                                      so DuckDB combines them in parallel and bounds a group's memory.
+ *     WASMUDF_AGGREGATE_SERIALIZE(name)   the same for a State that owns memory; you write
+ *             static wasmudf_bytes name_serialize(State *s);  the state as bytes (they may
+ *                                      point into the state, or come from wasmudf_str_alloc)
+ *             static void name_deserialize(State *s, wasmudf_bytes b);  fill a new, zeroed
+ *                                      state from them (wasmudf_fail when they make no sense)
  *     States and what they own live outside the arena: allocate with
  *     wasmudf_state_alloc(size) (zeroed) / wasmudf_state_realloc(p, size) / wasmudf_state_free(p);
  *     wasmudf_state_size(p) is a block's usable size, for growing arrays.
@@ -556,8 +564,8 @@ WASMUDF_WEAK _Noreturn void __assert_fail(const char *expr, const char *file, in
         return 0;                                                                             \
     }
 
-/* Write NAME_final(s) as row 0 of `out`; the state is released afterwards when RELEASE. */
-#define WASMUDF__AGG_RESULT(NAME, SUFFIX, RET, STATE, RELEASE)                                \
+/* Write FN(s) as row 0 of `out`; the state is released afterwards when RELEASE. */
+#define WASMUDF__AGG_RESULT(NAME, SUFFIX, FN, RET, STATE, RELEASE)                            \
     WASMUDF_EXPORT(#NAME "__" #SUFFIX) int32_t wasmudf__##SUFFIX##_##NAME(uint32_t state,    \
                                                                       uint32_t out) {        \
         STATE *s = WASMUDF__PTR(STATE, state);                                                \
@@ -566,7 +574,7 @@ WASMUDF_WEAK _Noreturn void __assert_fail(const char *expr, const char *file, in
         wasmudf__failed = false;                                                              \
         wasmudf__row_null = false;                                                            \
         o->null_count = 0;                                                                    \
-        WASMUDF_CTYPE(RET) v = NAME##_final(s);                                               \
+        WASMUDF_CTYPE(RET) v = FN(s);                                                         \
         int32_t status = wasmudf__failed ? 1 : 0;                                             \
         if (!status) {                                                                        \
             if (wasmudf__row_null) wasmudf__set_null_at(o, span, 0);                          \
@@ -605,7 +613,7 @@ WASMUDF_WEAK _Noreturn void __assert_fail(const char *expr, const char *file, in
         return (uint32_t)(uintptr_t)s;                                                        \
     }                                                                                         \
     WASMUDF__AGG_FOLD(NAME, update, NAME##_step, STATE, __VA_ARGS__)                          \
-    WASMUDF__AGG_RESULT(NAME, finalize, RET, STATE, 1)
+    WASMUDF__AGG_RESULT(NAME, finalize, NAME##_final, RET, STATE, 1)
 
 #define WASMUDF_AGGREGATE(NAME, RET, DOC, STATE, ...)                                         \
     WASMUDF__AGG_IMPL(NAME, RET, DOC, STATE, "false", __VA_ARGS__)
@@ -613,7 +621,7 @@ WASMUDF_WEAK _Noreturn void __assert_fail(const char *expr, const char *file, in
 #define WASMUDF_WINDOW_AGGREGATE(NAME, RET, DOC, STATE, ...)                                  \
     WASMUDF__AGG_IMPL(NAME, RET, DOC, STATE, "true", __VA_ARGS__)                             \
     WASMUDF__AGG_FOLD(NAME, inverse, NAME##_inverse, STATE, __VA_ARGS__)                      \
-    WASMUDF__AGG_RESULT(NAME, value, RET, STATE, 0)
+    WASMUDF__AGG_RESULT(NAME, value, NAME##_final, RET, STATE, 0)
 
 #define WASMUDF_AGGREGATE_MERGE(NAME)                                                         \
     WASMUDF_EXPORT(#NAME "__merge") int32_t wasmudf__merge_##NAME(uint32_t state,            \
@@ -625,5 +633,40 @@ WASMUDF_WEAK _Noreturn void __assert_fail(const char *expr, const char *file, in
         wasmudf__release_##NAME(t);                                                           \
         return wasmudf__failed ? 1 : 0;                                                       \
     }
+
+/* __serialize(state, out): the state's bytes as one binary row, the state released (ABI §5);
+ * __deserialize(bytes, len): a new state from them, 0 on failure. */
+#define WASMUDF_AGGREGATE_SERIALIZE(NAME)                                                     \
+    WASMUDF__AGG_RESULT(NAME, serialize, NAME##_serialize, binary, wasmudf__state_##NAME, 1)  \
+    WASMUDF_EXPORT(#NAME "__deserialize") uint32_t wasmudf__deserialize_##NAME(uint32_t ptr, \
+                                                                             uint32_t len) { \
+        wasmudf__state_##NAME *s =                                                            \
+            (wasmudf__state_##NAME *)wasmudf_state_alloc(sizeof(wasmudf__state_##NAME));      \
+        if (!s) {                                                                             \
+            wasmudf__set_message(#NAME ": out of memory for a state");                        \
+            return 0;                                                                         \
+        }                                                                                     \
+        wasmudf__failed = false;                                                              \
+        NAME##_deserialize(s, (wasmudf_bytes){WASMUDF__PTR(const uint8_t, ptr), len});        \
+        if (wasmudf__failed) {                                                                \
+            wasmudf__release_##NAME(s);                                                       \
+            return 0;                                                                         \
+        }                                                                                     \
+        return (uint32_t)(uintptr_t)s;                                                        \
+    }
+
+/* A State of plain data: its bytes are the serialized form. */
+#define WASMUDF_AGGREGATE_FLAT_STATE(NAME)                                                    \
+    static wasmudf_bytes NAME##_serialize(wasmudf__state_##NAME *s) {                         \
+        return (wasmudf_bytes){(const uint8_t *)s, sizeof *s};                                \
+    }                                                                                         \
+    static void NAME##_deserialize(wasmudf__state_##NAME *s, wasmudf_bytes b) {               \
+        if (b.len != sizeof *s) {                                                             \
+            wasmudf_fail(#NAME ": a serialized state of the wrong size");                     \
+            return;                                                                           \
+        }                                                                                     \
+        __builtin_memcpy(s, b.ptr, sizeof *s);                                                \
+    }                                                                                         \
+    WASMUDF_AGGREGATE_SERIALIZE(NAME)
 
 #endif /* WASMUDF_H */
