@@ -473,3 +473,61 @@ def test_every_aggregate_of_a_failing_group_is_released_on_sqlite(stats):
     assert stats._pool.get().live_states == 0
     assert query(con, "SELECT most_frequent(i) FROM t WHERE g = 2") == [(7,)]
     assert stats._pool.get().orphaned_states == []
+
+
+# -- states that move between instances (ABI §5) -------------------------------------------
+
+#: Rows for each example aggregate, and how its result compares (exactly, or to float rounding).
+MOVING = {
+    "geo_mean": (st.tuples(st.floats(1e-3, 1e6)), close),
+    "weighted_mean": (st.tuples(st.floats(-1e6, 1e6), st.floats(0.5, 10)), close),
+    "median_exact": (st.tuples(st.floats(-1e6, 1e6)), close),
+    "most_frequent": (st.tuples(st.integers(-3, 3)), int.__eq__),
+    "common_prefix": (st.tuples(st.sampled_from(["straße", "strand", "stra", "st", "über"])), str.__eq__),
+    "hll_distinct": (st.tuples(st.integers(-(2**63), 2**63 - 1)), int.__eq__),
+    "longest": (st.tuples(st.sampled_from(["", "straße", "strand", "né", "ne", "über"])), str.__eq__),
+    "char_total": (st.tuples(st.sampled_from(["", "straße", "né", "über"])), int.__eq__),
+    "spread": (st.tuples(st.floats(-1e6, 1e6)), close),
+    "sum_squares": (st.tuples(st.floats(-1e3, 1e3)), close),
+}
+
+
+def test_every_example_aggregate_moves_its_states(example_modules):
+    aggregates = {n: f for m in example_modules.values() for n, f in m.functions.items() if f.kind == "aggregate"}
+    assert set(MOVING) == set(aggregates)
+    assert [n for n, f in aggregates.items() if not f.movable] == []
+
+
+@pytest.mark.parametrize("name", list(MOVING))
+def test_states_built_in_other_instances_merge_to_the_whole(example_modules, name):
+    """Partial states built on other threads (so in other instances), serialized, restored
+    here and merged give what one state over every row gives, in all four SDKs."""
+    import threading
+
+    fn = next(m.functions[name] for m in example_modules.values() if name in m.functions)
+    row_strategy, same = MOVING[name]
+
+    @settings(max_examples=15, deadline=None)
+    @given(parts=st.lists(st.lists(row_strategy, max_size=40), min_size=1, max_size=4))
+    def check(parts):
+        blobs: list[bytes] = [b""] * len(parts)
+
+        def build(i: int) -> None:
+            state = fn.start()
+            state.update(*[[r[k] for r in parts[i]] for k in range(len(fn.spec.params))])
+            blobs[i] = state.serialize()
+
+        workers = [threading.Thread(target=build, args=(i,)) for i in range(len(parts))]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        merged = fn.restore(blobs[0])
+        for blob in blobs[1:]:
+            merged.merge(fn.restore(blob))
+        everything = [r for part in parts for r in part]
+        whole = fn.aggregate(*[[r[k] for r in everything] for k in range(len(fn.spec.params))])
+        got = merged.finish()
+        assert (got is None and whole is None) or same(got, whole)
+
+    check()

@@ -163,7 +163,7 @@ def _rust(source: Path, output: Path, sdk: Path) -> None:
 #    the ABI exports around the author's functions itself.
 
 _AS_DECLARATION = re.compile(
-    r'^\s*//\s*@wasmudf\s+(scalar|aggregate)\s+(\w+)\s*\(([^)]*)\)\s*->\s*(\w+)((?:\s+(?:window|merge))*)\s+"([^"\\]*)"\s*$'
+    r'^\s*//\s*@wasmudf\s+(scalar|aggregate)\s+(\w+)\s*\(([^)]*)\)\s*->\s*(\w+)((?:\s+(?:window|merge|serialize))*)\s+"([^"\\]*)"\s*$'
 )
 _AS_TYPES = {"bool": "bool", "int32": "i32", "int64": "i64", "float32": "f32", "float64": "f64", "utf8": "string"}
 _AS_ITEM = re.compile(r"^\s*export\s+(function|class)\s+(\w+)")
@@ -237,6 +237,13 @@ def _as_entry(decls: list[dict[str, Any]]) -> str:
                 f"export function {name}__merge(s: u32, o: u32): i32 {{ return udf.merge<{user}>(s, o, "
                 f"(st: {user}, other: {user}): void => {{ st.merge(other); }}); }}"
             )
+        if "serialize" in d["flags"]:
+            out += [
+                f"export function {name}__serialize(s: u32, out: u32): i32 {{ return udf.serialize<{user}>(s, out, "
+                f"(st: {user}): ArrayBuffer => st.serialize()); }}",
+                f"export function {name}__deserialize(p: u32, len: u32): u32 {{ return udf.deserialize<{user}>(p, len, "
+                f"(bytes: ArrayBuffer): {user} => {user}.deserialize(bytes)); }}",
+            ]
     return "\n".join(out) + "\n"
 
 

@@ -18,7 +18,7 @@ export function celsius_to_kelvin(c: f64): f64 {
   return c + 273.15;
 }
 
-// @wasmudf aggregate sum_squares(float64) -> float64 window merge "sum of x*x over the rows"
+// @wasmudf aggregate sum_squares(float64) -> float64 window merge serialize "sum of x*x over the rows"
 export class SumSquares {
   total: f64 = 0;
   step(x: f64): void {
@@ -29,6 +29,17 @@ export class SumSquares {
   }
   merge(other: SumSquares): void {
     this.total += other.total;
+  }
+  serialize(): ArrayBuffer {
+    const bytes = new ArrayBuffer(8);
+    store<f64>(changetype<usize>(bytes), this.total);
+    return bytes;
+  }
+  static deserialize(bytes: ArrayBuffer): SumSquares {
+    const s = new SumSquares();
+    if (bytes.byteLength != 8) udf.fail("sum_squares: a serialized state of the wrong size");
+    else s.total = load<f64>(changetype<usize>(bytes));
+    return s;
   }
   finish(): f64 {
     return this.total;

@@ -72,5 +72,16 @@ impl Spread {
     fn merge(&mut self, other: Spread) {
         self.values.extend(other.values);
     }
+    /// Moving between instances: the values, 8 little-endian bytes each.
+    fn to_bytes(&self) -> Vec<u8> {
+        self.values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+    fn from_bytes(bytes: &[u8]) -> Result<Spread, String> {
+        if bytes.len() % 8 != 0 {
+            return Err("spread: a serialized state of the wrong size".to_string());
+        }
+        let values = bytes.chunks(8).map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
+        Ok(Spread { values: values.collect() })
+    }
 }
-window_aggregate!(spread(float64) -> float64, "largest minus smallest value", Spread, merge);
+window_aggregate!(spread(float64) -> float64, "largest minus smallest value", Spread, merge, serialize);

@@ -141,6 +141,21 @@ const Longest = struct {
     pub fn merge(self: *Longest, other: *Longest) !void {
         if (other.seen) try self.step(other.best);
     }
+    /// Moving between instances: empty for a state that saw no row, else a 1 and the string.
+    pub fn serialize(self: *Longest) ![]const u8 {
+        if (!self.seen) return &.{};
+        const out = try udf.allocator.alloc(u8, self.best.len + 1);
+        out[0] = 1;
+        @memcpy(out[1..], self.best);
+        return out;
+    }
+    pub fn deserialize(bytes: []const u8) !Longest {
+        var s = Longest{};
+        if (bytes.len == 0) return s;
+        if (bytes[0] != 1) return error.NotALongestState;
+        try s.step(bytes[1..]);
+        return s;
+    }
     pub fn deinit(self: *Longest) void {
         udf.state_allocator.free(self.best);
     }
@@ -158,6 +173,10 @@ const CharCount = struct {
     }
     pub fn final(self: *CharCount) i64 {
         return self.total;
+    }
+    /// A plain state with merge: it moves between instances as its bytes.
+    pub fn merge(self: *CharCount, other: *CharCount) void {
+        self.total += other.total;
     }
 };
 

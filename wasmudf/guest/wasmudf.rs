@@ -25,6 +25,9 @@
 //!         fn finish(&mut self) -> Option<f64> { ... }        // the result
 //!         fn merge(&mut self, other: Span) { ... }           // with `aggregate!(..., merge)`
 //!         fn inverse(&mut self, x: f64) { ... }              // with `window_aggregate!`
+//!         // with `aggregate!(..., merge, serialize)`: the state moves between instances
+//!         fn to_bytes(&self) -> Vec<u8> { ... }
+//!         fn from_bytes(bytes: &[u8]) -> Result<Span, String> { ... }
 //!     }
 //!     aggregate!(span(float64) -> float64, "max - min", Span);
 //!
@@ -341,7 +344,9 @@ macro_rules! __json_types {
 
 /// `aggregate!(name(types...) -> type, "doc", State)`: an aggregate over a `Default` state
 /// with `step(&mut self, args...)` and `finish(&mut self) -> T or Option<T>`. Add `, merge`
-/// when the state has `merge(&mut self, other: State)`.
+/// when the state has `merge(&mut self, other: State)`, and `, merge, serialize` when it
+/// also has `to_bytes(&self) -> Vec<u8>` and `from_bytes(&[u8]) -> Result<State, String>`,
+/// so its states move between instances (engines that aggregate in parallel combine them).
 #[macro_export]
 macro_rules! aggregate {
     ($name:ident ( $($t:ident),* ) -> $r:ident, $doc:literal, $state:ty) => {
@@ -350,6 +355,10 @@ macro_rules! aggregate {
     ($name:ident ( $($t:ident),* ) -> $r:ident, $doc:literal, $state:ty, merge) => {
         $crate::__aggregate!($name ($($t),*) -> $r, $doc, $state, "false");
         $crate::__merge!($name, $state);
+    };
+    ($name:ident ( $($t:ident),* ) -> $r:ident, $doc:literal, $state:ty, merge, serialize) => {
+        $crate::aggregate!($name ($($t),*) -> $r, $doc, $state, merge);
+        $crate::__serialize!($name, $state);
     };
 }
 
@@ -375,6 +384,10 @@ macro_rules! window_aggregate {
     ($name:ident ( $($t:ident),* ) -> $r:ident, $doc:literal, $state:ty, merge) => {
         $crate::window_aggregate!($name ($($t),*) -> $r, $doc, $state);
         $crate::__merge!($name, $state);
+    };
+    ($name:ident ( $($t:ident),* ) -> $r:ident, $doc:literal, $state:ty, merge, serialize) => {
+        $crate::window_aggregate!($name ($($t),*) -> $r, $doc, $state, merge);
+        $crate::__serialize!($name, $state);
     };
 }
 
@@ -464,6 +477,34 @@ macro_rules! __merge {
                 let o = Box::from_raw(other as *mut $state);
                 s.merge(*o);
                 0
+            }
+        };
+    };
+}
+
+#[macro_export]
+macro_rules! __serialize {
+    ($name:ident, $state:ty) => {
+        const _: () = {
+            #[export_name = concat!(stringify!($name), "__serialize")]
+            pub unsafe extern "C" fn serialize(state: u32, out: u32) -> i32 {
+                // The bytes are packed into the arena; the state is dropped either way.
+                let s = Box::from_raw(state as *mut $state);
+                let o = &mut *(out as *mut $crate::Column);
+                o.null_count = 0;
+                let spans = vec![s.to_bytes()];
+                $crate::pack(o, &spans)
+            }
+            #[export_name = concat!(stringify!($name), "__deserialize")]
+            pub unsafe extern "C" fn deserialize(bytes: u32, len: u32) -> u32 {
+                let b: &[u8] = if len == 0 { &[] } else { std::slice::from_raw_parts(bytes as *const u8, len as usize) };
+                match <$state>::from_bytes(b) {
+                    Ok(s) => Box::into_raw(Box::new(s)) as u32,
+                    Err(message) => {
+                        $crate::set_message(&message);
+                        0
+                    }
+                }
             }
         };
     };

@@ -13,6 +13,10 @@
 //     // @wasmudf aggregate sum_squares(float64) -> float64 window "sum of x*x"
 //     export class SumSquares { total: f64 = 0; step(x: f64): void {...} inverse(x: f64): void {...} finish(): f64 {...} }
 //
+// The flag `serialize` (with `merge`) lets states move between instances, so engines that
+// aggregate in parallel combine them: the class then has `serialize(): ArrayBuffer` and
+// `static deserialize(bytes: ArrayBuffer): Class` (udf.fail when the bytes make no sense).
+//
 // `wasmudf build file.ts -o out.wasm` (assemblyscript 0.28.20 from the project's npm lockfile)
 // reads the declarations and generates the ABI exports around your functions with the
 // helpers below. Types: bool → bool, int32 → i32, int64 → i64, float32 → f32, float64 → f64,
@@ -226,4 +230,33 @@ export function merge<S>(state: u32, other: u32, fn: (s: S, o: S) => void): i32 
   fn(changetype<S>(<usize>state), changetype<S>(<usize>other));
   liveStates--;
   return failed ? 1 : 0;
+}
+
+// One binary row of the state's bytes; the state is released (ABI §5).
+export function serialize<S>(state: u32, out: u32, fn: (s: S) => ArrayBuffer): i32 {
+  failed = false;
+  const bytes = fn(changetype<S>(<usize>state));
+  liveStates--;
+  if (failed) return 1;
+  const len = <u32>bytes.byteLength;
+  const dst = wasmudf_alloc(len, 1);
+  if (dst == 0) return 1;
+  memory.copy(<usize>dst, changetype<usize>(bytes), len);
+  const offsets = <usize>load<u32>(out, 16);
+  store<u32>(offsets, 0);
+  store<u32>(offsets + 4, len);
+  store<u32>(out, dst, 20);
+  store<u32>(out, len, 24);
+  return 0;
+}
+
+// A new state from bytes that serialize gave; 0 when deserialize fails.
+export function deserialize<S>(bytes: u32, len: u32, fn: (b: ArrayBuffer) => S): u32 {
+  failed = false;
+  const copy = new ArrayBuffer(<i32>len);
+  memory.copy(changetype<usize>(copy), <usize>bytes, len);
+  const s = fn(copy);
+  if (failed) return 0;
+  liveStates++;
+  return changetype<u32>(s);
 }

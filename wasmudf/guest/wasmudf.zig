@@ -31,10 +31,16 @@
 //!         pub fn deinit(self: *Longest) void { ... }                 // optional: free memory
 //!         pub fn merge(self: *Longest, other: *Longest) void { ... } // optional
 //!         pub fn inverse(self: *Longest, s: []const u8) void { ... } // optional: a window function
+//!         // optional, with merge: the state as bytes, and a state from them (ABI §5)
+//!         pub fn serialize(self: *Longest) []const u8 { ... }        // may point into the state
+//!         pub fn deserialize(bytes: []const u8) !Longest { ... }
 //!     };
 //!
 //! A new state is `State{}` (give every field a default) or `State.init()` if it declares one.
 //! Memory a state keeps across calls comes from `udf.state_allocator`, never `udf.allocator`.
+//! A state of plain data (numbers, bools, arrays and structs of them: no pointers or slices)
+//! that has `merge` moves between instances as its own bytes without serialize/deserialize,
+//! so engines that aggregate in parallel (DuckDB's threads) combine it.
 const std = @import("std");
 
 pub const abi_version: u32 = 1;
@@ -193,6 +199,21 @@ fn sqlType(comptime T: type) []const u8 {
 
 fn isVarlen(comptime T: type) bool {
     return T == []const u8 or T == Bytes;
+}
+
+/// Plain data: its bytes are its whole value (no pointers or slices anywhere inside).
+fn isPlain(comptime T: type) bool {
+    return switch (@typeInfo(T)) {
+        .int, .float, .bool => true,
+        .array => |a| isPlain(a.child),
+        .@"struct" => |st| blk: {
+            inline for (st.field_types) |field_type| {
+                if (!isPlain(field_type)) break :blk false;
+            }
+            break :blk true;
+        },
+        else => false,
+    };
 }
 
 fn Base(comptime T: type) type {
@@ -363,6 +384,10 @@ pub fn aggregate(comptime name: []const u8, comptime State: type, comptime opts:
     const FinalOpt = if (final_fallible) @typeInfo(FinalFull).error_union.payload else FinalFull;
     const Ret = Base(FinalOpt);
     const window = @hasDecl(State, "inverse");
+    const custom_bytes = @hasDecl(State, "serialize") or @hasDecl(State, "deserialize");
+    if (custom_bytes and !(@hasDecl(State, "serialize") and @hasDecl(State, "deserialize") and @hasDecl(State, "merge")))
+        @compileError(name ++ ": serialize, deserialize and merge come together");
+    const movable = @hasDecl(State, "merge") and (custom_bytes or isPlain(State));
     comptime var params_json: []const u8 = "";
     inline for (params, 0..) |p, i| {
         params_json = params_json ++ (if (i > 0) "," else "") ++ "\"" ++ sqlType(p.?) ++ "\"";
@@ -444,6 +469,49 @@ pub fn aggregate(comptime name: []const u8, comptime State: type, comptime opts:
                 return 0;
             }
         } else struct {};
+        pub const Serialize = if (movable) struct {
+            pub fn f(state: u32, out: u32) callconv(.c) i32 {
+                const s: *State = @ptrFromInt(state);
+                explicit_message = false;
+                // Packed into the arena (writeOne) before the state, which it may point into, goes.
+                const status = if (custom_bytes) blk: {
+                    const r = s.serialize();
+                    const bytes = if (@typeInfo(@TypeOf(r)) == .error_union) (r catch |err| {
+                        if (!explicit_message) setMessage2(name ++ ": ", @errorName(err));
+                        release(s);
+                        return 1;
+                    }) else r;
+                    break :blk writeOne(Bytes, @ptrFromInt(out), Bytes{ .data = bytes });
+                } else writeOne(Bytes, @ptrFromInt(out), Bytes{ .data = std.mem.asBytes(s) });
+                release(s);
+                return status;
+            }
+        } else struct {};
+        pub const Deserialize = if (movable) struct {
+            pub fn f(addr: u32, len: u32) callconv(.c) u32 {
+                arenaInit();
+                const bytes = if (len == 0) &[_]u8{} else @as([*]const u8, @ptrFromInt(addr))[0..len];
+                explicit_message = false;
+                const value: State = if (custom_bytes) (State.deserialize(bytes) catch |err| {
+                    if (!explicit_message) setMessage2(name ++ ": ", @errorName(err));
+                    return 0;
+                }) else blk: {
+                    if (bytes.len != @sizeOf(State)) {
+                        setMessage(name ++ ": a serialized state of the wrong size");
+                        return 0;
+                    }
+                    var v: State = undefined;
+                    @memcpy(std.mem.asBytes(&v), bytes);
+                    break :blk v;
+                };
+                const s = state_allocator.create(State) catch {
+                    setMessage(name ++ ": out of memory for a state");
+                    return 0;
+                };
+                s.* = value;
+                return @intCast(@intFromPtr(s));
+            }
+        } else struct {};
         pub const Inverse = if (window) struct {
             pub fn f(state: u32, args: u32, nargs: u32) callconv(.c) i32 {
                 return fold(State.inverse, state, args, nargs);
@@ -497,6 +565,8 @@ pub fn module(comptime decls: anytype) void {
             @export(&d.Impl.update, .{ .name = d.name ++ "__update" });
             @export(&d.Impl.finalize, .{ .name = d.name ++ "__finalize" });
             if (@hasDecl(d.Impl.Merge, "f")) @export(&d.Impl.Merge.f, .{ .name = d.name ++ "__merge" });
+            if (@hasDecl(d.Impl.Serialize, "f")) @export(&d.Impl.Serialize.f, .{ .name = d.name ++ "__serialize" });
+            if (@hasDecl(d.Impl.Deserialize, "f")) @export(&d.Impl.Deserialize.f, .{ .name = d.name ++ "__deserialize" });
             if (@hasDecl(d.Impl.Inverse, "f")) @export(&d.Impl.Inverse.f, .{ .name = d.name ++ "__inverse" });
             if (@hasDecl(d.Impl.Value, "f")) @export(&d.Impl.Value.f, .{ .name = d.name ++ "__value" });
         }
