@@ -13,6 +13,7 @@ MODULES = {
     "text/text.wasm": ["text/text.zig"],
     "binary/binary.wasm": ["binary/binary.c"],
     "stats/stats.wasm": ["stats/stats.c"],
+    "tables/tables.wasm": ["tables/tables.c"],
     "strings/strings.wasm": ["strings/strings.c"],
     # fuzzy.c is a plain C library, compiled unchanged beside the glue in similarity.c.
     "similarity/similarity.wasm": ["similarity/similarity.c", "similarity/fuzzy.c"],

@@ -101,6 +101,13 @@ AGGREGATE_EXPORTS = {
     "serialize": (("i32", "i32"), ("i32",)),
     "deserialize": (("i32", "i32"), ("i32",)),
 }
+#: A table function's exports (ABI §6): open a call over one row of arguments, fill the
+#: next batch of output rows (their count; 0 is the end, negative an error), close it.
+TABLE_EXPORTS = {
+    "open": (("i32", "i32"), ("i32",)),
+    "next": (("i32", "i32", "i32"), ("i32",)),
+    "close": (("i32",), ()),
+}
 #: Optional aggregate exports that let a state move between instances (ABI §5): all three
 #: or none is what the hosts use; a module may export merge alone.
 STATE_MOVING_PARTS = ("merge", "serialize", "deserialize")
@@ -121,22 +128,27 @@ class FunctionSpec:
     """One entry of the manifest's ``functions`` list."""
 
     name: str
-    kind: str  # "scalar" | "aggregate"
+    kind: str  # "scalar" | "aggregate" | "table"
     params: tuple[AbiType, ...]
-    returns: AbiType
+    returns: AbiType | None  # None for a table function, which has `columns`
     export: str
     deterministic: bool = True
     nulls: str = "strict"  # "strict" | "called"
     window: bool = False
     doc: str = ""
+    #: A table function's output columns, (name, type) in order.
+    columns: tuple[tuple[str, AbiType], ...] = ()
 
     @property
     def strict(self) -> bool:
         return self.nulls == "strict"
 
     def signature(self) -> str:
-        """``name(int64, int64) -> int64``, for messages and listings."""
+        """``name(int64, int64) -> int64`` (a table function: ``-> table(value int64)``),
+        for messages and listings."""
         args = ", ".join(t.name for t in self.params)
+        if self.kind == "table":
+            return f"{self.name}({args}) -> table({', '.join(f'{n} {t.name}' for n, t in self.columns)})"
         return f"{self.name}({args}) -> {self.returns.name}"
 
 
@@ -158,6 +170,7 @@ _FUNCTION_FIELDS = {
     "nulls",
     "window",
     "doc",
+    "columns",
 }
 _TOP_FIELDS = {"abi", "functions", "capabilities"}
 
@@ -218,15 +231,24 @@ def _parse_function(index: int, f: Any) -> FunctionSpec:
     where = f"function {name!r}"
     _reject_unknown(f, _FUNCTION_FIELDS, where)
     kind = f.get("kind")
-    if kind not in ("scalar", "aggregate"):
-        raise ManifestError(f'{where}: \'kind\' must be "scalar" or "aggregate", not {kind!r}')
+    if kind not in ("scalar", "aggregate", "table"):
+        raise ManifestError(f'{where}: \'kind\' must be "scalar", "aggregate" or "table", not {kind!r}')
     params = f.get("params")
     if not isinstance(params, list):
         raise ManifestError(f"{where}: 'params' must be a list of type names")
     if len(params) > MAX_PARAMS:
         raise ManifestError(f"{where}: {len(params)} params, at most {MAX_PARAMS} are allowed")
     ptypes = tuple(_type(where, f"params[{i}]", p) for i, p in enumerate(params))
-    rtype = _type(where, "returns", f.get("returns"))
+    columns: tuple[tuple[str, AbiType], ...] = ()
+    if kind == "table":
+        if "returns" in f:
+            raise ManifestError(f"{where}: a table function has 'columns', not 'returns'")
+        columns = _columns(where, f.get("columns"))
+        rtype = None
+    else:
+        if "columns" in f:
+            raise ManifestError(f"{where}: 'columns' is only allowed on table functions")
+        rtype = _type(where, "returns", f.get("returns"))
     export = f.get("export", name)
     if not isinstance(export, str) or not export:
         raise ManifestError(f"{where}: 'export' must be a non-empty string")
@@ -240,7 +262,34 @@ def _parse_function(index: int, f: Any) -> FunctionSpec:
         raise ManifestError(f"{where}: 'doc' must be a string")
     if window and kind != "aggregate":
         raise ManifestError(f"{where}: 'window' is only allowed on aggregates")
-    return FunctionSpec(name, kind, ptypes, rtype, export, deterministic, nulls, window, doc)
+    return FunctionSpec(name, kind, ptypes, rtype, export, deterministic, nulls, window, doc, columns)
+
+
+#: SQL names SQLite gives a table function's arguments (hidden columns): arg1, arg2, ...
+def argument_column(i: int) -> str:
+    return f"arg{i + 1}"
+
+
+def _columns(where: str, value: Any) -> tuple[tuple[str, AbiType], ...]:
+    if not isinstance(value, list) or not value:
+        raise ManifestError(f"{where}: 'columns' must be a non-empty list of {{\"name\": ..., \"type\": ...}}")
+    if len(value) > MAX_PARAMS:
+        raise ManifestError(f"{where}: {len(value)} columns, at most {MAX_PARAMS} are allowed")
+    columns = []
+    seen: set[str] = set()
+    for i, c in enumerate(value):
+        if not isinstance(c, dict) or set(c) != {"name", "type"}:
+            raise ManifestError(f"{where}: columns[{i}] must be an object with exactly 'name' and 'type'")
+        name = c["name"]
+        if not isinstance(name, str) or not _NAME_RE.match(name) or len(name) > MAX_NAME_LEN:
+            raise ManifestError(f"{where}: columns[{i}] name {name!r} must match [A-Za-z_][A-Za-z0-9_]*")
+        if re.fullmatch(r"arg[0-9]+", name.lower()):
+            raise ManifestError(f"{where}: column name {name!r} is reserved for the arguments (arg1, arg2, ...)")
+        if name.lower() in seen:
+            raise ManifestError(f"{where}: two columns are named {name!r} (names are case-insensitive)")
+        seen.add(name.lower())
+        columns.append((name, _type(where, f"columns[{i}].type", c["type"])))
+    return tuple(columns)
 
 
 def _type(where: str, fieldname: str, value: Any) -> AbiType:
@@ -277,6 +326,8 @@ def required_exports(spec: FunctionSpec) -> dict[str, tuple[tuple[str, ...], tup
     """The exports (name → Wasm signature) that must exist for one function."""
     if spec.kind == "scalar":
         return {spec.export: SIG_SCALAR}
+    if spec.kind == "table":
+        return {f"{spec.export}__{p}": sig for p, sig in TABLE_EXPORTS.items()}
     parts = ["init", "update", "finalize"]
     if spec.window:
         parts += ["inverse", "value"]

@@ -285,6 +285,18 @@ def _assemblyscript(source: Path, output: Path, sdk: Path) -> dict[str, Any]:
     return {"abi": abi.ABI_VERSION, "functions": functions}
 
 
+def columns_from_text(text: str, function: str) -> list[dict[str, str]]:
+    """A table function's columns as the SDKs write them, ``"ordinal int32, part utf8"``, in
+    the manifest's form (the manifest's own checks then apply to the names and types)."""
+    columns = []
+    for item in text.split(","):
+        words = item.split()
+        if len(words) != 2:
+            raise BuildError(f"{function}: cannot read the column {item.strip()!r}; write columns as \"name type, ...\"")
+        columns.append({"name": words[0], "type": words[1]})
+    return columns
+
+
 def manifest_from_fragments(wasm: bytes) -> dict[str, Any]:
     """Collect the SDK's fragments into a manifest object, in declaration order."""
     functions: list[dict[str, Any]] = []
@@ -311,6 +323,9 @@ def manifest_from_fragments(wasm: bytes) -> dict[str, Any]:
             pos = segment.find(MARKER, pos + 1)
     if not functions:
         raise BuildError("the sources declare no function (use WASMUDF_SCALAR, udf.scalar or scalar!)")
+    for f in functions:
+        if isinstance(f.get("columns"), str):
+            f["columns"] = columns_from_text(f["columns"], f.get("name", "?"))
     manifest: dict[str, Any] = {"abi": abi.ABI_VERSION}
     if capabilities:
         manifest["capabilities"] = list(dict.fromkeys(capabilities))

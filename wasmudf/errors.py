@@ -23,7 +23,8 @@
             ├── MemoryLimitExceeded
             ├── TableLimitExceeded
             ├── StackLimitExceeded
-            └── OutputLimitExceeded
+            ├── OutputLimitExceeded
+            └── RowLimitExceeded    a table function returned more than Limits.table_rows
 
 Every message says which function and module are involved, what happened and, where there is
 one, what to do about it.
@@ -135,6 +136,10 @@ class StackLimitExceeded(LimitExceeded):
 
 class OutputLimitExceeded(LimitExceeded):
     limit = "output_bytes"
+
+
+class RowLimitExceeded(LimitExceeded):
+    limit = "table_rows"
 
 
 class BuildError(WasmUdfError):

@@ -454,6 +454,11 @@ class InstancePool:
                     self._local.forget = _ForgetOnExit(self._instances, ident)
         return inst
 
+    def dedicated(self, function: str | None = None) -> Instance:
+        """A new instance of the module, outside the pool: for work that may move between
+        threads (a table function's reader), one thread at a time."""
+        return self._factory(function)
+
     def _forget(self, ident: int, inst: Instance) -> None:
         """Let go of a failed instance (its memory goes with it); the thread's next call
         starts a new one. This is the one place a failed instance is replaced."""

@@ -23,7 +23,10 @@ class Limits:
         table_elements: the most elements a table may hold; ``table.grow`` beyond returns -1.
         stack_bytes: the Wasm stack (wasmtime ``max_wasm_stack``). Kept well below the real
             stack of any thread that runs a UDF; at most ``MAX_STACK_BYTES``.
-        output_bytes: the most bytes of variable-length output one call may return.
+        output_bytes: the most bytes of variable-length output one call may return (for a
+            table function: one batch, all its columns together).
+        table_rows: the most rows one table-function call (one row of arguments) may return
+            over all its batches.
         module_bytes: the largest module accepted by ``load``.
         max_functions: the most functions a module may define (a compile-time bomb guard).
     """
@@ -34,6 +37,7 @@ class Limits:
     table_elements: int | None = 10_000
     stack_bytes: int = 512 * KiB
     output_bytes: int | None = 64 * MiB
+    table_rows: int | None = 1_000_000_000
     module_bytes: int | None = 32 * MiB
     max_functions: int | None = 50_000
 
@@ -58,6 +62,7 @@ class Limits:
             memory_bytes=None,
             table_elements=None,
             output_bytes=None,
+            table_rows=None,
             module_bytes=None,
             max_functions=None,
         )

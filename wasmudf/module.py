@@ -21,6 +21,7 @@ from .errors import ExportError, GuestError, ManifestError, ModuleError, PolicyE
 from .functions import ScalarFunction
 from .instance import Instance, InstancePool, InstanceSpec
 from .limits import Limits
+from .tables import TableFunction
 from .runtime import ENGINES, EPOCH_TICK_MS, EngineKey
 from .trust import Policy, check_pin
 
@@ -78,6 +79,8 @@ class Module:
         for spec in manifest.functions:
             if spec.kind == "scalar":
                 funcs[spec.name] = ScalarFunction(self._pool, spec)
+            elif spec.kind == "table":
+                funcs[spec.name] = TableFunction(self._pool, spec)
             else:
                 parts = {p for p in abi.STATE_MOVING_PARTS if f"{spec.export}__{p}" in export_names}
                 funcs[spec.name] = AggregateFunction(self._pool, spec, optional_parts=parts)

@@ -47,6 +47,15 @@
  *     States and what they own live outside the arena: allocate with
  *     wasmudf_state_alloc(size) (zeroed) / wasmudf_state_realloc(p, size) / wasmudf_state_free(p);
  *     wasmudf_state_size(p) is a block's usable size, for growing arrays.
+ *     WASMUDF_TABLE(name, doc, State, "col type, ...", types...)
+ *         a table function: one call per row of arguments streams rows. You write
+ *             static void name_open(State *s, T1 a, ...);      start (the SDK zeroes s first)
+ *             static bool name_next(State *s, wasmudf_rows *out);
+ *                 append rows while !wasmudf_rows_full(out): wasmudf_put_<type>(out, column,
+ *                 value) or wasmudf_put_null(out, column) for each column, then
+ *                 wasmudf_emit(out); return false once no rows are left
+ *         and, if needed, non-static after the declaration: void name_close(State *s).
+ *         A NULL argument gives no rows without calling it.
  * Inside a UDF:
  *     wasmudf_set_null();          this row's result is NULL (the returned value is ignored)
  *     wasmudf_fail("message");     fail the whole call with an error message
@@ -345,9 +354,9 @@ static inline void wasmudf__set_null_at(wasmudf_column *o, wasmudf__span *s, uin
     if (s) s[i] = (wasmudf__span){0, 0};
 }
 
-/* Pack gathered spans into one block and fill the host's offsets buffer. */
-WASMUDF_WEAK int32_t wasmudf__pack(wasmudf_column *o, wasmudf__span *s) {
-    uint32_t n = o->length, total = 0;
+/* Pack the first n gathered spans into one block and fill the host's offsets buffer. */
+WASMUDF_WEAK int32_t wasmudf__pack_n(wasmudf_column *o, wasmudf__span *s, uint32_t n) {
+    uint32_t total = 0;
     for (uint32_t i = 0; i < n; i++) {
         if (s[i].len > 0xFFFFFFFFu - total) { wasmudf__set_message("result over 4 GiB"); return 1; }
         total += s[i].len;
@@ -366,6 +375,8 @@ WASMUDF_WEAK int32_t wasmudf__pack(wasmudf_column *o, wasmudf__span *s) {
     o->values_len = total;
     return 0;
 }
+
+static inline int32_t wasmudf__pack(wasmudf_column *o, wasmudf__span *s) { return wasmudf__pack_n(o, s, o->length); }
 
 /* ------------------------------------------------------------ the declarations --------- */
 
@@ -632,6 +643,111 @@ WASMUDF_WEAK _Noreturn void __assert_fail(const char *expr, const char *file, in
         NAME##_merge(s, t);                                                                   \
         wasmudf__release_##NAME(t);                                                           \
         return wasmudf__failed ? 1 : 0;                                                       \
+    }
+
+/* ------------------------------------------------------------ table functions --------- */
+
+/* The rows one `next` call appends to: columns as the host prepared them, up to `capacity`
+ * rows; the row being written is number `count`. */
+typedef struct {
+    wasmudf_column *cols;
+    uint32_t ncols, capacity, count;
+    wasmudf__span *spans; /* capacity per column, for utf8/binary values */
+} wasmudf_rows;
+
+static inline bool wasmudf_rows_full(const wasmudf_rows *t) { return t->count >= t->capacity; }
+
+/* The row being written is complete: the next wasmudf_put_* calls fill the one after it. */
+static inline void wasmudf_emit(wasmudf_rows *t) {
+    if (t->count < t->capacity) t->count++;
+}
+
+#define wasmudf__code_bool 1
+#define wasmudf__code_int32 2
+#define wasmudf__code_int64 3
+#define wasmudf__code_float32 4
+#define wasmudf__code_float64 5
+#define wasmudf__code_utf8 6
+#define wasmudf__code_binary 7
+
+static inline bool wasmudf__column_is(wasmudf_rows *t, uint32_t col, uint32_t code) {
+    if (col < t->ncols && t->cols[col].type == code && t->count < t->capacity) return true;
+    wasmudf_fail("wasmudf_put: no such column of that type, or the batch is full");
+    return false;
+}
+
+#define WASMUDF__PUT(T)                                                                        \
+    static inline void wasmudf_put_##T(wasmudf_rows *t, uint32_t col, WASMUDF_CTYPE(T) v) {    \
+        if (wasmudf__column_is(t, col, wasmudf__code_##T))                                    \
+            wasmudf__set_##T(&t->cols[col], t->spans + (size_t)col * t->capacity, t->count, v); \
+    }
+WASMUDF__PUT(bool)
+WASMUDF__PUT(int32)
+WASMUDF__PUT(int64)
+WASMUDF__PUT(float32)
+WASMUDF__PUT(float64)
+WASMUDF__PUT(utf8)
+WASMUDF__PUT(binary)
+
+static inline void wasmudf_put_null(wasmudf_rows *t, uint32_t col) {
+    if (col < t->ncols && t->count < t->capacity)
+        wasmudf__set_null_at(&t->cols[col], t->spans + (size_t)col * t->capacity, t->count);
+}
+
+#define WASMUDF_TABLE(NAME, DOC, STATE, COLUMNS, ...)                                         \
+    WASMUDF__FRAGMENT(NAME, "{\"name\":\"" #NAME "\",\"kind\":\"table\",\"params\":["      \
+                            WASMUDF__MAP(WASMUDF__TYPE_JSON, WASMUDF__JSON_COMMA, __VA_ARGS__) \
+                            "],\"columns\":\"" COLUMNS "\",\"doc\":\"" DOC "\"}")           \
+    typedef struct { STATE user; bool finished; } wasmudf__table_##NAME;                      \
+    void NAME##_close(STATE *s) WASMUDF_WEAK;                                                 \
+    WASMUDF_EXPORT(#NAME "__open") uint32_t wasmudf__open_##NAME(uint32_t args, uint32_t nargs) { \
+        const wasmudf_column *a = WASMUDF__PTR(const wasmudf_column, args);                   \
+        const uint32_t r = 0;                                                                 \
+        if (nargs != WASMUDF__NARGS(__VA_ARGS__)) {                                           \
+            wasmudf__set_message(#NAME ": wrong number of arguments");                        \
+            return 0;                                                                         \
+        }                                                                                     \
+        wasmudf__table_##NAME *w = (wasmudf__table_##NAME *)wasmudf_state_alloc(sizeof *w);   \
+        if (!w) {                                                                             \
+            wasmudf__set_message(#NAME ": out of memory for a call");                         \
+            return 0;                                                                         \
+        }                                                                                     \
+        wasmudf__failed = false;                                                              \
+        NAME##_open(&w->user, WASMUDF__MAP(WASMUDF__ARG_STRICT, WASMUDF__COMMA, __VA_ARGS__)); \
+        if (wasmudf__failed) {                                                                \
+            if (NAME##_close) NAME##_close(&w->user);                                         \
+            wasmudf_state_free(w);                                                            \
+            return 0;                                                                         \
+        }                                                                                     \
+        return (uint32_t)(uintptr_t)w;                                                        \
+    }                                                                                         \
+    WASMUDF_EXPORT(#NAME "__next") int32_t wasmudf__next_##NAME(uint32_t state, uint32_t outs, \
+                                                                 uint32_t ncols) {            \
+        wasmudf__table_##NAME *w = WASMUDF__PTR(wasmudf__table_##NAME, state);                \
+        if (w->finished || !ncols) return 0;                                                  \
+        wasmudf_rows t = {WASMUDF__PTR(wasmudf_column, outs), ncols, 0, 0, 0};                \
+        t.capacity = t.cols[0].length;                                                        \
+        uint32_t bytes = ncols * t.capacity * (uint32_t)sizeof(wasmudf__span);                \
+        t.spans = WASMUDF__PTR(wasmudf__span, wasmudf_alloc(bytes, 4));                       \
+        if (!t.spans) return -1;                                                              \
+        __builtin_memset(t.spans, 0, bytes);                                                  \
+        for (uint32_t c = 0; c < ncols; c++) t.cols[c].null_count = 0;                        \
+        wasmudf__failed = false;                                                              \
+        bool more;                                                                            \
+        do more = NAME##_next(&w->user, &t); /* 0 rows would mean the end to the host */      \
+        while (more && !t.count && !wasmudf__failed);                                         \
+        if (wasmudf__failed) return -1;                                                       \
+        if (!more) w->finished = true;                                                        \
+        for (uint32_t c = 0; c < ncols; c++)                                                  \
+            if ((t.cols[c].type == 6 || t.cols[c].type == 7) &&                               \
+                wasmudf__pack_n(&t.cols[c], t.spans + (size_t)c * t.capacity, t.count))       \
+                return -1;                                                                    \
+        return (int32_t)t.count;                                                              \
+    }                                                                                         \
+    WASMUDF_EXPORT(#NAME "__close") void wasmudf__close_##NAME(uint32_t state) {             \
+        wasmudf__table_##NAME *w = WASMUDF__PTR(wasmudf__table_##NAME, state);                \
+        if (NAME##_close) NAME##_close(&w->user);                                             \
+        wasmudf_state_free(w);                                                                \
     }
 
 /* __serialize(state, out): the state's bytes as one binary row, the state released (ABI §5);
