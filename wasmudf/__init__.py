@@ -43,7 +43,8 @@ from .errors import (
 from .functions import ScalarFunction
 from .limits import Limits
 from .module import Module, load
-from .registration import Registration, interrupt, register, unregister
+from .tables import TableFunction
+from .registration import Registration, interrupt, register, table, unregister
 from .trust import Policy
 
 __version__ = "0.1.0"
@@ -80,6 +81,7 @@ __all__ = [
     "ScalarFunction",
     "SecretStore",
     "SignatureError",
+    "TableFunction",
     "StackLimitExceeded",
     "TableLimitExceeded",
     "TimeLimitExceeded",
@@ -93,6 +95,7 @@ __all__ = [
     "interrupt",
     "load",
     "register",
+    "table",
     "uninstall",
     "unregister",
 ]

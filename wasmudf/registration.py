@@ -114,7 +114,11 @@ def _check_replaceable(adapter: Adapter, name: str, builtin: bool, replace: bool
 
 
 def _register_one(adapter: Adapter, con: Any, fn: Any, replace: bool) -> None:
-    create = adapter.register_aggregate if fn.kind == "aggregate" else adapter.register_scalar
+    create = {
+        "scalar": adapter.register_scalar,
+        "aggregate": adapter.register_aggregate,
+        "table": adapter.register_table,
+    }[fn.kind]
     try:
         create(con, fn)
     except NameTaken as taken:  # a name the adapter could only find by registering
@@ -124,6 +128,17 @@ def _register_one(adapter: Adapter, con: Any, fn: Any, replace: bool) -> None:
             raise exc from None
         adapter.unregister(con, taken.name, len(fn.spec.params))
         create(con, fn)
+
+
+def table(con: Any, name: str, *args: Any) -> Any:
+    """The rows of one call of the table function ``name`` registered on ``con``, over
+    ``args`` (Python values): on DuckDB a relation (``.fetchall()``, ``.df()``, or a view for
+    SQL: ``con.register("v", rel)``), streamed from the guest through an Arrow record batch
+    reader and so read once; on apsw a cursor over ``SELECT * FROM name(args)``.
+
+    DuckDB's Python path has no table UDFs, so this is how its table functions are called
+    (the native path has them in SQL too: ``SELECT * FROM name(...)``)."""
+    return adapter_for(con).table(con, name, args)
 
 
 def interrupt(con: Any) -> None:

@@ -54,6 +54,13 @@ class Adapter(Protocol):
     def register_aggregate(self, con: Any, fn: Any) -> None:
         """Register an aggregate; a ``window`` one is also usable with OVER."""
 
+    def register_table(self, con: Any, fn: Any) -> None:
+        """Register a table function (``SELECT * FROM f(...)``) where the engine can."""
+
+    def table(self, con: Any, name: str, args: tuple) -> Any:
+        """The rows of one call of a table function registered on ``con``, in the engine's
+        form (a DuckDB relation, an apsw cursor)."""
+
     def unregister(self, con: Any, name: str, numargs: int) -> None:
         """Remove the function of that name (and arity) wasmudf registered, if any."""
 

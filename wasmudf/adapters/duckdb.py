@@ -24,8 +24,9 @@ import pyarrow as pa
 from .. import errors
 from ..aggregates import AggregateFunction
 from ..columns import plain_array
-from ..errors import ArgumentTypeError, GuestError, RegistrationError, WasmUdfError
+from ..errors import ArgumentTypeError, GuestError, RegistrationError, UsageError, WasmUdfError
 from ..functions import ScalarFunction
+from ..tables import TableFunction
 from . import NameTaken, duckdb_native, sql_transaction
 from .duckdb_native import NativeDatabase
 
@@ -52,7 +53,7 @@ def _duck_type(name: str) -> Any:
 class _Session:
     """What wasmudf keeps about one DuckDB connection."""
 
-    __slots__ = ("names", "interrupted_at", "native", "__weakref__")
+    __slots__ = ("names", "interrupted_at", "native", "tables", "__weakref__")
 
     def __init__(self) -> None:
         #: The names wasmudf registered. Asking DuckDB (duckdb_functions()) costs ~20 ms,
@@ -64,6 +65,8 @@ class _Session:
         #: The native database this connection registers in, or why it cannot (None: not
         #: looked at yet).
         self.native: NativeDatabase | str | None = None
+        #: The table functions registered on it (lower-cased name → function), for table().
+        self.tables: dict[str, TableFunction] = {}
 
 
 #: One session per connection, gone with the connection (the only state kept per connection).
@@ -368,6 +371,8 @@ class DuckDBAdapter:
         return "python", db
 
     def check_supported(self, fn: Any) -> None:
+        if isinstance(fn, TableFunction):
+            return
         if not isinstance(fn, (ScalarFunction, AggregateFunction)):
             raise RegistrationError(f"`{fn.name}`: DuckDB cannot register a {type(fn).__name__}")
         if not fn.spec.params:
@@ -380,6 +385,8 @@ class DuckDBAdapter:
         ``<name>_list`` (on both paths, so the same SQL runs on either)."""
         if fn.kind == "aggregate":
             return [fn.name, list_form(fn.name)]
+        if fn.kind == "table" and con is not None and not isinstance(native_database(con), NativeDatabase):
+            return []  # the Python path has no table UDFs: wasmudf.table(con, ...) serves it
         return [fn.name]
 
     def register_scalar(self, con: Any, fn: ScalarFunction) -> None:
@@ -390,7 +397,19 @@ class DuckDBAdapter:
         if not _register_natively(con, fn, fn.thread_exports):
             _register_aggregate(con, fn)
 
+    def register_table(self, con: Any, fn: TableFunction) -> None:
+        _session(con).tables[fn.name.lower()] = fn
+
+    def table(self, con: Any, name: str, args: tuple) -> Any:
+        """A relation over one call of a registered table function, streamed through an Arrow
+        record batch reader (read once)."""
+        fn = _session(con).tables.get(name.lower())
+        if fn is None:
+            raise UsageError(f"no table function `{name}` was registered on this DuckDB connection")
+        return con.from_arrow(fn(*args))
+
     def unregister(self, con: Any, name: str, numargs: int = -1) -> None:
+        _session(con).tables.pop(name.lower(), None)
         db = _session(con).native
         if isinstance(db, NativeDatabase):
             db.unregister(name)

@@ -21,9 +21,14 @@ import apsw
 
 from .. import _native
 from ..aggregates import AggregateFunction
-from ..errors import WasmUdfError
+from ..errors import UsageError, WasmUdfError
 from ..functions import ScalarFunction
+from ..tables import TableFunction
 from .sqlite_rows import ROW_BUFFER, RowFeeder, SqliteAdapterBase
+from .sqlite_tables import TableModule
+
+#: The table functions (virtual table modules) wasmudf registered, per connection.
+_TABLE_MODULES: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 
 #: Whether aggregates take the accelerator's RowBuffer when it is built (tests switch it off
 #: to compare with the class form).
@@ -39,9 +44,29 @@ class ApswAdapter(SqliteAdapterBase):
     # -- registration ------------------------------------------------------------------
 
     def unregister(self, con: Any, name: str, numargs: int = -1) -> None:
+        modules = _TABLE_MODULES.get(con)
+        if modules is not None and name.lower() in modules:
+            con.create_module(name, None)  # None drops the module
+            modules.discard(name.lower())
+            return
         # Registering again with None as the callable removes the function of that name and
         # arity (whatever its kind); a new registration of the same arity replaces it anyway.
         con.create_scalar_function(name, None, numargs=numargs)
+
+    def register_table(self, con: Any, fn: TableFunction) -> None:
+        con.create_module(
+            fn.name, TableModule(fn, _interrupt_check(con)), use_bestindex_object=True, eponymous_only=True, read_only=True
+        )
+        _TABLE_MODULES.setdefault(con, set()).add(fn.name.lower())
+
+    def table_modules(self, con: Any) -> set[str]:
+        return _TABLE_MODULES.get(con, set())
+
+    def table(self, con: Any, name: str, args: tuple) -> Any:
+        """A cursor over ``SELECT * FROM name(args...)``."""
+        if name.lower() not in self.table_modules(con):
+            raise UsageError(f"no table function `{name}` was registered on this SQLite connection")
+        return con.execute(f'SELECT * FROM "{name}"({", ".join("?" for _ in args)})', args)
 
     def register_scalar(self, con: Any, fn: ScalarFunction) -> None:
         spec = fn.spec

@@ -18,6 +18,7 @@ from typing import Any
 from ..aggregates import AggregateFunction, AggregateState
 from ..errors import RegistrationError
 from ..functions import ScalarFunction
+from ..tables import TableFunction
 
 #: Rows SQLite hands over one at a time are buffered and sent to the guest this many at once.
 ROW_BUFFER = 4096
@@ -31,7 +32,7 @@ class SqliteAdapterBase:
     engine_package = ""
 
     def check_supported(self, fn: Any) -> None:
-        if not isinstance(fn, (ScalarFunction, AggregateFunction)):
+        if not isinstance(fn, (ScalarFunction, AggregateFunction, TableFunction)):
             raise RegistrationError(f"`{fn.name}`: SQLite cannot register a {type(fn).__name__}")
 
     def path_for(self, con: Any) -> tuple[str, str]:
@@ -41,10 +42,21 @@ class SqliteAdapterBase:
         return [fn.name]
 
     def existing_functions(self, con: Any, names: list[str]) -> dict[str, bool]:
-        """Which of ``names`` exist on the connection (lower-cased), mapped to "is built in"."""
+        """Which of ``names`` exist on the connection (lower-cased), mapped to "is built in":
+        functions, and the virtual table modules that table functions are (a module wasmudf
+        did not make counts as built in)."""
         wanted = {n.lower() for n in names}
         rows = con.execute("SELECT lower(name), max(builtin) FROM pragma_function_list GROUP BY 1")
-        return {name: bool(builtin) for name, builtin in rows if name in wanted}
+        found = {name: bool(builtin) for name, builtin in rows if name in wanted}
+        ours = {n.lower() for n in self.table_modules(con)}
+        for (name,) in con.execute("SELECT lower(name) FROM pragma_module_list"):
+            if name in wanted:
+                found[name] = name not in ours
+        return found
+
+    def table_modules(self, con: Any) -> set[str]:
+        """The table functions wasmudf registered on ``con`` (none where it cannot)."""
+        return set()
 
     def owns_file(self, header: bytes) -> bool:
         return header.startswith(b"SQLite format 3\0")

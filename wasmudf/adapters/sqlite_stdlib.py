@@ -21,7 +21,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from ..aggregates import AggregateFunction
-from ..errors import UsageError, WasmUdfError
+from ..errors import RegistrationError, UsageError, WasmUdfError
 from ..functions import ScalarFunction
 from . import sql_transaction
 from .sqlite_rows import RowFeeder, SqliteAdapterBase
@@ -40,6 +40,21 @@ class StdlibSqliteAdapter(SqliteAdapterBase):
         return (sqlite3.Connection,)
 
     # -- registration ------------------------------------------------------------------
+
+    def check_supported(self, fn: Any) -> None:
+        super().check_supported(fn)
+        if fn.kind == "table":
+            raise RegistrationError(
+                f"`{fn.name}` is a table function, and Python's sqlite3 module has no virtual tables to make one "
+                "from; register the module on an apsw connection (SQLite's own, with virtual tables), or call "
+                f"mod.functions[{fn.name!r}](...) for its rows: nothing of the module was registered"
+            )
+
+    def register_table(self, con: Any, fn: Any) -> None:
+        self.check_supported(fn)
+
+    def table(self, con: Any, name: str, args: tuple) -> Any:
+        raise UsageError("Python's sqlite3 module has no virtual tables, so it has no table functions")
 
     def unregister(self, con: Any, name: str, numargs: int = -1) -> None:
         if sys.version_info >= (3, 13):
