@@ -43,8 +43,8 @@ from .errors import (
 from .functions import ScalarFunction
 from .limits import Limits
 from .module import Module, load
-from .tables import TableFunction
 from .registration import Registration, interrupt, register, table, unregister
+from .tables import TableFunction
 from .trust import Policy
 
 __version__ = "0.1.0"

@@ -21,8 +21,8 @@ from .errors import ExportError, GuestError, ManifestError, ModuleError, PolicyE
 from .functions import ScalarFunction
 from .instance import Instance, InstancePool, InstanceSpec
 from .limits import Limits
-from .tables import TableFunction
 from .runtime import ENGINES, EPOCH_TICK_MS, EngineKey
+from .tables import TableFunction
 from .trust import Policy, check_pin
 
 Source = str | os.PathLike[str] | bytes | bytearray | memoryview

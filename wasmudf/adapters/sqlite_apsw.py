@@ -28,7 +28,7 @@ from .sqlite_rows import ROW_BUFFER, RowFeeder, SqliteAdapterBase
 from .sqlite_tables import TableModule
 
 #: The table functions (virtual table modules) wasmudf registered, per connection.
-_TABLE_MODULES: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+_TABLE_MODULES: weakref.WeakKeyDictionary[Any, dict[str, TableModule]] = weakref.WeakKeyDictionary()
 
 #: Whether aggregates take the accelerator's RowBuffer when it is built (tests switch it off
 #: to compare with the class form).
@@ -44,23 +44,27 @@ class ApswAdapter(SqliteAdapterBase):
     # -- registration ------------------------------------------------------------------
 
     def unregister(self, con: Any, name: str, numargs: int = -1) -> None:
-        modules = _TABLE_MODULES.get(con)
-        if modules is not None and name.lower() in modules:
+        module = _TABLE_MODULES.get(con, {}).get(name.lower())
+        if module is not None and module.enabled:
             con.create_module(name, None)  # None drops the module
-            modules.discard(name.lower())
+            module.enabled = False
             return
         # Registering again with None as the callable removes the function of that name and
         # arity (whatever its kind); a new registration of the same arity replaces it anyway.
         con.create_scalar_function(name, None, numargs=numargs)
 
     def register_table(self, con: Any, fn: TableFunction) -> None:
-        con.create_module(
-            fn.name, TableModule(fn, _interrupt_check(con)), use_bestindex_object=True, eponymous_only=True, read_only=True
-        )
-        _TABLE_MODULES.setdefault(con, set()).add(fn.name.lower())
+        modules = _TABLE_MODULES.setdefault(con, {})
+        module = TableModule(fn, _interrupt_check(con))
+        previous = modules.get(fn.name.lower())
+        if previous is not None and previous.schema == module.schema:
+            previous.fn, previous.enabled = fn, True  # cached statements that use it go on
+            module = previous
+        con.create_module(fn.name, module, use_bestindex_object=True, eponymous_only=True, read_only=True)
+        modules[fn.name.lower()] = module
 
     def table_modules(self, con: Any) -> set[str]:
-        return _TABLE_MODULES.get(con, set())
+        return {name for name, module in _TABLE_MODULES.get(con, {}).items() if module.enabled}
 
     def table(self, con: Any, name: str, args: tuple) -> Any:
         """A cursor over ``SELECT * FROM name(args...)``."""

@@ -24,6 +24,14 @@ from ..tables import TableFunction
 ROW_BUFFER = 4096
 
 
+#: SQLite's table-valued functions that pragma_module_list does not show (they are made on
+#: first use, or compiled in by some builds); the pragma_* ones are matched by prefix.
+BUILTIN_TABLE_FUNCTIONS = frozenset(
+    {"json_each", "json_tree", "jsonb_each", "jsonb_tree", "generate_series", "carray", "dbstat", "sqlite_dbpage",
+     "sqlite_stmt", "sqlite_memstat", "fts3tokenize", "fts5vocab", "completion", "zipfile", "bytecode", "tables_used"}
+)
+
+
 class SqliteAdapterBase:
     """What every SQLite adapter does the same way, whatever module reaches SQLite."""
 
@@ -49,9 +57,12 @@ class SqliteAdapterBase:
         rows = con.execute("SELECT lower(name), max(builtin) FROM pragma_function_list GROUP BY 1")
         found = {name: bool(builtin) for name, builtin in rows if name in wanted}
         ours = {n.lower() for n in self.table_modules(con)}
-        for (name,) in con.execute("SELECT lower(name) FROM pragma_module_list"):
-            if name in wanted:
-                found[name] = name not in ours
+        modules = {name for (name,) in con.execute("SELECT lower(name) FROM pragma_module_list")}
+        for name in wanted & (modules | ours):
+            found[name] = name not in ours
+        for name in wanted:  # SQLite's own table-valued functions, listed or not
+            if name in BUILTIN_TABLE_FUNCTIONS or name.startswith("pragma_"):
+                found[name] = True
         return found
 
     def table_modules(self, con: Any) -> set[str]:

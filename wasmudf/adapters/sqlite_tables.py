@@ -27,16 +27,24 @@ _NO_PLAN_COST = 1e99
 
 
 class TableModule:
-    """The virtual table module of one table function (apsw calls it)."""
+    """The virtual table module of one table function (apsw calls it).
+
+    Statements apsw has cached keep the virtual table they were prepared with after the
+    module is dropped, so unregistering disables the module (such a statement then fails
+    naming the function), and registering a function of the same shape again brings the same
+    module back with the new function, which those statements then call."""
 
     def __init__(self, fn: TableFunction, interrupted: Callable[[], bool]):
         self.fn = fn
         self.interrupted = interrupted
+        self.enabled = True
+        outputs = [f'"{name}"' for name, _ in fn.spec.columns]
+        hidden = [f"{argument_column(i)} HIDDEN" for i in range(len(fn.spec.params))]
+        #: The virtual table's declaration: two functions of the same shape share it.
+        self.schema = f"CREATE TABLE x({', '.join(outputs + hidden)})"
 
     def Connect(self, connection: Any, modulename: str, databasename: str, tablename: str, *args: Any):  # noqa: N802
-        outputs = [f'"{name}"' for name, _ in self.fn.spec.columns]
-        hidden = [f"{argument_column(i)} HIDDEN" for i in range(len(self.fn.spec.params))]
-        return f"CREATE TABLE x({', '.join(outputs + hidden)})", _Table(self)
+        return self.schema, _Table(self)
 
     Create = Connect
 
@@ -81,8 +89,8 @@ class _Cursor:
     """One scan: a guest call per Filter, its rows a batch at a time."""
 
     def __init__(self, module: TableModule):
+        self.module = module
         self.fn = module.fn
-        self.interrupted = module.interrupted
         self.call: TableCall | None = None
         self.thread = 0
         self.arguments: list[Any] = []
@@ -93,7 +101,10 @@ class _Cursor:
 
     def Filter(self, indexnum: int, indexname: str | None, constraintargs: tuple) -> None:  # noqa: N802
         self.Close()
-        fn = self.fn
+        module = self.module
+        if not module.enabled:
+            raise UsageError(f"`{module.fn.name}` was unregistered from this connection")
+        fn = self.fn = module.fn
         given = [int(p) for p in indexname.split(",")] if indexname else []
         if len(given) != len(fn.spec.params):
             missing = sorted(set(range(len(fn.spec.params))) - set(given))
@@ -106,7 +117,7 @@ class _Cursor:
             values[param] = value
         self.arguments = fn.check_arguments(values)
         self.thread = threading.get_ident()
-        self.call = TableCall(fn, fn.pool.get(fn.name), self.arguments, self.interrupted)
+        self.call = TableCall(fn, fn.pool.get(fn.name), self.arguments, module.interrupted)
         self.rowid = 0
         self._fetch()
 
