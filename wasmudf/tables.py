@@ -330,7 +330,7 @@ class _OutputReader:
         return self.inst.invalid_output(self.fn.name, f"column {column!r}: {message}")
 
     def batch(self) -> pa.RecordBatch:
-        inst, rows = self.inst, self.rows
+        inst = self.inst
         base, mem_size = inst.core.memory()
         varlen_bytes = 0
         described = []
