@@ -242,6 +242,32 @@ def test_duckdb_table_gives_a_relation(path):
         wasmudf.table(con, "nope")
 
 
+def test_duckdb_native_table_functions_in_sql():
+    from wasmudf.adapters import duckdb_native
+
+    if duckdb_native.unavailable_reason() is not None:
+        pytest.skip("DuckDB's native path needs the C accelerator (this is the pure-Python run)")
+    con = duckdb.connect()
+    assert wasmudf.register(con, TABLES).path == "native"
+    assert con.execute("SELECT * FROM series(10, -10, -7)").fetchall() == [(v,) for v in series(10, -10, -7)]
+    assert con.execute("SELECT * FROM split_rows('x--y----', '--')").fetchall() == split_rows("x--y----", "--")
+    assert con.execute("SELECT key, value FROM parse_kv('k=v=w; ;z')").fetchall() == parse_kv("k=v=w; ;z")
+    assert con.execute("SELECT count(*) FROM series(1, 10, NULL)").fetchall() == [(0,)]  # strict: no rows
+    got = con.execute("SELECT count(*), sum(value), min(value), max(value) FROM series(1, 3000000, 1)").fetchall()
+    assert got == [(3_000_000, 3_000_000 * 3_000_001 // 2, 1, 3_000_000)]
+    # Several vectors of strings, checked against the reference row for row.
+    text = ",".join(f"w{i}é" for i in range(5000))
+    assert con.execute("SELECT ordinal, part FROM split_rows(?, ',')", [text]).fetchall() == split_rows(text, ",")
+    with pytest.raises(duckdb.InvalidInputException, match=r"GuestFailure: `series`.*step must not be 0"):
+        con.execute("SELECT * FROM series(1, 2, 0)").fetchall()
+    fn = wasmudf.load(TABLES, limits=wasmudf.Limits(table_rows=10)).functions["series"]
+    con2 = duckdb.connect()
+    wasmudf.register(con2, fn.pool and wasmudf.load(TABLES, limits=wasmudf.Limits(table_rows=10)))
+    with pytest.raises(duckdb.InvalidInputException, match=r"RowLimitExceeded: `series`.*Limits.table_rows = 10"):
+        con2.execute("SELECT * FROM series(1, 11, 1)").fetchall()
+    assert con2.execute("SELECT count(*) FROM series(1, 10, 1)").fetchall() == [(10,)]
+
+
 # -- the manifest ----------------------------------------------------------------------------------
 
 

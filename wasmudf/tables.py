@@ -89,6 +89,21 @@ class TableFunction:
 
         return pa.RecordBatchReader.from_batches(schema, batches())
 
+    def dedicated_exports(self) -> tuple[Any, ...]:
+        """For callers in C: a new instance's core, the addresses of ``__open``, ``__next``
+        and ``__close`` in it, what raises the error for an ``__open`` that returned 0, and
+        the instance itself (kept alive with the tuple)."""
+        inst = self.pool.dedicated(self.name)
+        export = self.spec.export
+        return (
+            inst.core,
+            inst.func_addr(f"{export}__open"),
+            inst.func_addr(f"{export}__next"),
+            inst.func_addr(f"{export}__close"),
+            lambda part="__open": _raise_open_failed(self, inst),
+            inst,
+        )
+
     def check_arguments(self, args: Sequence[Any]) -> list[Any]:
         """The arguments as the Python values a call takes, each held to its parameter's type
         (as a one-row scalar call holds them)."""
@@ -127,15 +142,8 @@ class TableCall:
             return
         state = self._guest(lambda: self._open(values))
         if not state:
-            inst.broken = True
-            message = inst.guest_message()
             self.done = True
-            raise GuestFailure(
-                f"`{fn.name}` in {inst.label}: {self._export}__open failed" + (f": {message}" if message else ""),
-                guest_message=message,
-                function=fn.name,
-                module=inst.label,
-            )
+            _raise_open_failed(fn, inst)
         self._state = state
 
     # -- the guest calls --------------------------------------------------------------------
@@ -216,6 +224,18 @@ class TableCall:
             self._inst.call(f"{self._export}__close", (state,), what=self.fn.name)
         except GuestError:
             pass  # the instance let go of itself, and of the state with it
+
+
+def _raise_open_failed(fn: TableFunction, inst: Instance) -> None:
+    """``__open`` returned 0: the call failed (the guest's message says why)."""
+    inst.broken = True
+    message = inst.guest_message()
+    raise GuestFailure(
+        f"`{fn.name}` in {inst.label}: {fn.spec.export}__open failed" + (f": {message}" if message else ""),
+        guest_message=message,
+        function=fn.name,
+        module=inst.label,
+    )
 
 
 # -- the frames ---------------------------------------------------------------------------
@@ -338,7 +358,9 @@ class _OutputReader:
             got = DESCRIPTOR.unpack(ctypes.string_at(base + self.block + DESCRIPTOR_SIZE * i, DESCRIPTOR_SIZE))
             for f in (0, 1, 3, 4, 7):
                 if got[f] != want[f]:
-                    raise self.invalid(name, f"it changed the descriptor's '{FIELD_NAMES[f]}' from {want[f]} to {got[f]}")
+                    raise self.invalid(
+                        name, f"it changed the output descriptor's '{FIELD_NAMES[f]}' field from {want[f]} to {got[f]}"
+                    )
             if not t.is_varlen and got[5:7] != want[5:7]:
                 raise self.invalid(name, "it changed 'values' or 'values_len' of a fixed-width column")
             varlen_bytes += got[6] if t.is_varlen else 0

@@ -64,7 +64,7 @@ CASES = {
         r"column 's': values \[0x7ffffff0, \+8\) is outside",
     ),
     "a changed descriptor": ("(i32.store offset=4 (local.get $outs) (i32.const 1)) (i32.const 1)",
-                             r"column 'v': it changed the descriptor's 'length'"),
+                             r"column 'v': it changed the output descriptor's 'length' field"),
     "a failure": ("(i32.const -1)", r"failed \(status -1\)"),
 }
 LIMITS = wasmudf.Limits(timeout_ms=200, table_rows=50_000)
@@ -101,6 +101,24 @@ def test_duckdb_relation_fails_and_the_connection_survives(case):
     with pytest.raises(Exception, match=error):  # noqa: B017 - DuckDB may wrap the guest's error
         wasmudf.table(con, "count_to", 3).fetchall()
     assert con.execute("SELECT sum(add_i64(n, 1)) FROM t").fetchall() == [(6,)]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_duckdb_native_statement_fails_and_the_connection_survives(case):
+    from wasmudf.adapters import duckdb_native
+
+    if duckdb_native.unavailable_reason() is not None:
+        pytest.skip("DuckDB's native path needs the C accelerator (this is the pure-Python run)")
+    body, error = CASES[case]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT range AS n FROM range(3)")
+    assert wasmudf.register(con, count_to(body), limits=LIMITS).path == "native"
+    with pytest.raises(duckdb.Error, match=error):
+        con.execute("SELECT count(*) FROM count_to(3)").fetchall()
+    assert con.execute("SELECT sum(add_i64(n, 1)) FROM t").fetchall() == [(6,)]
+    good = count_to()
+    wasmudf.register(con, good, limits=LIMITS, replace=True)
+    assert con.execute("SELECT v, s FROM count_to(3)").fetchall() == [(0, ""), (1, ""), (2, "")]
 
 
 def test_a_trap_midway_through_a_lateral_join():

@@ -58,7 +58,7 @@ static int finalizing(void) {
 
 /* KIND_LIST_FORM: an aggregate's `f_list(list)` scalar, each row's list one group (the
    Python path's form, so the same SQL runs on both paths). */
-enum { KIND_SCALAR = 0, KIND_AGGREGATE = 1, KIND_LIST_FORM = 2 };
+enum { KIND_SCALAR = 0, KIND_AGGREGATE = 1, KIND_LIST_FORM = 2, KIND_TABLE = 3 };
 
 #define MEMO_KEY_MAX 512   /* one row's arguments, serialized; longer rows are not remembered */
 #define MEMO_TTL_S 10.0
@@ -76,6 +76,9 @@ typedef struct {
     long long output_limit; /* Limits.output_bytes; < 0: none */
     long long group_limit;  /* aggregates: the most bytes of rows one group may collect */
     int movable;            /* aggregates: states move between instances (ABI §5) */
+    int ncols, col_codes[MAX_PARAMS]; /* a table function's output columns */
+    char col_names[MAX_PARAMS][72];
+    long long table_rows;   /* Limits.table_rows; < 0: none */
     uint64_t generation;    /* unique per function: what a thread's cached binding is for */
     volatile int enabled;   /* 0 once unregistered: calls fail */
     char unregistered_text[160]; /* the error then */
@@ -1233,21 +1236,391 @@ out_of_memory:
     set_error(info, "wasmudf: out of memory collecting a list's rows");
 }
 
+/* ---- table functions: one call per statement, its rows a vector at a time ---------------
+
+   DuckDB's C API gives a table function constant arguments (bind), one init per scan and a
+   function that fills one output chunk per call, from one thread at a time but not always
+   the same one. So a scan gets an instance of its own (made in init, through the GIL), opens
+   the guest call there (__open), fills each chunk with one __next, and closes it when DuckDB
+   drops the scan. A NULL argument of a strict function gives no rows without the guest. */
+
+static duckdb_logical_type logical_type(int code);
+
+typedef struct {
+    int code, is_null;
+    int64_t i;  /* bool, int32, int64 */
+    double d;   /* float32, float64 */
+    uint8_t *bytes;
+    uint32_t len;
+} TableArgument;
+
+typedef struct {
+    int nargs;
+    TableArgument args[MAX_PARAMS];
+} TableBind;
+
+static void table_bind_free(void *p) {
+    TableBind *b = p;
+    for (int i = 0; i < b->nargs; i++) free(b->args[i].bytes);
+    free(b);
+}
+
+static void table_bind(duckdb_bind_info info) {
+    DuckFunction *f = duckdb_bind_get_extra_info(info);
+    if (!f->enabled) {
+        duckdb_bind_set_error(info, f->unregistered_text);
+        return;
+    }
+    TableBind *b = calloc(1, sizeof *b);
+    if (!b) {
+        duckdb_bind_set_error(info, "wasmudf: out of memory");
+        return;
+    }
+    b->nargs = f->nargs;
+    for (int i = 0; i < f->nargs; i++) {
+        TableArgument *a = &b->args[i];
+        duckdb_value v = duckdb_bind_get_parameter(info, (idx_t)i);
+        a->code = f->codes[i];
+        a->is_null = duckdb_is_null_value(v);
+        if (!a->is_null) {
+            switch (a->code) {
+            case ABI_BOOL: a->i = duckdb_get_bool(v); break;
+            case ABI_INT32: a->i = duckdb_get_int32(v); break;
+            case ABI_INT64: a->i = duckdb_get_int64(v); break;
+            case ABI_FLOAT32: a->d = duckdb_get_float(v); break;
+            case ABI_FLOAT64: a->d = duckdb_get_double(v); break;
+            case ABI_UTF8: {
+                char *s = duckdb_get_varchar(v);
+                a->len = s ? (uint32_t)strlen(s) : 0;
+                a->bytes = malloc(a->len ? a->len : 1);
+                if (a->bytes && a->len) memcpy(a->bytes, s, a->len);
+                duckdb_free(s);
+                break;
+            }
+            default: { /* binary */
+                duckdb_blob blob = duckdb_get_blob(v);
+                a->len = (uint32_t)blob.size;
+                a->bytes = malloc(a->len ? a->len : 1);
+                if (a->bytes && a->len) memcpy(a->bytes, blob.data, a->len);
+                duckdb_free(blob.data);
+            }
+            }
+        }
+        duckdb_destroy_value(&v);
+        if (is_varlen(a->code) && !a->is_null && !a->bytes) {
+            table_bind_free(b);
+            duckdb_bind_set_error(info, "wasmudf: out of memory");
+            return;
+        }
+    }
+    for (int c = 0; c < f->ncols; c++) {
+        duckdb_logical_type t = logical_type(f->col_codes[c]);
+        duckdb_bind_add_result_column(info, f->col_names[c], t);
+        duckdb_destroy_logical_type(&t);
+    }
+    duckdb_bind_set_bind_data(info, b, table_bind_free);
+}
+
+/* One scan: its own instance (core and the three exports), and the guest call's state. */
+typedef struct {
+    DuckFunction *f;
+    PyObject *keep; /* the bind() tuple: the instance lives as long as it */
+    Core *core;
+    void *open, *next, *close;
+    PyObject *open_failed;
+    uint32_t state;
+    long long rows;
+    int done;
+} TableScan;
+
+static void table_scan_free(void *p) {
+    TableScan *s = p;
+    if (s->keep && !finalizing()) {
+        PyGILState_STATE gil = PyGILState_Ensure();
+        if (s->state && !s->core->dead) {
+            void *err, *trap;
+            uint32_t ignored;
+            if (core_call(s->core, s->close, s->state, 0, 0, &ignored, &err, &trap)) {
+                report_call_failure(s->core, s->f->what, err, trap); /* frees them; the instance goes */
+                PyErr_Clear();
+            }
+        }
+        Py_CLEAR(s->keep);
+        PyGILState_Release(gil);
+    }
+    free(s);
+}
+
+static void init_set_error(duckdb_function_info info, const char *error) {
+    duckdb_init_set_error((duckdb_init_info)info, error);
+}
+
+/* The arguments as one row of ABI columns at the start of the block. */
+static uint64_t table_argument_size(const TableBind *b) {
+    uint64_t size = DESC * (uint64_t)b->nargs + 8;
+    for (int i = 0; i < b->nargs; i++) size += 8 + 8 + align8(b->args[i].len ? b->args[i].len : 8);
+    return size;
+}
+
+static void table_write_arguments(const TableBind *b, uint8_t *frame, uint32_t block) {
+    uint64_t pos = DESC * (uint64_t)b->nargs;
+    for (int i = 0; i < b->nargs; i++) {
+        const TableArgument *a = &b->args[i];
+        uint32_t validity = 0, offsets = 0, values, values_len;
+        if (a->is_null) {
+            validity = block + (uint32_t)pos;
+            memset(frame + pos, 0, 8);
+            pos += 8;
+        }
+        if (is_varlen(a->code)) {
+            offsets = block + (uint32_t)pos;
+            put_u32(frame + pos, 0);
+            put_u32(frame + pos + 4, a->is_null ? 0 : a->len);
+            pos += 8;
+            values_len = a->is_null ? 0 : a->len;
+            if (values_len) memcpy(frame + pos, a->bytes, values_len);
+        } else {
+            values_len = (uint32_t)type_width(a->code);
+            uint8_t *v = frame + pos;
+            memset(v, 0, 8);
+            if (a->code == ABI_BOOL) v[0] = a->i != 0;
+            else if (a->code == ABI_INT32) { int32_t x = (int32_t)a->i; memcpy(v, &x, 4); }
+            else if (a->code == ABI_INT64) memcpy(v, &a->i, 8);
+            else if (a->code == ABI_FLOAT32) { float x = (float)a->d; memcpy(v, &x, 4); }
+            else memcpy(v, &a->d, 8);
+        }
+        values = block + (uint32_t)pos;
+        pos = align8(pos + (values_len ? values_len : 8));
+        put_desc(frame + DESC * i, a->code, 1, a->is_null ? 1 : 0, validity, offsets, values, values_len);
+    }
+}
+
+static void table_init(duckdb_init_info info) {
+    DuckFunction *f = duckdb_init_get_extra_info(info);
+    const TableBind *b = duckdb_init_get_bind_data(info);
+    duckdb_function_info as_info = (duckdb_function_info)info;
+    duckdb_init_set_max_threads(info, 1);
+    TableScan *s = calloc(1, sizeof *s);
+    if (!s) {
+        duckdb_init_set_error(info, "wasmudf: out of memory");
+        return;
+    }
+    s->f = f;
+    duckdb_init_set_init_data(info, s, table_scan_free);
+    for (int i = 0; f->strict && i < b->nargs; i++)
+        if (b->args[i].is_null) s->done = 1; /* no rows, and no guest */
+    if (s->done) return;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *bound = PyObject_CallNoArgs(f->bind);
+    PyObject *core, *instance = NULL;
+    unsigned long long a0, a1, a2;
+    if (!bound || !PyArg_ParseTuple(bound, "O!KKKO|O", &CoreType, &core, &a0, &a1, &a2, &s->open_failed, &instance)) {
+        Py_XDECREF(bound);
+        s->done = 1;
+        raise_to_duckdb(as_info, init_set_error);
+        PyGILState_Release(gil);
+        return;
+    }
+    s->keep = bound;
+    s->core = (Core *)core;
+    s->open = (void *)(uintptr_t)a0;
+    s->next = (void *)(uintptr_t)a1;
+    s->close = (void *)(uintptr_t)a2;
+    uint32_t block, state = 0;
+    if (frame_block(s->core, table_argument_size(b), 0, f->what, &block)) {
+        s->done = 1;
+        raise_to_duckdb(as_info, init_set_error);
+        PyGILState_Release(gil);
+        return;
+    }
+    table_write_arguments(b, s->core->base + block, block);
+    void *err, *trap;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = guarded_call((const volatile uint64_t *)f->interrupt_view.buf, s->core, s->open, block, (uint32_t)b->nargs,
+                      0, &state, &err, &trap);
+    Py_END_ALLOW_THREADS
+    if (rc || !state) {
+        s->done = 1;
+        if (rc) report_call_failure(s->core, f->what, err, trap);
+        else {
+            PyObject *r = PyObject_CallFunction(s->open_failed, "s", "__open");
+            Py_XDECREF(r);
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "wasmudf: __open returned 0");
+        }
+        raise_to_duckdb(as_info, init_set_error);
+    }
+    s->state = state;
+    PyGILState_Release(gil);
+}
+
+static void table_fail(TableScan *s, duckdb_function_info info, void *err, void *trap, const OutputFailure *failure,
+                       int32_t status) {
+    s->done = 1;
+    s->state = 0; /* it went with the instance */
+    PyGILState_STATE gil = PyGILState_Ensure();
+    Py_INCREF(s->core);
+    if (failure) report_output_failure(s->core, s->f->what, failure);
+    else if (err || trap) report_call_failure(s->core, s->f->what, err, trap);
+    else fail(s->core, "status", s->f->what, PyLong_FromLong(status));
+    raise_to_duckdb(info, duckdb_function_set_error);
+    Py_DECREF(s->core);
+    PyGILState_Release(gil);
+}
+
+static void table_call(duckdb_function_info info, duckdb_data_chunk output) {
+    TableScan *s = duckdb_function_get_init_data(info);
+    DuckFunction *f = s->f;
+    if (s->done) {
+        duckdb_data_chunk_set_size(output, 0);
+        return;
+    }
+    if (!f->enabled) {
+        duckdb_function_set_error(info, f->unregistered_text);
+        return;
+    }
+    uint32_t capacity = (uint32_t)duckdb_vector_size(), ncols = (uint32_t)f->ncols;
+    uint64_t size = DESC * (uint64_t)ncols;
+    for (uint32_t c = 0; c < ncols; c++)
+        size += align8((capacity + 7) / 8) +
+                align8(is_varlen(f->col_codes[c]) ? (uint64_t)(capacity + 1) * 4 : (uint64_t)capacity * 8);
+    Core *core = s->core;
+    uint32_t block;
+    if (core->before_call != Py_None || !frame_block_reusable(core, size, &block)) {
+        PyGILState_STATE gil = PyGILState_Ensure();
+        int rc = core_before_call(core) || frame_block(core, size, 0, f->what, &block);
+        if (rc) {
+            s->done = 1;
+            raise_to_duckdb(info, duckdb_function_set_error);
+        }
+        PyGILState_Release(gil);
+        if (rc) return;
+    }
+    uint8_t *frame = core->base + block;
+    uint32_t wants[MAX_PARAMS][8];
+    uint64_t pos = DESC * (uint64_t)ncols;
+    for (uint32_t c = 0; c < ncols; c++) {
+        int code = f->col_codes[c];
+        uint32_t validity = block + (uint32_t)pos;
+        memset(frame + pos, 0xFF, (capacity + 7) / 8);
+        pos = align8(pos + (capacity + 7) / 8);
+        uint32_t buffer = block + (uint32_t)pos;
+        uint64_t bytes = is_varlen(code) ? (uint64_t)(capacity + 1) * 4 : (uint64_t)capacity * type_width(code);
+        memset(frame + pos, 0, bytes);
+        pos = align8(pos + bytes);
+        uint32_t w[8] = {(uint32_t)code, capacity, 0, validity, is_varlen(code) ? buffer : 0,
+                         is_varlen(code) ? 0 : buffer, is_varlen(code) ? 0 : (uint32_t)bytes, 0};
+        memcpy(wants[c], w, sizeof w);
+        put_desc(frame + DESC * c, w[0], w[1], w[2], w[3], w[4], w[5], w[6]);
+    }
+    void *err, *trap;
+    uint32_t got;
+    if (guarded_call((const volatile uint64_t *)f->interrupt_view.buf, core, s->next, s->state, block, ncols, &got,
+                     &err, &trap)) {
+        table_fail(s, info, err, trap, NULL, 0);
+        return;
+    }
+    int32_t rows = (int32_t)got;
+    OutputFailure failure = {.kind = OUTPUT_INVALID};
+    if (rows < 0) {
+        table_fail(s, info, NULL, NULL, NULL, rows);
+        return;
+    }
+    if (rows == 0) {
+        s->done = 1;
+        duckdb_data_chunk_set_size(output, 0);
+        return;
+    }
+    if ((uint32_t)rows > capacity) {
+        snprintf(failure.message, sizeof failure.message, "__next returned %d rows for a batch of %u", rows, capacity);
+        table_fail(s, info, NULL, NULL, &failure, 0);
+        return;
+    }
+    if (f->table_rows >= 0 && s->rows + rows > f->table_rows) {
+        char text[200];
+        snprintf(text, sizeof text,
+                 "RowLimitExceeded: `%s` returned more than Limits.table_rows = %lld rows in one call; "
+                 "raise the limit or return fewer",
+                 PyUnicode_AsUTF8(f->what) ? PyUnicode_AsUTF8(f->what) : "?", f->table_rows);
+        s->done = 1;
+        duckdb_function_set_error(info, text);
+        return;
+    }
+    uint64_t varlen_bytes = 0;
+    for (uint32_t c = 0; c < ncols; c++) {
+        if (check_output(core, block + DESC * c, wants[c], f->col_codes[c], rows, -1, &failure)) {
+            char detail[sizeof failure.message];
+            snprintf(detail, sizeof detail, "%s", failure.message);
+            snprintf(failure.message, sizeof failure.message, "column '%s': %s", f->col_names[c], detail);
+            table_fail(s, info, NULL, NULL, &failure, 0);
+            return;
+        }
+        if (is_varlen(f->col_codes[c])) varlen_bytes += get_u32(frame + DESC * c + 24);
+    }
+    if (f->output_limit >= 0 && varlen_bytes > (unsigned long long)f->output_limit) {
+        failure.kind = OUTPUT_LIMIT;
+        failure.size = varlen_bytes;
+        table_fail(s, info, NULL, NULL, &failure, 0);
+        return;
+    }
+    for (uint32_t c = 0; c < ncols; c++) {
+        duckdb_vector vector = duckdb_data_chunk_get_vector(output, c);
+        if (write_result(core, wants[c], block + DESC * c, f->col_codes[c], (idx_t)rows, NULL, 0, vector, &failure)) {
+            char detail[sizeof failure.message];
+            snprintf(detail, sizeof detail, "%s", failure.message);
+            snprintf(failure.message, sizeof failure.message, "column '%s': %s", f->col_names[c], detail);
+            table_fail(s, info, NULL, NULL, &failure, 0);
+            return;
+        }
+    }
+    s->rows += rows;
+    duckdb_data_chunk_set_size(output, (idx_t)rows);
+}
+
 /* ---- DuckFunction, the Python type ------------------------------------------------------ */
 
 static int DuckFunction_init(DuckFunction *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"name", "kind", "codes", "rcode", "strict", "output_limit", "bind", "interrupted",
-                            "group_limit", "token", "movable", NULL};
-    PyObject *what, *codes, *bind, *interrupted;
+                            "group_limit", "token", "movable", "columns", "table_rows", NULL};
+    PyObject *what, *codes, *bind, *interrupted, *columns = NULL;
     int kind, rcode, strict, movable = 0;
-    long long output_limit, group_limit = 1LL << 30, token = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "UiOipLOO|LLp", names, &what, &kind, &codes, &rcode, &strict,
-                                     &output_limit, &bind, &interrupted, &group_limit, &token, &movable))
+    long long output_limit, group_limit = 1LL << 30, token = 0, table_rows = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "UiOipLOO|LLpOL", names, &what, &kind, &codes, &rcode, &strict,
+                                     &output_limit, &bind, &interrupted, &group_limit, &token, &movable, &columns,
+                                     &table_rows))
         return -1;
+    self->ncols = 0;
+    if (kind == KIND_TABLE) {
+        /* columns: (name, type code) pairs, the table's output */
+        PyObject *cols = columns ? PySequence_Fast(columns, "columns must be a sequence") : NULL;
+        if (!cols) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "a table function needs its columns");
+            return -1;
+        }
+        Py_ssize_t ncols = PySequence_Fast_GET_SIZE(cols);
+        for (Py_ssize_t i = 0; i < ncols && i < MAX_PARAMS; i++) {
+            const char *cname;
+            int code;
+            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(cols, i), "si", &cname, &code) ||
+                (type_width(code) == 0 && !is_varlen(code)) || strlen(cname) >= sizeof self->col_names[0]) {
+                Py_DECREF(cols);
+                if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "bad table column");
+                return -1;
+            }
+            snprintf(self->col_names[i], sizeof self->col_names[i], "%s", cname);
+            self->col_codes[i] = code;
+        }
+        Py_DECREF(cols);
+        if (ncols < 1 || ncols > MAX_PARAMS) {
+            PyErr_SetString(PyExc_ValueError, "a table function has 1 to 32 columns");
+            return -1;
+        }
+        self->ncols = (int)ncols;
+    }
     PyObject *seq = PySequence_Fast(codes, "codes must be a sequence");
     if (!seq) return -1;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    if (n < 1 || n > MAX_PARAMS || kind < KIND_SCALAR || kind > KIND_LIST_FORM ||
+    if (n < (kind == KIND_TABLE ? 0 : 1) || n > MAX_PARAMS || kind < KIND_SCALAR || kind > KIND_TABLE ||
         (type_width(rcode) == 0 && !is_varlen(rcode)) || !PyCallable_Check(bind) || group_limit <= 0) {
         Py_DECREF(seq);
         PyErr_SetString(PyExc_ValueError, "bad function description");
@@ -1283,6 +1656,7 @@ static int DuckFunction_init(DuckFunction *self, PyObject *args, PyObject *kw) {
     self->group_limit = group_limit;
     self->token = token;
     self->movable = movable && kind == KIND_AGGREGATE;
+    self->table_rows = table_rows;
     self->generation = __atomic_fetch_add(&next_generation, 1, __ATOMIC_RELAXED);
     self->enabled = 1;
     free(self->memo_text);
@@ -1322,7 +1696,27 @@ static PyObject *DuckFunction_disable(DuckFunction *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+/* A table function replaced by one of the same shape: DuckDB keeps the entry it has (its C
+   API cannot drop or swap a table function), so the entry's function takes the new target. */
+static PyObject *DuckFunction_retarget(DuckFunction *self, PyObject *args) {
+    PyObject *bind;
+    long long output_limit, table_rows;
+    if (!PyArg_ParseTuple(args, "OLL", &bind, &output_limit, &table_rows)) return NULL;
+    if (!PyCallable_Check(bind)) {
+        PyErr_SetString(PyExc_TypeError, "bind must be callable");
+        return NULL;
+    }
+    Py_XSETREF(self->bind, Py_NewRef(bind));
+    self->output_limit = output_limit;
+    self->table_rows = table_rows;
+    self->generation = __atomic_fetch_add(&next_generation, 1, __ATOMIC_RELAXED);
+    self->enabled = 1;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef DuckFunction_methods[] = {
+    {"retarget", (PyCFunction)DuckFunction_retarget, METH_VARARGS,
+     "retarget(bind, output_limit, table_rows): a table function's entry calls another function"},
     {"disable", (PyCFunction)DuckFunction_disable, METH_NOARGS, "make every later call fail (unregistered)"},
     {NULL},
 };
@@ -1402,6 +1796,22 @@ static PyObject *Registrar_register(Registrar *self, PyObject *args) {
         Py_BEGIN_ALLOW_THREADS
         rc = duckdb_register_scalar_function(self->conn, s);
         duckdb_destroy_scalar_function(&s);
+        Py_END_ALLOW_THREADS
+    } else if (f->kind == KIND_TABLE) {
+        duckdb_table_function t = duckdb_create_table_function();
+        duckdb_table_function_set_name(t, name);
+        for (int i = 0; i < f->nargs; i++) {
+            duckdb_logical_type p = logical_type(f->codes[i]);
+            duckdb_table_function_add_parameter(t, p);
+            duckdb_destroy_logical_type(&p);
+        }
+        duckdb_table_function_set_extra_info(t, f, release_reference);
+        duckdb_table_function_set_bind(t, table_bind);
+        duckdb_table_function_set_init(t, table_init);
+        duckdb_table_function_set_function(t, table_call);
+        Py_BEGIN_ALLOW_THREADS
+        rc = duckdb_register_table_function(self->conn, t);
+        duckdb_destroy_table_function(&t);
         Py_END_ALLOW_THREADS
     } else if (f->kind == KIND_SCALAR) {
         duckdb_scalar_function s = duckdb_create_scalar_function();

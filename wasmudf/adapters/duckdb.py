@@ -398,6 +398,10 @@ class DuckDBAdapter:
             _register_aggregate(con, fn)
 
     def register_table(self, con: Any, fn: TableFunction) -> None:
+        db = native_database(con)
+        if isinstance(db, NativeDatabase):
+            db.register_table(fn)  # SELECT * FROM f(...), natively
+            duckdb_native.track(con, db)
         _session(con).tables[fn.name.lower()] = fn
 
     def table(self, con: Any, name: str, args: tuple) -> Any:

@@ -40,13 +40,14 @@ import numpy as np
 
 from .. import _native
 from ..abi import FunctionSpec
+from ..errors import RegistrationError
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 EXTENSION = PACKAGE_DIR / "wasmudf.duckdb_extension"
 PUBLIC_KEY = PACKAGE_DIR / "duckdb_extension_key.pem"
 TOKEN_FUNCTION = "wasmudf_native_database"
 #: DuckFunction kinds (adapters/_duckdb.c).
-KIND_SCALAR, KIND_AGGREGATE, KIND_LIST_FORM = 0, 1, 2
+KIND_SCALAR, KIND_AGGREGATE, KIND_LIST_FORM, KIND_TABLE = 0, 1, 2, 3
 #: The most bytes of rows one group of a native aggregate may collect.
 GROUP_LIMIT_BYTES = 1 << 30
 
@@ -66,6 +67,9 @@ class NativeDatabase:
     existing: dict[str, bool] = field(repr=False)
     #: Native functions by lower-cased name.
     functions: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: Every table function registered here, unregistered ones too (DuckDB keeps their
+    #: entries): lower-cased name → (native function, its parameter and column types).
+    tables: dict[str, tuple[Any, Any]] = field(default_factory=dict, repr=False)
     #: Bumped by wasmudf.interrupt(con): a running call stops within one tick.
     interrupts: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.uint64))
 
@@ -112,6 +116,50 @@ class NativeDatabase:
         if previous is not None:
             previous.disable()
         self.functions[sql_name.lower()] = native
+
+    def register_table(self, fn: Any) -> None:
+        """Register (or replace) a table function: each scan runs in an instance of its own.
+
+        DuckDB's C API can neither drop nor swap a table function, so a replacement takes over
+        the entry of the one it replaces, which needs the same parameter and column types."""
+        spec, limits = fn.spec, fn.limits
+        output_limit = -1 if limits.output_bytes is None else limits.output_bytes
+        table_rows = -1 if limits.table_rows is None else limits.table_rows
+        shape = ([t.code for t in spec.params], [(n.lower(), t.code) for n, t in spec.columns])
+        key = spec.name.lower()
+        entry = self.tables.get(key)
+        if entry is not None:
+            previous, previous_shape = entry
+            if previous_shape != shape:
+                raise RegistrationError(
+                    f"`{spec.name}` cannot replace the table function of that name in this DuckDB database: its "
+                    "parameters or columns differ, and DuckDB's C API can neither drop nor swap a table function; "
+                    "give it another name, or use a new database"
+                )
+            previous.retarget(fn.dedicated_exports, output_limit, table_rows)
+            self.functions[key] = previous
+            return
+        native = _native.speedups.DuckFunction(
+            spec.name,
+            KIND_TABLE,
+            [t.code for t in spec.params],
+            spec.columns[0][1].code,
+            spec.strict,
+            output_limit,
+            fn.dedicated_exports,
+            self.interrupts,
+            GROUP_LIMIT_BYTES,
+            self.token,
+            False,
+            [(name, t.code) for name, t in spec.columns],
+            table_rows,
+        )
+        self.registrar.register(native, spec.deterministic, spec.name)
+        previous = self.functions.get(key)  # a scalar or aggregate of that name
+        if previous is not None:
+            previous.disable()
+        self.functions[key] = native
+        self.tables[key] = (native, shape)
 
     def unregister(self, name: str) -> bool:
         """Disable a native function (DuckDB cannot drop a C API function): later calls fail."""
