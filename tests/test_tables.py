@@ -216,12 +216,19 @@ def test_sqlite_builtin_table_functions_are_not_replaced():
     assert con.execute("SELECT value FROM json_each('[7]')").fetchall() == [(7,)]
 
 
-def test_python_sqlite3_says_it_has_no_table_functions():
+def test_python_sqlite3_says_it_has_no_table_functions(example_modules):
     import sqlite3
 
     con = sqlite3.connect(":memory:")
     with pytest.raises(wasmudf.RegistrationError, match=r"`series` is a table function.*no virtual tables.*apsw"):
         wasmudf.register(con, TABLES)
+    # A module with other functions too: those are registered, and the warning says what was not.
+    with pytest.warns(wasmudf.RegistrationWarning, match=r"`fizzbuzz_rows_zig` is a table function.*no virtual tables"):
+        reg = wasmudf.register(con, example_modules["text"])
+    assert "fizzbuzz_rows_zig" not in reg and "slugify" in reg
+    assert con.execute("SELECT slugify('Crème brûlée')").fetchall() == [("creme-brulee",)]
+    with pytest.raises(wasmudf.UsageError, match="no virtual tables"):
+        wasmudf.table(con, "fizzbuzz_rows_zig", 3)
 
 
 # -- DuckDB -------------------------------------------------------------------------------------

@@ -148,3 +148,8 @@ class BuildError(WasmUdfError):
 
 class BuildWarning(UserWarning):
     """What the compiler warned about, or a function name an engine would refuse."""
+
+
+class RegistrationWarning(UserWarning):
+    """A function of the module was left out: the connection's engine cannot take its kind
+    (a table function on Python's sqlite3); the others were registered."""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
 from .adapters import Adapter, NameTaken, adapter_for
-from .errors import RegistrationError
+from .errors import RegistrationError, RegistrationWarning
 from .module import Module, Source, load
 
 
@@ -78,6 +79,12 @@ def register(con: Any, source: Module | Source, *, replace: bool = False, **load
     else:
         module = load(source, **load_options)
     functions = list(module.functions.values())
+    left_out = {fn.name: reason for fn in functions if (reason := adapter.left_out(fn)) is not None}
+    if left_out and len(left_out) == len(functions):
+        raise RegistrationError(f"{next(iter(left_out.values()))}: nothing of the module was registered")
+    for reason in left_out.values():
+        warnings.warn(f"{reason}; the module's other functions were registered", RegistrationWarning, stacklevel=2)
+    functions = [fn for fn in functions if fn.name not in left_out]
     for fn in functions:
         adapter.check_supported(fn)
     occupied = [n for fn in functions for n in adapter.sql_names(fn, con)]

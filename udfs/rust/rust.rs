@@ -1,5 +1,5 @@
 //! Rust UDFs: a scalar over integers, one over text, and a window aggregate.
-use wasmudf::{scalar, window_aggregate};
+use wasmudf::{scalar, table, window_aggregate, Rows};
 
 /// Steps of the Collatz sequence from n down to 1 (NULL for n < 1).
 fn collatz_steps(n: i64) -> Option<i64> {
@@ -85,3 +85,25 @@ impl Spread {
     }
 }
 window_aggregate!(spread(float64) -> float64, "largest minus smallest value", Spread, merge, serialize);
+
+/// fizzbuzz_rs's words as rows: (n, word) for n = 1..count, the same table as fizzbuzz_rows_zig.
+struct FizzBuzzRows {
+    n: i64,
+    count: i64,
+}
+
+impl FizzBuzzRows {
+    fn open(count: i64) -> Result<FizzBuzzRows, String> {
+        Ok(FizzBuzzRows { n: 1, count })
+    }
+    fn next(&mut self, out: &mut Rows) -> bool {
+        while !out.full() && self.n <= self.count {
+            out.put(0, self.n);
+            out.put(1, fizzbuzz_rs(self.n));
+            out.emit();
+            self.n += 1;
+        }
+        self.n <= self.count
+    }
+}
+table!(fizzbuzz_rows_rs(int64) -> (n: int64, word: utf8), "rows (n, fizzbuzz word) for n from 1 to count", FizzBuzzRows);

@@ -180,6 +180,22 @@ const CharCount = struct {
     }
 };
 
+/// fizzbuzz_zig's words as rows: (n, word) for n = 1..count, the same table as fizzbuzz_rows_rs.
+const FizzBuzzRows = struct {
+    n: i64 = 1,
+    count: i64,
+
+    pub fn open(count: i64) FizzBuzzRows {
+        return .{ .count = count };
+    }
+    pub fn next(self: *FizzBuzzRows, out: *udf.Rows(struct { n: i64, word: []const u8 })) !bool {
+        while (!out.full() and self.n <= self.count) : (self.n += 1) {
+            out.emit(.{ .n = self.n, .word = try fizzbuzz_zig(self.n) });
+        }
+        return self.n <= self.count;
+    }
+};
+
 comptime {
     udf.module(.{
         udf.scalar("edit_distance", levenshtein, .{ .doc = "edit distance between two strings, in code points" }),
@@ -189,5 +205,6 @@ comptime {
         udf.scalar("fizzbuzz_zig", fizzbuzz_zig, .{ .doc = "Fizz for multiples of 3, Buzz of 5, FizzBuzz of both, else the number" }),
         udf.aggregate("longest", Longest, .{ .doc = "the longest string (in UTF-8 bytes); the smallest of equally long ones" }),
         udf.aggregate("char_total", CharCount, .{ .doc = "total characters (code points) of the strings; a window function" }),
+        udf.table("fizzbuzz_rows_zig", FizzBuzzRows, .{ .doc = "rows (n, fizzbuzz word) for n from 1 to count" }),
     });
 }

@@ -39,6 +39,10 @@ class Adapter(Protocol):
     def check_supported(self, fn: Any) -> None:
         """Raise RegistrationError if the engine cannot take ``fn`` (its kind or types)."""
 
+    def left_out(self, fn: Any) -> str | None:
+        """Why ``fn`` is left out on this engine (its kind has no place there), or None.
+        ``register`` registers the module's other functions and warns about it."""
+
     def path_for(self, con: Any) -> tuple[str, str]:
         """How functions registered on ``con`` are called, and why: (path, reason)."""
 

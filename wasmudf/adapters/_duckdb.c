@@ -1551,7 +1551,7 @@ static void table_call(duckdb_function_info info, duckdb_data_chunk output) {
         if (check_output(core, block + DESC * c, wants[c], f->col_codes[c], rows, -1, &failure)) {
             char detail[sizeof failure.message];
             snprintf(detail, sizeof detail, "%s", failure.message);
-            snprintf(failure.message, sizeof failure.message, "column '%s': %s", f->col_names[c], detail);
+            snprintf(failure.message, sizeof failure.message, "column '%.64s': %.170s", f->col_names[c], detail);
             table_fail(s, info, NULL, NULL, &failure, 0);
             return;
         }
@@ -1568,7 +1568,7 @@ static void table_call(duckdb_function_info info, duckdb_data_chunk output) {
         if (write_result(core, wants[c], block + DESC * c, f->col_codes[c], (idx_t)rows, NULL, 0, vector, &failure)) {
             char detail[sizeof failure.message];
             snprintf(detail, sizeof detail, "%s", failure.message);
-            snprintf(failure.message, sizeof failure.message, "column '%s': %s", f->col_names[c], detail);
+            snprintf(failure.message, sizeof failure.message, "column '%.64s': %.170s", f->col_names[c], detail);
             table_fail(s, info, NULL, NULL, &failure, 0);
             return;
         }

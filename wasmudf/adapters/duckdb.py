@@ -363,6 +363,9 @@ class DuckDBAdapter:
                     found[key] = db.existing[key]
         return found
 
+    def left_out(self, fn: Any) -> str | None:
+        return None
+
     def path_for(self, con: Any) -> tuple[str, str]:
         """("native", how it was loaded) or ("python", why not native)."""
         db = native_database(con)

@@ -43,6 +43,9 @@ class SqliteAdapterBase:
         if not isinstance(fn, (ScalarFunction, AggregateFunction, TableFunction)):
             raise RegistrationError(f"`{fn.name}`: SQLite cannot register a {type(fn).__name__}")
 
+    def left_out(self, fn: Any) -> str | None:
+        return None
+
     def path_for(self, con: Any) -> tuple[str, str]:
         return "sqlite", f"SQLite's function API through {self.engine_package}"
 

@@ -41,20 +41,20 @@ class StdlibSqliteAdapter(SqliteAdapterBase):
 
     # -- registration ------------------------------------------------------------------
 
-    def check_supported(self, fn: Any) -> None:
-        super().check_supported(fn)
-        if fn.kind == "table":
-            raise RegistrationError(
-                f"`{fn.name}` is a table function, and Python's sqlite3 module has no virtual tables to make one "
-                "from; register the module on an apsw connection (SQLite's own, with virtual tables), or call "
-                f"mod.functions[{fn.name!r}](...) for its rows: nothing of the module was registered"
-            )
+    def left_out(self, fn: Any) -> str | None:
+        if fn.kind != "table":
+            return None
+        return (
+            f"`{fn.name}` is a table function, and Python's sqlite3 module has no virtual tables to make one "
+            "from; register the module on an apsw connection (SQLite's own, with virtual tables), or call "
+            f"mod.functions[{fn.name!r}](...) for its rows"
+        )
 
     def register_table(self, con: Any, fn: Any) -> None:
-        self.check_supported(fn)
+        raise RegistrationError(self.left_out(fn))
 
     def table(self, con: Any, name: str, args: tuple) -> Any:
-        raise UsageError("Python's sqlite3 module has no virtual tables, so it has no table functions")
+        raise UsageError("Python's sqlite3 module has no virtual tables, so it has no table functions; use apsw")
 
     def unregister(self, con: Any, name: str, numargs: int = -1) -> None:
         if sys.version_info >= (3, 13):

@@ -32,6 +32,23 @@
 //!     aggregate!(span(float64) -> float64, "max - min", Span);
 //!
 //! States live in the Rust heap, outside the arena the host resets between calls.
+//!
+//! A table function streams rows: a call type with `open` (the SQL parameters, returning
+//! `Result<Self, String>`) and `next(&mut self, out: &mut Rows) -> bool` (false: no rows
+//! left), declared with its parameter and column types:
+//!
+//!     struct Series { at: i64, stop: i64 }
+//!     impl Series {
+//!         fn open(start: i64, stop: i64) -> Result<Series, String> { Ok(Series { at: start, stop }) }
+//!         fn next(&mut self, out: &mut Rows) -> bool {
+//!             while !out.full() && self.at <= self.stop { out.put(0, self.at); out.emit(); self.at += 1; }
+//!             self.at <= self.stop
+//!         }
+//!     }
+//!     table!(series(int64, int64) -> (value: int64), "start..stop", Series);
+//!
+//! `out.put(column, value)` takes any result type (`Option<T>` for NULL); `open` copies what
+//! it keeps of `&str` arguments (they live in the arena).
 #![allow(clippy::missing_safety_doc)]
 
 use std::alloc::{alloc, dealloc, Layout};
@@ -157,23 +174,27 @@ impl Arg for &'static str {
 /// ones are gathered and packed into one arena block at the end.
 pub trait Output {
     const VARLEN: bool;
+    /// The ABI type code of the column it goes into.
+    const CODE: u32;
     unsafe fn write(self, o: &mut Column, spans: &mut Vec<Vec<u8>>, i: u32);
 }
 
 macro_rules! fixed_output {
-    ($($t:ty),*) => {$(
+    ($($t:ty = $code:expr),*) => {$(
         impl Output for $t {
             const VARLEN: bool = false;
+            const CODE: u32 = $code;
             unsafe fn write(self, o: &mut Column, _: &mut Vec<Vec<u8>>, i: u32) {
                 *((o.values as usize + i as usize * std::mem::size_of::<$t>()) as *mut $t) = self;
             }
         }
     )*};
 }
-fixed_output!(i32, i64, f32, f64);
+fixed_output!(i32 = 2, i64 = 3, f32 = 4, f64 = 5);
 
 impl Output for bool {
     const VARLEN: bool = false;
+    const CODE: u32 = 1;
     unsafe fn write(self, o: &mut Column, _: &mut Vec<Vec<u8>>, i: u32) {
         *((o.values + i) as *mut u8) = self as u8;
     }
@@ -181,6 +202,7 @@ impl Output for bool {
 
 impl Output for Vec<u8> {
     const VARLEN: bool = true;
+    const CODE: u32 = 7;
     unsafe fn write(self, _: &mut Column, spans: &mut Vec<Vec<u8>>, _: u32) {
         spans.push(self);
     }
@@ -188,6 +210,7 @@ impl Output for Vec<u8> {
 
 impl Output for String {
     const VARLEN: bool = true;
+    const CODE: u32 = 6;
     unsafe fn write(self, _: &mut Column, spans: &mut Vec<Vec<u8>>, _: u32) {
         spans.push(self.into_bytes());
     }
@@ -195,6 +218,7 @@ impl Output for String {
 
 impl<T: Output> Output for Option<T> {
     const VARLEN: bool = T::VARLEN;
+    const CODE: u32 = T::CODE;
     unsafe fn write(self, o: &mut Column, spans: &mut Vec<Vec<u8>>, i: u32) {
         match self {
             Some(v) => v.write(o, spans, i),
@@ -505,6 +529,149 @@ macro_rules! __serialize {
                         0
                     }
                 }
+            }
+        };
+    };
+}
+
+/// The rows one `next` call of a table function appends to (at most `capacity`).
+pub struct Rows {
+    cols: *mut Column,
+    ncols: usize,
+    capacity: u32,
+    count: u32,
+    spans: Vec<Vec<Vec<u8>>>, // per column, per row: utf8/binary values
+    failed: bool,
+}
+
+impl Rows {
+    pub unsafe fn new(outs: u32, ncols: u32) -> Rows {
+        let cols = outs as *mut Column;
+        let capacity = if ncols == 0 { 0 } else { (*cols).length };
+        for c in 0..ncols as usize {
+            (*cols.add(c)).null_count = 0;
+        }
+        Rows { cols, ncols: ncols as usize, capacity, count: 0, spans: vec![Vec::new(); ncols as usize], failed: false }
+    }
+
+    pub fn full(&self) -> bool {
+        self.count >= self.capacity
+    }
+
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Set `column` of the row being written; a value of the wrong type fails the call.
+    pub fn put<T: Output>(&mut self, column: usize, value: T) {
+        if column >= self.ncols || self.full() || unsafe { (*self.cols.add(column)).ty } != T::CODE {
+            set_message("Rows::put: no such column of that type, or the batch is full");
+            self.failed = true;
+            return;
+        }
+        let row = self.count;
+        let spans = &mut self.spans[column];
+        spans.truncate(row as usize);
+        unsafe { value.write(&mut *self.cols.add(column), spans, row) };
+    }
+
+    /// The row being written is complete (a utf8/binary column not put is empty).
+    pub fn emit(&mut self) {
+        if self.full() {
+            return;
+        }
+        self.count += 1;
+        for spans in self.spans.iter_mut() {
+            spans.resize(self.count as usize, Vec::new());
+        }
+    }
+
+    /// Pack the utf8/binary columns: the count of rows, or -1.
+    pub unsafe fn finish(&mut self) -> i32 {
+        for c in 0..self.ncols {
+            let col = &mut *self.cols.add(c);
+            if col.ty == 6 || col.ty == 7 {
+                self.spans[c].resize(self.count as usize, Vec::new());
+                if pack(col, &self.spans[c]) != 0 {
+                    return -1;
+                }
+            }
+        }
+        self.count as i32
+    }
+}
+
+#[macro_export]
+macro_rules! __columns_text {
+    ($c:ident : $t:ident) => { concat!(stringify!($c), " ", stringify!($t)) };
+    ($c:ident : $t:ident, $($rest:tt)+) => { concat!(stringify!($c), " ", stringify!($t), ", ", $crate::__columns_text!($($rest)+)) };
+}
+
+/// `table!(name(types...) -> (column: type, ...), "doc", Call)`: a table function over a call
+/// type with `open(args...) -> Result<Call, String>` and `next(&mut self, &mut Rows) -> bool`.
+#[macro_export]
+macro_rules! table {
+    ($name:ident ( $($t:ident),* ) -> ( $($cols:tt)+ ), $doc:literal, $call:ty) => {
+        const _: () = {
+            static FRAGMENT: &str = $crate::__fragment!($name, concat!(
+                "{\"name\":\"", stringify!($name), "\",\"kind\":\"table\",\"params\":[",
+                $crate::__json_types!($($t),*), "],\"columns\":\"", $crate::__columns_text!($($cols)+),
+                "\",\"doc\":\"", $doc, "\"}"));
+
+            struct Running { call: $call, finished: bool }
+
+            #[export_name = concat!(stringify!($name), "__open")]
+            pub unsafe extern "C" fn open(args: u32, nargs: u32) -> u32 {
+                std::ptr::read_volatile(&FRAGMENT.as_ptr());
+                let n_params = [$(stringify!($t)),*].len() as u32;
+                if nargs != n_params {
+                    $crate::set_message("wrong number of arguments");
+                    return 0;
+                }
+                #[allow(unused_variables)]
+                let a = std::slice::from_raw_parts(args as *const $crate::Column, nargs as usize);
+                #[allow(unused_mut, unused_variables)]
+                let mut k = 0usize;
+                #[allow(unused_assignments)]
+                let opened = <$call>::open($({
+                    let v = <$crate::ctype!($t) as $crate::Arg>::get(&a[k], 0);
+                    k += 1;
+                    v
+                }),*);
+                match opened {
+                    Ok(call) => Box::into_raw(Box::new(Running { call, finished: false })) as u32,
+                    Err(message) => {
+                        $crate::set_message(&message);
+                        0
+                    }
+                }
+            }
+            #[export_name = concat!(stringify!($name), "__next")]
+            pub unsafe extern "C" fn next(state: u32, outs: u32, ncols: u32) -> i32 {
+                let running = &mut *(state as *mut Running);
+                if running.finished || ncols == 0 {
+                    return 0;
+                }
+                let mut rows = $crate::Rows::new(outs, ncols);
+                let mut more = true;
+                while more && rows.count() == 0 && !rows.failed() {
+                    more = running.call.next(&mut rows);
+                }
+                if rows.failed() {
+                    return -1;
+                }
+                if !more {
+                    running.finished = true;
+                }
+                rows.finish()
+            }
+            #[export_name = concat!(stringify!($name), "__close")]
+            pub unsafe extern "C" fn close(state: u32) {
+                drop(Box::from_raw(state as *mut Running));
             }
         };
     };

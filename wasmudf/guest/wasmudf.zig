@@ -36,6 +36,23 @@
 //!         pub fn deserialize(bytes: []const u8) !Longest { ... }
 //!     };
 //!
+//! A table function streams rows: a call type with `open` (its parameters are the SQL
+//! parameters) and `next`, which appends rows of a struct type (its fields are the columns):
+//!
+//!     const Series = struct {
+//!         at: i64, stop: i64,
+//!         pub fn open(start: i64, stop: i64) !Series { return .{ .at = start, .stop = stop }; }
+//!         pub fn next(self: *Series, out: *udf.Rows(struct { value: i64 })) bool {
+//!             while (!out.full() and self.at <= self.stop) : (self.at += 1) out.emit(.{ .value = self.at });
+//!             return self.at <= self.stop;   // false: no rows left
+//!         }
+//!         pub fn deinit(self: *Series) void { ... }                  // optional
+//!     };
+//!     udf.table("series", Series, .{ .doc = "start..stop" })
+//!
+//! `open` copies what it keeps of its arguments (they live in the arena). A `?T` field is a
+//! column that may be NULL; a NULL argument gives no rows without calling `open`.
+//!
 //! A new state is `State{}` (give every field a default) or `State.init()` if it declares one.
 //! Memory a state keeps across calls comes from `udf.state_allocator`, never `udf.allocator`.
 //! A state of plain data (numbers, bools, arrays and structs of them: no pointers or slices)
@@ -530,6 +547,125 @@ pub fn aggregate(comptime name: []const u8, comptime State: type, comptime opts:
     return .{ .name = name, .json = json, .Impl = Impl };
 }
 
+/// The rows one `next` call appends to: at most `capacity`; `Row`'s fields are the columns.
+pub fn Rows(comptime Row: type) type {
+    const info = @typeInfo(Row).@"struct";
+    return struct {
+        cols: [*]Column,
+        capacity: u32,
+        count: u32 = 0,
+        spans: [][]const u8,
+
+        pub fn full(self: *const @This()) bool {
+            return self.count >= self.capacity;
+        }
+
+        /// Append one row (ignored when the batch is full: check `full()` first).
+        pub fn emit(self: *@This(), row: Row) void {
+            if (self.full()) return;
+            const r = self.count;
+            inline for (info.field_names, info.field_types, 0..) |fname, F, c| {
+                const col = &self.cols[c];
+                const value: ?Base(F) = @field(row, fname);
+                if (value) |x| {
+                    if (comptime isVarlen(Base(F))) {
+                        self.spans[c * self.capacity + r] = bytesOf(Base(F), x);
+                    } else if (Base(F) == bool) {
+                        ptr(u8, col.values)[r] = @intFromBool(x);
+                    } else {
+                        ptr(Base(F), col.values)[r] = x;
+                    }
+                } else {
+                    ptr(u8, col.validity)[r >> 3] &= ~(@as(u8, 1) << @intCast(r & 7));
+                    col.null_count += 1;
+                }
+            }
+            self.count += 1;
+        }
+    };
+}
+
+/// Declare a table function over `Call`, whose `open` and `next` do the work (see the top).
+pub fn table(comptime name: []const u8, comptime Call: type, comptime opts: Options) Declaration {
+    const open_info = @typeInfo(@TypeOf(Call.open)).@"fn";
+    const open_fallible = @typeInfo(open_info.return_type.?) == .error_union;
+    const next_info = @typeInfo(@TypeOf(Call.next)).@"fn";
+    const RowsType = @typeInfo(next_info.param_types[1].?).pointer.child;
+    const Row = @typeInfo(@TypeOf(RowsType.emit)).@"fn".param_types[1].?;
+    const next_fallible = @typeInfo(next_info.return_type.?) == .error_union;
+    const row_info = @typeInfo(Row).@"struct";
+    comptime var params_json: []const u8 = "";
+    inline for (open_info.param_types, 0..) |p, i| {
+        params_json = params_json ++ (if (i > 0) "," else "") ++ "\"" ++ sqlType(p.?) ++ "\"";
+    }
+    comptime var columns_json: []const u8 = "";
+    inline for (row_info.field_names, row_info.field_types, 0..) |fname, F, i| {
+        columns_json = columns_json ++ (if (i > 0) "," else "") ++ "{\"name\":\"" ++ fname ++ "\",\"type\":\"" ++
+            sqlType(Base(F)) ++ "\"}";
+    }
+    const Wrapper = struct { user: Call, finished: bool };
+
+    const Impl = struct {
+        pub fn open(args_addr: u32, nargs: u32) callconv(.c) u32 {
+            arenaInit(); // before the state allocator takes pages of its own
+            const a: [*]const Column = @ptrFromInt(args_addr);
+            if (nargs != open_info.param_types.len) {
+                setMessage(name ++ ": wrong number of arguments");
+                return 0;
+            }
+            explicit_message = false;
+            var args: std.meta.ArgsTuple(@TypeOf(Call.open)) = undefined;
+            inline for (open_info.param_types, 0..) |p, i| args[i] = get(p.?, &a[i], 0);
+            const result = @call(.auto, Call.open, args);
+            const user: Call = if (open_fallible) (result catch |err| {
+                if (!explicit_message) setMessage2(name ++ ": ", @errorName(err));
+                return 0;
+            }) else result;
+            const w = state_allocator.create(Wrapper) catch {
+                setMessage(name ++ ": out of memory for a call");
+                return 0;
+            };
+            w.* = .{ .user = user, .finished = false };
+            return @intCast(@intFromPtr(w));
+        }
+        pub fn next(state: u32, outs: u32, ncols: u32) callconv(.c) i32 {
+            const w: *Wrapper = @ptrFromInt(state);
+            if (w.finished or ncols != row_info.field_names.len) return 0;
+            const cols: [*]Column = @ptrFromInt(outs);
+            const capacity = cols[0].length;
+            const spans = allocator.alloc([]const u8, ncols * capacity) catch return -1;
+            @memset(spans, "");
+            for (0..ncols) |c| cols[c].null_count = 0;
+            var rows = RowsType{ .cols = cols, .capacity = capacity, .spans = spans };
+            explicit_message = false;
+            var more = true;
+            while (more and rows.count == 0) {
+                const r = w.user.next(&rows);
+                more = if (next_fallible) (r catch |err| {
+                    if (!explicit_message) setMessage2(name ++ ": ", @errorName(err));
+                    return -1;
+                }) else r;
+            }
+            if (!more) w.finished = true;
+            inline for (row_info.field_types, 0..) |F, c| {
+                if (comptime isVarlen(Base(F))) {
+                    if (pack(&cols[c], spans[c * capacity .. c * capacity + rows.count]) != 0) return -1;
+                }
+            }
+            return @intCast(rows.count);
+        }
+        pub fn close(state: u32) callconv(.c) void {
+            const w: *Wrapper = @ptrFromInt(state);
+            if (@hasDecl(Call, "deinit")) w.user.deinit();
+            state_allocator.destroy(w);
+        }
+    };
+    const json = "{\"name\":\"" ++ name ++ "\",\"kind\":\"table\",\"params\":[" ++ params_json ++
+        "],\"columns\":[" ++ columns_json ++ "],\"deterministic\":" ++
+        (if (opts.deterministic) "true" else "false") ++ ",\"doc\":" ++ jsonString(opts.doc) ++ "}";
+    return .{ .name = name, .json = json, .Impl = Impl };
+}
+
 fn pack(o: *Column, spans: []const []const u8) i32 {
     var total: u64 = 0;
     for (spans) |s| total += s.len;
@@ -560,6 +696,10 @@ pub fn module(comptime decls: anytype) void {
         functions = functions ++ (if (i > 0) "," else "") ++ d.json;
         if (@hasDecl(d.Impl, "call")) {
             @export(&d.Impl.call, .{ .name = d.name });
+        } else if (@hasDecl(d.Impl, "open")) {
+            @export(&d.Impl.open, .{ .name = d.name ++ "__open" });
+            @export(&d.Impl.next, .{ .name = d.name ++ "__next" });
+            @export(&d.Impl.close, .{ .name = d.name ++ "__close" });
         } else {
             @export(&d.Impl.init, .{ .name = d.name ++ "__init" });
             @export(&d.Impl.update, .{ .name = d.name ++ "__update" });
