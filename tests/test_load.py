@@ -68,7 +68,7 @@ def test_invalid_manifest_top_level(manifest, message):
     ("fn", "message"),
     [
         ({"name": "1bad", "kind": "scalar", "params": [], "returns": "int64"}, "must match"),
-        ({"name": "f", "kind": "table", "params": [], "returns": "int64"}, "'kind'"),
+        ({"name": "f", "kind": "window", "params": [], "returns": "int64"}, "'kind'"),
         ({"name": "f", "kind": "scalar", "params": ["int128"], "returns": "int64"}, "unknown type 'int128'"),
         (
             {"name": "f", "kind": "scalar", "params": [], "returns": "int64", "color": 1},

@@ -169,16 +169,24 @@ class TableCall:
 
     def next_batch(self, capacity: int) -> pa.RecordBatch | None:
         """The next batch of at most ``capacity`` rows; None when the call is done."""
+        return self._next_checked(capacity, _OutputReader.batch)
+
+    def next_rows(self, capacity: int) -> list[list[Any]] | None:
+        """As :meth:`next_batch`, the batch as plain Python columns (None for NULL)."""
+        return self._next_checked(capacity, _OutputReader.python_columns)
+
+    def _next_checked(self, capacity: int, read: Callable[[_OutputReader], Any]) -> Any:
         if self.done:
             return None
         if not 1 <= capacity <= MAX_BATCH_ROWS:
             raise ValueError(f"a batch holds 1 to {MAX_BATCH_ROWS} rows, not {capacity}")
-        batch = self._guest(lambda: self._next(capacity))
-        if batch is None:
+        reader = self._guest(lambda: self._next(capacity))
+        if reader is None:
             self.close()
-        return batch
+            return None
+        return self._guest(lambda: read(reader))
 
-    def _next(self, capacity: int) -> pa.RecordBatch | None:
+    def _next(self, capacity: int) -> _OutputReader | None:
         fn, inst = self.fn, self._inst
         columns = fn.spec.columns
         layout = _OutputLayout([t for _, t in columns], capacity)
@@ -204,7 +212,7 @@ class TableCall:
                 module=inst.label,
             )
         self._rows += rows
-        return _OutputReader(inst, fn, block, wants, rows).batch()
+        return _OutputReader(inst, fn, block, wants, rows)
 
     def batches(self, capacity: int) -> Iterator[pa.RecordBatch]:
         """Every remaining batch; the call is closed at the end, or when the reader is dropped."""
@@ -341,7 +349,8 @@ class _OutputLayout:
 
 class _OutputReader:
     """Reads back and checks one batch: every descriptor field the guest may not change,
-    offsets, bounds, UTF-8 and the batch's output bytes, before anything is copied."""
+    offsets, bounds, UTF-8 and the batch's output bytes, before anything is copied. Gives an
+    Arrow record batch, or plain Python columns (what SQLite's cursor hands on row by row)."""
 
     def __init__(self, inst: Instance, fn: TableFunction, block: int, wants: list[tuple[int, ...]], rows: int):
         self.inst, self.fn, self.block, self.wants, self.rows = inst, fn, block, wants, rows
@@ -350,7 +359,16 @@ class _OutputReader:
         return self.inst.invalid_output(self.fn.name, f"column {column!r}: {message}")
 
     def batch(self) -> pa.RecordBatch:
-        inst = self.inst
+        arrays = [self._arrow(*column) for column in self._columns()]
+        return pa.RecordBatch.from_arrays(arrays, schema=self.fn.schema)
+
+    def python_columns(self) -> list[list[Any]]:
+        return [self._python(*column) for column in self._columns()]
+
+    def _columns(self) -> list[tuple]:
+        """(name, type, validity bytes or None when all valid, values bytes, offsets) per
+        column, every check done."""
+        inst, rows = self.inst, self.rows
         base, mem_size = inst.core.memory()
         varlen_bytes = 0
         described = []
@@ -368,38 +386,72 @@ class _OutputReader:
         limit = self.fn.limits.output_bytes
         if limit is not None and varlen_bytes > limit:
             raise inst.output_limit_exceeded(self.fn.name, varlen_bytes, limit)
-        arrays = [self._column(base, mem_size, *d) for d in described]
-        return pa.RecordBatch.from_arrays(arrays, schema=self.fn.schema)
+        columns = []
+        for name, t, want, got in described:
+            validity = _validity(ctypes.string_at(base + want[3], (rows + 7) // 8), rows)
+            if not t.is_varlen:
+                columns.append((name, t, validity, ctypes.string_at(base + want[5], rows * t.width), None))
+                continue
+            values_at, values_len = got[5], got[6]
+            if values_len > 0x7FFFFFFF:
+                raise self.invalid(name, f"values_len {values_len} is over 2 GiB")
+            offsets = np.frombuffer(ctypes.string_at(base + want[4], (rows + 1) * 4), np.uint32)
+            if offsets[0] != 0:
+                raise self.invalid(name, f"offsets[0] is {offsets[0]}, not 0")
+            if rows > 1 and not np.all(offsets[1:] >= offsets[:-1]):
+                i = int(np.argmax(offsets[1:] < offsets[:-1]))
+                raise self.invalid(name, f"offsets decrease at row {i} ({offsets[i]} then {offsets[i + 1]})")
+            if offsets[rows] != values_len:
+                raise self.invalid(name, f"offsets[{rows}] is {offsets[rows]} but values_len is {values_len}")
+            if values_len and (values_at == 0 or values_at + values_len > mem_size):
+                raise self.invalid(
+                    name, f"values [0x{values_at:x}, +{values_len}) is outside the {mem_size}-byte linear memory"
+                )
+            data = ctypes.string_at(base + values_at, values_len) if values_len else b""
+            columns.append((name, t, validity, data, offsets))
+        return columns
 
-    def _column(self, base: int, mem_size: int, name: str, t: AbiType, want: tuple, got: tuple) -> pa.Array:
+    def _arrow(self, name: str, t: AbiType, validity: bytes | None, data: bytes, offsets: Any) -> pa.Array:
         rows = self.rows
-        raw_validity = ctypes.string_at(base + want[3], (rows + 7) // 8)
-        bits = np.unpackbits(np.frombuffer(raw_validity, np.uint8), bitorder="little")[:rows]
-        validity = None if bits.all() else pa.py_buffer(np.packbits(bits, bitorder="little").tobytes())
-        if not t.is_varlen:
-            raw = ctypes.string_at(base + want[5], rows * t.width)
+        bitmap = None if validity is None else pa.py_buffer(validity)
+        if offsets is None:
             if t.is_bits:
-                raw = np.packbits(np.frombuffer(raw, np.uint8) != 0, bitorder="little").tobytes()
-            return pa.Array.from_buffers(t.arrow, rows, [validity, pa.py_buffer(raw)])
-        values_at, values_len = got[5], got[6]
-        if values_len > 0x7FFFFFFF:
-            raise self.invalid(name, f"values_len {values_len} is over 2 GiB")
-        offsets = np.frombuffer(ctypes.string_at(base + want[4], (rows + 1) * 4), np.uint32)
-        if offsets[0] != 0:
-            raise self.invalid(name, f"offsets[0] is {offsets[0]}, not 0")
-        steps = np.diff(offsets.astype(np.int64))
-        if np.any(steps < 0):
-            i = int(np.argmax(steps < 0))
-            raise self.invalid(name, f"offsets decrease at row {i} ({offsets[i]} then {offsets[i + 1]})")
-        if offsets[rows] != values_len:
-            raise self.invalid(name, f"offsets[{rows}] is {offsets[rows]} but values_len is {values_len}")
-        if values_len and (values_at == 0 or values_at + values_len > mem_size):
-            raise self.invalid(name, f"values [0x{values_at:x}, +{values_len}) is outside the {mem_size}-byte linear memory")
-        data = ctypes.string_at(base + values_at, values_len) if values_len else b""
-        array = pa.Array.from_buffers(t.arrow, rows, [validity, pa.py_buffer(offsets.tobytes()), pa.py_buffer(data)])
+                data = np.packbits(np.frombuffer(data, np.uint8) != 0, bitorder="little").tobytes()
+            return pa.Array.from_buffers(t.arrow, rows, [bitmap, pa.py_buffer(data)])
+        array = pa.Array.from_buffers(t.arrow, rows, [bitmap, pa.py_buffer(offsets.tobytes()), pa.py_buffer(data)])
         if t.name == "utf8":
             try:
                 array.validate(full=True)
             except pa.ArrowInvalid as exc:
                 raise self.invalid(name, f"a utf8 value is not valid UTF-8 ({exc})") from None
         return array
+
+    def _python(self, name: str, t: AbiType, validity: bytes | None, data: bytes, offsets: Any) -> list[Any]:
+        rows = self.rows
+        if offsets is None:
+            values = np.frombuffer(data, f"<{t.struct_code}" if not t.is_bits else np.uint8)
+            out = (values != 0).tolist() if t.is_bits else values.tolist()
+        else:
+            bounds = offsets.tolist()
+            if t.name == "utf8":
+                try:
+                    out = [data[bounds[i] : bounds[i + 1]].decode("utf-8") for i in range(rows)]
+                except UnicodeDecodeError as exc:
+                    raise self.invalid(name, f"a utf8 value is not valid UTF-8 ({exc})") from None
+            else:
+                out = [data[bounds[i] : bounds[i + 1]] for i in range(rows)]
+        if validity is not None:
+            for i in range(rows):
+                if not validity[i >> 3] >> (i & 7) & 1:
+                    out[i] = None
+        return out
+
+
+def _validity(raw: bytes, rows: int) -> bytes | None:
+    """The first ``rows`` bits of a validity bitmap, or None when they are all set."""
+    full, tail = divmod(rows, 8)
+    mask = (1 << tail) - 1
+    if raw[:full] == b"\xff" * full and (not tail or raw[full] & mask == mask):
+        return None
+    bits = np.unpackbits(np.frombuffer(raw, np.uint8), bitorder="little")[:rows]
+    return np.packbits(bits, bitorder="little").tobytes()

@@ -19,7 +19,10 @@ from ..abi import argument_column
 from ..errors import ArgumentTypeError, UsageError
 from ..tables import TableCall, TableFunction
 
-#: Rows per guest call: SQLite reads a row at a time through Python anyway.
+#: Rows per guest call: the first batch of a call is small (a lateral join makes many calls
+#: of a few rows, and a batch's buffers cost their size), each next one twice as large, up to
+#: BATCH_ROWS (SQLite reads a row at a time through Python anyway).
+FIRST_BATCH_ROWS = 64
 BATCH_ROWS = 4096
 #: The cost SQLite is told for a plan that lacks arguments: used only when there is no other,
 #: so the query fails in Filter naming the missing argument rather than "no query solution".
@@ -98,6 +101,7 @@ class _Cursor:
         self.row = 0
         self.rows = 0
         self.rowid = 0
+        self.capacity = FIRST_BATCH_ROWS
 
     def Filter(self, indexnum: int, indexname: str | None, constraintargs: tuple) -> None:  # noqa: N802
         self.Close()
@@ -119,15 +123,17 @@ class _Cursor:
         self.thread = threading.get_ident()
         self.call = TableCall(fn, fn.pool.get(fn.name), self.arguments, module.interrupted)
         self.rowid = 0
+        self.capacity = FIRST_BATCH_ROWS
         self._fetch()
 
     def _fetch(self) -> None:
-        batch = self.call.next_batch(BATCH_ROWS) if self.call is not None else None
-        if batch is None:
+        columns = self.call.next_rows(self.capacity) if self.call is not None else None
+        self.capacity = min(self.capacity * 2, BATCH_ROWS)
+        if columns is None:
             self.columns, self.rows, self.row = [], 0, 0
             return
-        self.columns = [c.to_pylist() for c in batch.columns]
-        self.rows, self.row = batch.num_rows, 0
+        self.columns = columns
+        self.rows, self.row = len(columns[0]), 0
 
     def Eof(self) -> bool:  # noqa: N802
         return self.row >= self.rows
@@ -140,11 +146,11 @@ class _Cursor:
         return self.arguments[number - len(self.fn.spec.columns)]
 
     def Next(self) -> None:  # noqa: N802
-        if threading.get_ident() != self.thread:
-            raise UsageError(f"`{self.fn.name}`: a table function's rows must be read on the thread that started it")
         self.row += 1
         self.rowid += 1
         if self.row >= self.rows:
+            if threading.get_ident() != self.thread:  # the call's state is in that thread's instance
+                raise UsageError(f"`{self.fn.name}`: a table function's rows must be read on the thread that started it")
             self._fetch()
 
     def Rowid(self) -> int:  # noqa: N802
