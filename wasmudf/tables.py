@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import struct
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -226,8 +227,8 @@ class TableCall:
         """Release the guest's state (``__close``); never raises, safe to call twice."""
         self.done = True
         state, self._state = self._state, 0
-        if not state or self._inst.broken:
-            return
+        if not state or self._inst.broken or sys.is_finalizing():
+            return  # at exit the instance's store may already be gone: nothing to give back
         try:
             self._inst.call(f"{self._export}__close", (state,), what=self.fn.name)
         except GuestError:
