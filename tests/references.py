@@ -26,6 +26,10 @@ ARROW_TYPES = {
     "float64": pa.float64(),
     "utf8": pa.string(),
     "binary": pa.binary(),
+    # docs/abi.md's table of the types added to the first seven
+    "date": pa.date32(),
+    "timestamp": pa.timestamp("us"),
+    "timestamptz": pa.timestamp("us", tz="UTC"),
 }
 
 

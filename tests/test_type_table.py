@@ -3,6 +3,7 @@ and every adapter names a SQL type for every ABI type."""
 
 from __future__ import annotations
 
+import datetime
 import re
 from pathlib import Path
 
@@ -54,7 +55,11 @@ def test_a_one_row_value_of_each_type_round_trips_through_the_core(name):
     from wasmudf.columns import row_column
 
     t = TYPES[name]
-    value = {"bool": True, "int32": -7, "int64": 2**40, "float32": 1.5, "float64": -2.25, "utf8": "é", "binary": b"\0x"}[name]
+    value = {
+        "bool": True, "int32": -7, "int64": 2**40, "float32": 1.5, "float64": -2.25, "utf8": "é", "binary": b"\0x",
+        "date": datetime.date(1969, 12, 31), "timestamp": datetime.datetime(1969, 12, 31, 23, 59, 59, 999999),
+        "timestamptz": datetime.datetime(1970, 1, 1, 1, tzinfo=datetime.timezone(datetime.timedelta(hours=1))),
+    }[name]
     column = row_column(t, value)
     assert column[0] == t.code and column[2] == 0
     with pytest.raises(TypeError):

@@ -14,6 +14,7 @@ MODULES = {
     "binary/binary.wasm": ["binary/binary.c"],
     "stats/stats.wasm": ["stats/stats.c"],
     "tables/tables.wasm": ["tables/tables.c"],
+    "dates/dates.wasm": ["dates/dates.c"],
     "strings/strings.wasm": ["strings/strings.c"],
     # fuzzy.c is a plain C library, compiled unchanged beside the glue in similarity.c.
     "similarity/similarity.wasm": ["similarity/similarity.c", "similarity/fuzzy.c"],

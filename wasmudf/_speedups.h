@@ -46,13 +46,15 @@ extern WasmtimeApi api;
    piled up since the last reset. */
 #define RESET_SCRATCH_BYTES (1u << 20)
 
-enum { ABI_BOOL = 1, ABI_INT32, ABI_INT64, ABI_FLOAT32, ABI_FLOAT64, ABI_UTF8, ABI_BINARY };
+enum { ABI_BOOL = 1, ABI_INT32, ABI_INT64, ABI_FLOAT32, ABI_FLOAT64, ABI_UTF8, ABI_BINARY, ABI_DATE, ABI_TIMESTAMP,
+       ABI_TIMESTAMPTZ };
 
+/* date: int32 days; timestamp and timestamptz: int64 microseconds (abi.py, temporal.py). */
 static inline int type_width(int code) {
     switch (code) {
     case ABI_BOOL: return 1;
-    case ABI_INT32: case ABI_FLOAT32: return 4;
-    case ABI_INT64: case ABI_FLOAT64: return 8;
+    case ABI_INT32: case ABI_FLOAT32: case ABI_DATE: return 4;
+    case ABI_INT64: case ABI_FLOAT64: case ABI_TIMESTAMP: case ABI_TIMESTAMPTZ: return 8;
     default: return 0;
     }
 }

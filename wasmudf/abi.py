@@ -5,6 +5,7 @@ Nothing here touches wasmtime. ``docs/abi.md`` is the prose version.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import struct
@@ -45,6 +46,9 @@ class AbiType:
     accepts: tuple[type, ...]
     #: The inclusive range of an integer type; None when any accepted value fits.
     range: tuple[int, int] | None = None
+    #: "date", "timestamp" or "timestamptz": an integer in memory that Python sees as a
+    #: date or datetime and SQLite as ISO-8601 text (temporal.py); "" for the others.
+    temporal: str = ""
 
     @property
     def is_varlen(self) -> bool:
@@ -72,6 +76,9 @@ TYPES: dict[str, AbiType] = {
         AbiType("float64", 5, 8, pa.float64(), "d", (int, float)),
         AbiType("utf8", 6, 0, pa.string(), "", (str,)),
         AbiType("binary", 7, 0, pa.binary(), "", _BYTES_LIKE),
+        AbiType("date", 8, 4, pa.date32(), "i", (dt.date, str), temporal="date"),
+        AbiType("timestamp", 9, 8, pa.timestamp("us"), "q", (dt.datetime, str), temporal="timestamp"),
+        AbiType("timestamptz", 10, 8, pa.timestamp("us", tz="UTC"), "q", (dt.datetime, str), temporal="timestamptz"),
     )
 }
 TYPES_BY_CODE = {t.code: t for t in TYPES.values()}

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from . import temporal
 from .abi import TYPES, FunctionSpec
 from .columns import arrow_columns, plain_array, row_ranges, row_value, valid_rows, value_kind
 from .errors import ArgumentTypeError, GuestError, GuestFailure, UsageError
@@ -482,6 +483,13 @@ def _values_column(fn: AggregateFunction, index: int, values: list[Any]) -> pa.A
         values = [None if v is None else bool(v) for v in values]
     elif t.is_float:
         values = [None if v is None else float(v) for v in values]
+    elif t.temporal:
+        try:
+            raw = [None if v is None else temporal.to_raw(t.temporal, v) for v in values]
+        except TypeError:
+            raise fn._type_error(index, "text that is not ISO-8601") from None
+        storage = pa.int32() if t.width == 4 else pa.int64()
+        return pa.array(raw, type=storage).view(t.arrow)
     try:
         return pa.array(values, type=t.arrow)
     except (pa.ArrowInvalid, OverflowError) as exc:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from . import temporal
 from .abi import AbiType
 
 #: The most variable-length input bytes handed to the guest in one call.
@@ -63,6 +64,11 @@ def row_column(t: AbiType, v: Any) -> tuple:
         return (t.code, 0, 1, b"\0", bytes(t.width) if t.width else b"\0\0\0\0\0\0\0\0", None)
     if not isinstance(v, t.accepts):
         raise TypeError(t.name)
+    if t.temporal:
+        try:
+            return (t.code, 0, 0, None, struct.pack("<" + t.struct_code, temporal.to_raw(t.temporal, v)), None)
+        except struct.error:
+            raise OverflowError(t.name) from None
     if t.range is not None and not t.range[0] <= v <= t.range[1]:
         raise OverflowError(t.name)
     if t.is_bits:
@@ -91,7 +97,13 @@ def row_value(inst: Any, name: str, t: AbiType, result: tuple) -> Any:
     if t.is_bits:
         return bool(result[1][0] & 1)
     if not t.is_varlen:
-        return struct.unpack_from("<" + t.struct_code, result[1])[0]
+        raw = struct.unpack_from("<" + t.struct_code, result[1])[0]
+        if not t.temporal:
+            return raw
+        try:
+            return temporal.from_raw(t.temporal, raw)
+        except OverflowError:
+            raise inst.invalid_output(name, f"a {t.name} result ({raw}) is outside years 1 to 9999") from None
     data = bytes(result[2])
     if t.name != "utf8":
         return data

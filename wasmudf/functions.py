@@ -103,7 +103,10 @@ class ScalarFunction(ArrowArguments):
         self._export = spec.export
         self._rcode = spec.returns.code
         self._strict = spec.strict
-        self._checks = [(cls, t.code, t.is_varlen) for cls, t in zip(self._array_classes, spec.params)]
+        # A timestamp's class does not pin its unit and zone: those types are compared too.
+        self._checks = [
+            (cls, t.code, t.is_varlen, t.arrow if t.temporal else None) for cls, t in zip(self._array_classes, spec.params)
+        ]
         limit = pool.spec.limits.output_bytes
         #: Limits.output_bytes for a variable-length result; -1: none.
         self.output_limit = self._output_limit = -1 if limit is None else limit
@@ -191,9 +194,9 @@ class ScalarFunction(ArrowArguments):
         strict = self._strict
         varlen = 0
         columns = []
-        for a, (cls, code, is_varlen) in zip(args, checks):
+        for a, (cls, code, is_varlen, exact) in zip(args, checks):
             # The exact class pins the Arrow type (an Int64Array is int64, never an extension).
-            if type(a) is not cls or len(a) != n:
+            if type(a) is not cls or len(a) != n or (exact is not None and a.type != exact):
                 return None
             column = arrow_column(a, code, is_varlen)
             if strict and column[2]:  # NULLs to strip first

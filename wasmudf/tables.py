@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from . import temporal
 from .abi import DESCRIPTOR, DESCRIPTOR_SIZE, FIELD_NAMES, AbiType, FunctionSpec
 from .columns import value_kind
 from .errors import ArgumentTypeError, GuestError, GuestFailure, RowLimitExceeded
@@ -119,6 +120,13 @@ class TableFunction:
                 raise ArgumentTypeError(f"`{self.name}` argument {i + 1} must be {t.name}, got {value_kind(v)} {v!r}")
             if v is not None and t.range is not None and not t.range[0] <= v <= t.range[1]:
                 raise ArgumentTypeError(f"`{self.name}` argument {i + 1} ({t.name}) is out of range: {v}")
+            if v is not None and t.temporal:
+                try:
+                    temporal.to_raw(t.temporal, v)
+                except TypeError:
+                    raise ArgumentTypeError(
+                        f"`{self.name}` argument {i + 1} must be {t.name}, got {value_kind(v)} {v!r}"
+                    ) from None
             values.append(v)
         return values
 
@@ -265,6 +273,8 @@ class _ArgumentFrame:
             payload = b"" if t.is_varlen else bytes(t.width)
         elif t.is_varlen:
             payload = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        elif t.temporal:
+            payload = struct.pack("<" + t.struct_code, temporal.to_raw(t.temporal, value))
         elif t.is_bits:
             payload = b"\x01" if value else b"\x00"
         else:
@@ -432,6 +442,11 @@ class _OutputReader:
         if offsets is None:
             values = np.frombuffer(data, f"<{t.struct_code}" if not t.is_bits else np.uint8)
             out = (values != 0).tolist() if t.is_bits else values.tolist()
+            if t.temporal:
+                try:
+                    out = [temporal.from_raw(t.temporal, v) for v in out]
+                except OverflowError:
+                    raise self.invalid(name, f"a {t.name} value is outside years 1 to 9999") from None
         else:
             bounds = offsets.tolist()
             if t.name == "utf8":

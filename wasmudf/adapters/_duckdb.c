@@ -1289,6 +1289,9 @@ static void table_bind(duckdb_bind_info info) {
             case ABI_INT64: a->i = duckdb_get_int64(v); break;
             case ABI_FLOAT32: a->d = duckdb_get_float(v); break;
             case ABI_FLOAT64: a->d = duckdb_get_double(v); break;
+            case ABI_DATE: a->i = duckdb_get_date(v).days; break;
+            case ABI_TIMESTAMP: a->i = duckdb_get_timestamp(v).micros; break;
+            case ABI_TIMESTAMPTZ: a->i = duckdb_get_timestamp_tz(v).micros; break;
             case ABI_UTF8: {
                 char *s = duckdb_get_varchar(v);
                 a->len = s ? (uint32_t)strlen(s) : 0;
@@ -1384,8 +1387,8 @@ static void table_write_arguments(const TableBind *b, uint8_t *frame, uint32_t b
             uint8_t *v = frame + pos;
             memset(v, 0, 8);
             if (a->code == ABI_BOOL) v[0] = a->i != 0;
-            else if (a->code == ABI_INT32) { int32_t x = (int32_t)a->i; memcpy(v, &x, 4); }
-            else if (a->code == ABI_INT64) memcpy(v, &a->i, 8);
+            else if (a->code == ABI_INT32 || a->code == ABI_DATE) { int32_t x = (int32_t)a->i; memcpy(v, &x, 4); }
+            else if (a->code == ABI_INT64 || a->code == ABI_TIMESTAMP || a->code == ABI_TIMESTAMPTZ) memcpy(v, &a->i, 8);
             else if (a->code == ABI_FLOAT32) { float x = (float)a->d; memcpy(v, &x, 4); }
             else memcpy(v, &a->d, 8);
         }
@@ -1747,7 +1750,8 @@ static duckdb_logical_type logical_type(int code) {
     static const duckdb_type types[] = {
         [ABI_BOOL] = DUCKDB_TYPE_BOOLEAN, [ABI_INT32] = DUCKDB_TYPE_INTEGER, [ABI_INT64] = DUCKDB_TYPE_BIGINT,
         [ABI_FLOAT32] = DUCKDB_TYPE_FLOAT, [ABI_FLOAT64] = DUCKDB_TYPE_DOUBLE, [ABI_UTF8] = DUCKDB_TYPE_VARCHAR,
-        [ABI_BINARY] = DUCKDB_TYPE_BLOB,
+        [ABI_BINARY] = DUCKDB_TYPE_BLOB, [ABI_DATE] = DUCKDB_TYPE_DATE, [ABI_TIMESTAMP] = DUCKDB_TYPE_TIMESTAMP,
+        [ABI_TIMESTAMPTZ] = DUCKDB_TYPE_TIMESTAMP_TZ,
     };
     return duckdb_create_logical_type(types[code]);
 }

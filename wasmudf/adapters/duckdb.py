@@ -38,6 +38,9 @@ SQL_TYPES = {
     "float64": "DOUBLE",
     "utf8": "VARCHAR",
     "binary": "BLOB",
+    "date": "DATE",
+    "timestamp": "TIMESTAMP",
+    "timestamptz": "TIMESTAMP_TZ",
 }
 
 

@@ -24,7 +24,7 @@ from ..aggregates import AggregateFunction
 from ..errors import UsageError, WasmUdfError
 from ..functions import ScalarFunction
 from ..tables import TableFunction
-from .sqlite_rows import ROW_BUFFER, RowFeeder, SqliteAdapterBase
+from .sqlite_rows import ROW_BUFFER, RowFeeder, SqliteAdapterBase, needs_python_rows, sqlite_value
 from .sqlite_tables import TableModule
 
 #: The table functions (virtual table modules) wasmudf registered, per connection.
@@ -134,6 +134,8 @@ def row_function(fn: ScalarFunction, interrupted: Callable[[], bool] | None = No
     fallback = fn.call_row if interrupted is None else functools.partial(fn.call_row, interrupted=interrupted)
     speedups = _native.speedups
     spec = fn.spec
+    if needs_python_rows(fn):
+        return lambda *values: sqlite_value(spec.returns, fallback(*values))
     if speedups is None or not spec.params:
         return fallback
     limit = fn.pool.spec.limits.output_bytes
@@ -195,7 +197,7 @@ def _factory(fn: AggregateFunction, interrupted: Callable[[], bool]) -> Callable
     of ours. Otherwise the class form over a RowFeeder."""
     speedups = _native.speedups
     codes = [t.code for t in fn.spec.params]
-    if speedups is None or not codes or not PACK_ROWS:
+    if speedups is None or not codes or not PACK_ROWS or needs_python_rows(fn):
         return lambda: _Group(RowFeeder(fn.start(interrupted)))
 
     def packed_group() -> tuple[Any, ...]:

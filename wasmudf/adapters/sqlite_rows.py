@@ -15,6 +15,8 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+from .. import temporal
+from ..abi import AbiType
 from ..aggregates import AggregateFunction, AggregateState
 from ..errors import RegistrationError
 from ..functions import ScalarFunction
@@ -30,6 +32,18 @@ BUILTIN_TABLE_FUNCTIONS = frozenset(
     {"json_each", "json_tree", "jsonb_each", "jsonb_tree", "generate_series", "carray", "dbstat", "sqlite_dbpage",
      "sqlite_stmt", "sqlite_memstat", "fts3tokenize", "fts5vocab", "completion", "zipfile", "bytecode", "tables_used"}
 )
+
+
+def sqlite_value(t: AbiType, value: Any) -> Any:
+    """A result as SQLite stores it: dates and timestamps as ISO-8601 text (temporal.py)."""
+    return temporal.iso_text(value) if t.temporal and value is not None else value
+
+
+def needs_python_rows(fn: Any) -> bool:
+    """Whether SQLite must reach ``fn`` through Python: a date or timestamp is text there,
+    parsed and formatted in Python (the C row path knows the plain types only)."""
+    spec = fn.spec
+    return any(t.temporal for t in (*spec.params, *([spec.returns] if spec.returns else [])))
 
 
 class SqliteAdapterBase:
@@ -101,14 +115,14 @@ class RowFeeder:
     def value(self) -> Any:
         with self._released_on_failure():
             self.flush()
-            return self.state.value()
+            return sqlite_value(self.state.fn.spec.returns, self.state.value())
 
     def final(self) -> Any:
         if not self.state.is_open:
             return None  # a step failed and the statement reports that error
         with self._released_on_failure():
             self.flush()
-        return self.state.finish()
+        return sqlite_value(self.state.fn.spec.returns, self.state.finish())
 
     def flush(self) -> None:
         rows, self._rows = self._rows, []

@@ -24,7 +24,7 @@ from ..aggregates import AggregateFunction
 from ..errors import RegistrationError, UsageError, WasmUdfError
 from ..functions import ScalarFunction
 from . import sql_transaction
-from .sqlite_rows import RowFeeder, SqliteAdapterBase
+from .sqlite_rows import RowFeeder, SqliteAdapterBase, sqlite_value
 
 #: When wasmudf.interrupt(con) last ran, per connection (sqlite3 has no is_interrupted).
 #: Keyed by id(): a sqlite3.Connection takes no weak reference. An entry is a few dozen
@@ -72,7 +72,7 @@ class StdlibSqliteAdapter(SqliteAdapterBase):
 
         def row(*values: Any) -> Any:
             with _kept_for_error_from():
-                return fn.call_row(*values, interrupted=check())
+                return sqlite_value(spec.returns, fn.call_row(*values, interrupted=check()))
 
         con.create_function(spec.name, len(spec.params), row, deterministic=spec.deterministic)
 

@@ -18,6 +18,7 @@ import apsw
 from ..abi import argument_column
 from ..errors import ArgumentTypeError, UsageError
 from ..tables import TableCall, TableFunction
+from .sqlite_rows import sqlite_value
 
 #: Rows per guest call: the first batch of a call is small (a lateral join makes many calls
 #: of a few rows, and a batch's buffers cost their size), each next one twice as large, up to
@@ -132,7 +133,10 @@ class _Cursor:
         if columns is None:
             self.columns, self.rows, self.row = [], 0, 0
             return
-        self.columns = columns
+        self.columns = [
+            [sqlite_value(t, v) for v in column] if t.temporal else column
+            for column, (_, t) in zip(columns, self.fn.spec.columns)
+        ]
         self.rows, self.row = len(columns[0]), 0
 
     def Eof(self) -> bool:  # noqa: N802
@@ -143,7 +147,7 @@ class _Cursor:
             return self.rowid
         if number < len(self.columns):
             return self.columns[number][self.row]
-        return self.arguments[number - len(self.fn.spec.columns)]
+        return sqlite_value(self.fn.spec.params[number - len(self.fn.spec.columns)], self.arguments[number - len(self.fn.spec.columns)])
 
     def Next(self) -> None:  # noqa: N802
         self.row += 1

@@ -14,7 +14,10 @@
  *
  * Types (SQL name → C type of a parameter or result):
  *     bool → bool, int32 → int32_t, int64 → int64_t, float32 → float, float64 → double,
- *     utf8 → wasmudf_str, binary → wasmudf_bytes   (pointer + length, not NUL-terminated)
+ *     utf8 → wasmudf_str, binary → wasmudf_bytes   (pointer + length, not NUL-terminated),
+ *     date → wasmudf_date (int32 days since 1970-01-01), timestamp and timestamptz →
+ *     wasmudf_timestamp (int64 microseconds since 1970-01-01 00:00; timestamptz: UTC);
+ *     wasmudf_days_from_civil / wasmudf_civil_from_days convert days and calendar dates
  *
  * Declarations:
  *     WASMUDF_SCALAR(name, ret, doc, types...)         NULL in → NULL out, never called
@@ -77,6 +80,8 @@
 #define WASMUDF_WEAK __attribute__((weak))
 
 typedef struct { const char *ptr; uint32_t len; } wasmudf_str;
+typedef int32_t wasmudf_date;      /* days since 1970-01-01 */
+typedef int64_t wasmudf_timestamp; /* microseconds since 1970-01-01 00:00 (timestamptz: UTC) */
 typedef struct { const uint8_t *ptr; uint32_t len; } wasmudf_bytes;
 
 /* A column descriptor (ABI §3): eight little-endian u32 fields. */
@@ -92,6 +97,9 @@ WASMUDF__NULLABLE(float32, float)
 WASMUDF__NULLABLE(float64, double)
 WASMUDF__NULLABLE(utf8, wasmudf_str)
 WASMUDF__NULLABLE(binary, wasmudf_bytes)
+WASMUDF__NULLABLE(date, wasmudf_date)
+WASMUDF__NULLABLE(timestamp, wasmudf_timestamp)
+WASMUDF__NULLABLE(timestamptz, wasmudf_timestamp)
 
 #define wasmudf__ctype_bool bool
 #define wasmudf__ctype_int32 int32_t
@@ -100,6 +108,9 @@ WASMUDF__NULLABLE(binary, wasmudf_bytes)
 #define wasmudf__ctype_float64 double
 #define wasmudf__ctype_utf8 wasmudf_str
 #define wasmudf__ctype_binary wasmudf_bytes
+#define wasmudf__ctype_date wasmudf_date
+#define wasmudf__ctype_timestamp wasmudf_timestamp
+#define wasmudf__ctype_timestamptz wasmudf_timestamp
 #define WASMUDF_CTYPE(T) wasmudf__ctype_##T
 
 /* <stdbool.h> makes `bool` a macro for `_Bool`, which reaches the token pastes below
@@ -113,6 +124,9 @@ WASMUDF__NULLABLE(binary, wasmudf_bytes)
 #define wasmudf__name_float64 "float64"
 #define wasmudf__name_utf8 "utf8"
 #define wasmudf__name_binary "binary"
+#define wasmudf__name_date "date"
+#define wasmudf__name_timestamp "timestamp"
+#define wasmudf__name_timestamptz "timestamptz"
 #define WASMUDF__TYPENAME(T) wasmudf__name_##T
 
 /* ---------------------------------------------------------------- the arena ------------ */
@@ -283,6 +297,13 @@ static inline float wasmudf__get_float32(const wasmudf_column *c, uint32_t i) {
 static inline double wasmudf__get_float64(const wasmudf_column *c, uint32_t i) {
     return WASMUDF__PTR(const double, c->values)[i];
 }
+static inline wasmudf_date wasmudf__get_date(const wasmudf_column *c, uint32_t i) {
+    return WASMUDF__PTR(const int32_t, c->values)[i];
+}
+static inline wasmudf_timestamp wasmudf__get_timestamp(const wasmudf_column *c, uint32_t i) {
+    return WASMUDF__PTR(const int64_t, c->values)[i];
+}
+#define wasmudf__get_timestamptz wasmudf__get_timestamp
 static inline wasmudf_str wasmudf__get_utf8(const wasmudf_column *c, uint32_t i) {
     const uint32_t *o = WASMUDF__PTR(const uint32_t, c->offsets);
     return (wasmudf_str){WASMUDF__PTR(const char, c->values) + o[i], o[i + 1] - o[i]};
@@ -307,6 +328,40 @@ WASMUDF__GET_NULLABLE(float32)
 WASMUDF__GET_NULLABLE(float64)
 WASMUDF__GET_NULLABLE(utf8)
 WASMUDF__GET_NULLABLE(binary)
+WASMUDF__GET_NULLABLE(date)
+WASMUDF__GET_NULLABLE(timestamp)
+WASMUDF__GET_NULLABLE(timestamptz)
+
+/* ------------------------------------------------------------ calendar dates ----------- */
+/* Days since 1970-01-01 and proleptic Gregorian (year, month 1-12, day 1-31), both ways, for
+ * any int32 day (Howard Hinnant's days_from_civil / civil_from_days). */
+
+static inline int32_t wasmudf_days_from_civil(int32_t y, int32_t m, int32_t d) {
+    int64_t yy = (int64_t)y - (m <= 2);
+    int64_t era = (yy >= 0 ? yy : yy - 399) / 400;
+    int64_t yoe = yy - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return (int32_t)(era * 146097 + doe - 719468);
+}
+
+static inline void wasmudf_civil_from_days(int32_t days, int32_t *y, int32_t *m, int32_t *d) {
+    int64_t z = (int64_t)days + 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    *d = (int32_t)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (int32_t)(mp < 10 ? mp + 3 : mp - 9);
+    *y = (int32_t)(yoe + era * 400 + (*m <= 2));
+}
+
+/* Monday = 0 ... Sunday = 6 (1970-01-01 was a Thursday). */
+static inline int32_t wasmudf_weekday(int32_t days) {
+    int32_t r = (int32_t)(((int64_t)days + 3) % 7);
+    return r < 0 ? r + 7 : r;
+}
 
 /* ------------------------------------------------------------ writing results ---------- */
 /* Fixed-width results go straight into the host's buffer; variable-length ones are gathered
@@ -324,6 +379,9 @@ WASMUDF__FIXED_SETTER(int32)
 WASMUDF__FIXED_SETTER(int64)
 WASMUDF__FIXED_SETTER(float32)
 WASMUDF__FIXED_SETTER(float64)
+WASMUDF__FIXED_SETTER(date)
+WASMUDF__FIXED_SETTER(timestamp)
+WASMUDF__FIXED_SETTER(timestamptz)
 static inline void wasmudf__set_bool(wasmudf_column *o, wasmudf__span *s, uint32_t i, bool v) {
     (void)s;
     WASMUDF__PTR(uint8_t, o->values)[i] = v ? 1 : 0;
@@ -346,6 +404,9 @@ static inline void wasmudf__set_binary(wasmudf_column *o, wasmudf__span *s, uint
 #define wasmudf__varlen_float64 0
 #define wasmudf__varlen_utf8 1
 #define wasmudf__varlen_binary 1
+#define wasmudf__varlen_date 0
+#define wasmudf__varlen_timestamp 0
+#define wasmudf__varlen_timestamptz 0
 #define WASMUDF__VARLEN(T) wasmudf__varlen_##T
 
 static inline void wasmudf__set_null_at(wasmudf_column *o, wasmudf__span *s, uint32_t i) {
@@ -669,6 +730,9 @@ static inline void wasmudf_emit(wasmudf_rows *t) {
 #define wasmudf__code_float64 5
 #define wasmudf__code_utf8 6
 #define wasmudf__code_binary 7
+#define wasmudf__code_date 8
+#define wasmudf__code_timestamp 9
+#define wasmudf__code_timestamptz 10
 
 static inline bool wasmudf__column_is(wasmudf_rows *t, uint32_t col, uint32_t code) {
     if (col < t->ncols && t->cols[col].type == code && t->count < t->capacity) return true;
@@ -688,6 +752,9 @@ WASMUDF__PUT(float32)
 WASMUDF__PUT(float64)
 WASMUDF__PUT(utf8)
 WASMUDF__PUT(binary)
+WASMUDF__PUT(date)
+WASMUDF__PUT(timestamp)
+WASMUDF__PUT(timestamptz)
 
 static inline void wasmudf_put_null(wasmudf_rows *t, uint32_t col) {
     if (col < t->ncols && t->count < t->capacity)
