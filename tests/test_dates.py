@@ -160,3 +160,54 @@ def test_sqlite_takes_and_gives_iso_text(kind):
     with pytest.raises(error) as caught:
         con.execute("SELECT iso_week('02/12/2026')").fetchall()
     assert "`iso_week` argument 1 must be date, got TEXT '02/12/2026'" in str(wasmudf.error_from(caught.value))
+
+
+# -- the SDKs -------------------------------------------------------------------------------------
+
+SDK_SOURCES = {
+    "c": """#include "wasmudf.h"
+static wasmudf_date days_after(wasmudf_date d, int32_t n) { return d + n; }
+WASMUDF_SCALAR(days_after, date, "d + n days", date, int32)
+static wasmudf_timestamp noon_of(wasmudf_date d) { return (int64_t)d * 86400000000LL + 43200000000LL; }
+WASMUDF_SCALAR(noon_of, timestamp, "noon of the day", date)
+""",
+    "zig": """const udf = @import("wasmudf");
+fn days_after(d: udf.Date, n: i32) udf.Date {
+    return .{ .days = d.days + n };
+}
+fn noon_of(d: udf.Date) udf.Timestamp {
+    return .{ .micros = @as(i64, d.days) * 86400000000 + 43200000000 };
+}
+comptime {
+    udf.module(.{
+        udf.scalar("days_after", days_after, .{ .doc = "d + n days" }),
+        udf.scalar("noon_of", noon_of, .{ .doc = "noon of the day" }),
+    });
+}
+""",
+    "rs": """use wasmudf::{scalar, Date, Timestamp};
+fn days_after(d: Date, n: i32) -> Date { Date(d.0 + n) }
+scalar!(days_after(date, int32) -> date, "d + n days");
+fn noon_of(d: Date) -> Timestamp { Timestamp(d.0 as i64 * 86_400_000_000 + 43_200_000_000) }
+scalar!(noon_of(date) -> timestamp, "noon of the day");
+""",
+    "ts": """// @wasmudf scalar days_after(date, int32) -> date "d + n days"
+export function days_after(d: i32, n: i32): i32 { return d + n; }
+// @wasmudf scalar noon_of(date) -> timestamp "noon of the day"
+export function noon_of(d: i32): i64 { return <i64>d * 86400000000 + 43200000000; }
+""",
+}
+
+
+@pytest.mark.parametrize("suffix", list(SDK_SOURCES))
+def test_every_sdk_declares_dates_and_timestamps(suffix, tmp_path):
+    from wasmudf.build import build
+
+    source = tmp_path / f"d.{suffix}"
+    source.write_text(SDK_SOURCES[suffix])
+    build([source], tmp_path / "d.wasm")
+    fns = wasmudf.load(tmp_path / "d.wasm").functions
+    assert fns["days_after"].spec.signature() == "days_after(date, int32) -> date"
+    for day in (dt.date(1, 1, 1), dt.date(1969, 12, 31), dt.date(2026, 12, 2), dt.date(9999, 11, 30)):
+        assert fns["days_after"].call_row(day, 30) == day + dt.timedelta(days=30)
+        assert fns["noon_of"].call_row(day) == dt.datetime(day.year, day.month, day.day, 12)

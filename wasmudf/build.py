@@ -145,7 +145,9 @@ def _rustc() -> str:
 def _rust(source: Path, output: Path, sdk: Path) -> None:
     """The SDK as a crate of its own, then the UDF file as a cdylib linked against it."""
     rustc = _rustc()
-    common = ["--edition", "2021", "--target", "wasm32-unknown-unknown", "-C", "opt-level=3", "-C", "debuginfo=0"]
+    common = ["--edition", "2021", "--target", "wasm32-unknown-unknown", "-C", "opt-level=3", "-C", "debuginfo=0",
+              # Panic messages carry source paths: make them the same wherever the checkout is.
+              f"--remap-path-prefix={sdk.resolve()}=wasmudf", f"--remap-path-prefix={source.resolve().parent}=."]
     with tempfile.TemporaryDirectory() as tmp:
         lib = Path(tmp) / "libwasmudf.rlib"
         steps = [
@@ -165,7 +167,11 @@ def _rust(source: Path, output: Path, sdk: Path) -> None:
 _AS_DECLARATION = re.compile(
     r'^\s*//\s*@wasmudf\s+(scalar|aggregate)\s+(\w+)\s*\(([^)]*)\)\s*->\s*(\w+)((?:\s+(?:window|merge|serialize))*)\s+"([^"\\]*)"\s*$'
 )
-_AS_TYPES = {"bool": "bool", "int32": "i32", "int64": "i64", "float32": "f32", "float64": "f64", "utf8": "string"}
+_AS_TYPES = {
+    "bool": "bool", "int32": "i32", "int64": "i64", "float32": "f32", "float64": "f64", "utf8": "string",
+    # days since 1970-01-01, and microseconds (timestamptz: UTC), as plain integers
+    "date": "i32", "timestamp": "i64", "timestamptz": "i64",
+}
 _AS_ITEM = re.compile(r"^\s*export\s+(function|class)\s+(\w+)")
 
 

@@ -10,7 +10,9 @@
 //! Build with `wasmudf build add.rs -o add.wasm` (Debian's rustc 1.63 with the wasm32 std;
 //! no crates beyond this file). SQL types and their Rust types:
 //!     bool → bool, int32 → i32, int64 → i64, float32 → f32, float64 → f64,
-//!     utf8 → &str (parameter) / String (result), binary → &[u8] / Vec<u8>
+//!     utf8 → &str (parameter) / String (result), binary → &[u8] / Vec<u8>,
+//!     date → wasmudf::Date (days since 1970-01-01), timestamp → wasmudf::Timestamp,
+//!     timestamptz → wasmudf::TimestampTz (microseconds; timestamptz in UTC)
 //! - Return `Option<T>` for a result that may be NULL; NULL arguments never reach the
 //!   function (`nulls: "strict"`).
 //! - Return `Result<T, String>` (or `Result<Option<T>, String>`) to fail the whole call
@@ -140,7 +142,20 @@ macro_rules! fixed_arg {
         }
     )*};
 }
-fixed_arg!(i32, i64, f32, f64);
+fixed_arg!(i32, i64, f32, f64, Date, Timestamp, TimestampTz);
+
+/// A `date`: days since 1970-01-01.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Date(pub i32);
+/// A `timestamp`: microseconds since 1970-01-01 00:00, no time zone.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(pub i64);
+/// A `timestamptz`: microseconds since the epoch, UTC.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TimestampTz(pub i64);
 
 impl Arg for bool {
     unsafe fn get(c: &Column, i: u32) -> Self {
@@ -190,7 +205,7 @@ macro_rules! fixed_output {
         }
     )*};
 }
-fixed_output!(i32 = 2, i64 = 3, f32 = 4, f64 = 5);
+fixed_output!(i32 = 2, i64 = 3, f32 = 4, f64 = 5, Date = 8, Timestamp = 9, TimestampTz = 10);
 
 impl Output for bool {
     const VARLEN: bool = false;
@@ -294,6 +309,9 @@ macro_rules! ctype {
     (float64) => { f64 };
     (utf8) => { &'static str };
     (binary) => { &'static [u8] };
+    (date) => { $crate::Date };
+    (timestamp) => { $crate::Timestamp };
+    (timestamptz) => { $crate::TimestampTz };
 }
 
 #[macro_export]

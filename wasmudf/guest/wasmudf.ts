@@ -20,7 +20,8 @@
 // `wasmudf build file.ts -o out.wasm` (assemblyscript 0.28.20 from the project's npm lockfile)
 // reads the declarations and generates the ABI exports around your functions with the
 // helpers below. Types: bool → bool, int32 → i32, int64 → i64, float32 → f32, float64 → f64,
-// utf8 → string. Inside a function: udf.setNull() makes this row's result NULL;
+// utf8 → string, date → i32 (days since 1970-01-01), timestamp and timestamptz → i64
+// (microseconds; timestamptz in UTC). Inside a function: udf.setNull() makes this row's result NULL;
 // udf.fail("message") fails the whole call.
 //
 // Memory: the stub runtime's heap is the arena. wasmudf_reset rewinds it, except while an

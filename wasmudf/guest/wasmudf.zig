@@ -13,7 +13,8 @@
 //!     }
 //!
 //! Build with `wasmudf build add.zig -o add.wasm`. Types: bool, i32 (int32), i64 (int64),
-//! f32 (float32), f64 (float64), []const u8 (utf8), udf.Bytes (binary).
+//! f32 (float32), f64 (float64), []const u8 (utf8), udf.Bytes (binary), udf.Date (date: days
+//! since 1970-01-01), udf.Timestamp and udf.TimestampTz (timestamp, timestamptz: microseconds).
 //! - A `?T` result may return null (a NULL row).
 //! - `?T` parameters (all of them) make the function see NULLs (`nulls: "called"`);
 //!   otherwise a NULL argument gives NULL without calling it.
@@ -64,6 +65,13 @@ pub const abi_version: u32 = 1;
 
 /// A `binary` value (any bytes); `[]const u8` itself means `utf8`.
 pub const Bytes = struct { data: []const u8 };
+
+/// A `date`: days since 1970-01-01.
+pub const Date = extern struct { days: i32 };
+/// A `timestamp`: microseconds since 1970-01-01 00:00, no time zone.
+pub const Timestamp = extern struct { micros: i64 };
+/// A `timestamptz`: microseconds since the epoch, UTC.
+pub const TimestampTz = extern struct { micros: i64 };
 
 /// A column descriptor (ABI §3).
 pub const Column = extern struct {
@@ -209,6 +217,9 @@ fn sqlType(comptime T: type) []const u8 {
         f64 => "float64",
         []const u8 => "utf8",
         Bytes => "binary",
+        Date => "date",
+        Timestamp => "timestamp",
+        TimestampTz => "timestamptz",
         else => @compileError("wasmudf: unsupported type " ++ @typeName(T) ++
             "; use bool, i32, i64, f32, f64, []const u8 or udf.Bytes"),
     };
@@ -252,7 +263,7 @@ fn valid(c: *const Column, i: u32) bool {
 fn get(comptime T: type, c: *const Column, i: u32) T {
     return switch (T) {
         bool => ptr(u8, c.values)[i] != 0,
-        i32, i64, f32, f64 => ptr(T, c.values)[i],
+        i32, i64, f32, f64, Date, Timestamp, TimestampTz => ptr(T, c.values)[i],
         []const u8 => blk: {
             const o = ptr(u32, c.offsets);
             break :blk ptr(u8, c.values)[o[i]..o[i + 1]];
