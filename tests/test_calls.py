@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 import pyarrow as pa
 import pytest
 import wat
@@ -56,6 +58,9 @@ VALUES = {
     "float64": st.floats(allow_nan=False),
     "utf8": st.text(st.characters(codec="utf-8")),
     "binary": st.binary(),
+    "date": st.dates(),
+    "timestamp": st.datetimes(),
+    "timestamptz": st.datetimes(timezones=st.just(datetime.UTC)),
 }
 
 
