@@ -4,6 +4,7 @@ these traits rather than the engine's name."""
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,6 +115,10 @@ def load_table(con: Any, name: str, table: pa.Table, sql_types: list[str]) -> No
     query(con, f"DROP TABLE IF EXISTS {name}")
     query(con, f"CREATE TABLE {name} (id INTEGER, {cols})")
     rows = [(i, *r.values()) for i, r in enumerate(table.to_pylist())]
+    if not is_duckdb(con):  # SQLite keeps dates and timestamps as ISO-8601 text
+        from wasmudf import temporal
+
+        rows = [tuple(temporal.iso_text(v) if isinstance(v, datetime.date) else v for v in r) for r in rows]
     marks = ", ".join("?" for _ in range(len(table.column_names) + 1))
     if not rows:
         return

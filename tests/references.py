@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import math
 import string
 import sys
@@ -239,7 +240,44 @@ def soundex_code(word: str) -> str:
 
 
 #: The reference of each example function, by SQL name.
+
+# -- udfs/dates ------------------------------------------------------------------------------
+
+
+def iso_week(d: datetime.date) -> int:
+    return d.isocalendar().week
+
+
+def last_day_of_month(d: datetime.date) -> datetime.date:
+    if (d.year, d.month) == (9999, 12):
+        return datetime.date(9999, 12, 31)
+    first_of_next = datetime.date(d.year + d.month // 12, d.month % 12 + 1, 1)
+    return first_of_next - datetime.timedelta(days=1)
+
+
+def business_days_between(a: datetime.date, b: datetime.date) -> int:
+    if b < a:
+        return -business_days_between(b, a)
+    days = (b - a).days
+    full_weeks, rest = divmod(days, 7)
+    return full_weeks * 5 + sum(1 for i in range(rest) if (a + datetime.timedelta(days=full_weeks * 7 + i)).weekday() < 5)
+
+
+def hour_of(t: datetime.datetime) -> int:
+    return t.hour
+
+
+def week_start(t: datetime.datetime) -> datetime.datetime:
+    day = t.astimezone(datetime.UTC).date()
+    monday = day - datetime.timedelta(days=day.weekday())
+    return datetime.datetime(monday.year, monday.month, monday.day, tzinfo=datetime.UTC)
+
 REFERENCES = {
+    "iso_week": iso_week,
+    "last_day_of_month": last_day_of_month,
+    "business_days_between": business_days_between,
+    "hour_of": hour_of,
+    "week_start": week_start,
     "haversine_km": haversine_km,
     "clamp": clamp,
     "safe_div": safe_div,

@@ -6,6 +6,7 @@ NaN and infinities) go through all three paths.
 
 from __future__ import annotations
 
+import datetime
 import math
 from typing import Any
 
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from references import ARROW_TYPES, REFERENCES
 
 import wasmudf
+from wasmudf import temporal
 
 I64 = st.integers(-(2**63), 2**63 - 1)
 I32 = st.integers(-(2**31), 2**31 - 1)
@@ -29,6 +31,10 @@ BLOB = st.binary(max_size=48)
 LAT = st.floats(-90, 90)
 LON = st.floats(-180, 180)
 CARD = st.text(alphabet="0123456789 ", max_size=20) | TEXT
+DATES = st.dates() | st.sampled_from([datetime.date(1, 1, 1), datetime.date(9999, 12, 31), datetime.date(1969, 12, 31)])
+NEAR_DATES = st.dates(datetime.date(1900, 1, 1), datetime.date(2100, 12, 31))
+# From the second week of year 1: week_start of an earlier instant is before year 1.
+TIMESTAMPS = st.datetimes(datetime.datetime(1, 1, 8)) | st.sampled_from([datetime.datetime(1969, 12, 31, 23, 59, 59, 999999)])
 
 SQL = {
     "int64": "BIGINT",
@@ -38,6 +44,9 @@ SQL = {
     "utf8": "VARCHAR",
     "binary": "BLOB",
     "bool": "BOOLEAN",
+    "date": "DATE",
+    "timestamp": "TIMESTAMP",
+    "timestamptz": "TIMESTAMPTZ",
 }
 
 #: name → (module, strategies per argument)
@@ -67,6 +76,11 @@ CASES: dict[str, tuple[str, list[Any]]] = {
     "hex_lower": ("binary", [BLOB]),
     "xor_bytes": ("binary", [BLOB, BLOB]),
     "jaro_winkler": ("similarity", [TEXT | LATIN | st.sampled_from(["MARTHA", "DWAYNE", "DIXON"]), TEXT | LATIN]),
+    "iso_week": ("dates", [DATES]),
+    "last_day_of_month": ("dates", [DATES]),
+    "business_days_between": ("dates", [NEAR_DATES, NEAR_DATES]),
+    "hour_of": ("dates", [TIMESTAMPS]),
+    "week_start": ("dates", [TIMESTAMPS.map(lambda t: t.replace(tzinfo=datetime.UTC))]),
     "soundex_code": ("similarity", [LATIN | st.sampled_from(["Robert", "Rupert", "Tymczak", "Pfister", "Ashcraft"])]),
 }
 
@@ -98,6 +112,8 @@ def normalize(value: Any, rtype: str) -> Any:
         return None
     if rtype == "bool":
         return bool(value)  # SQLite has no booleans: 0/1
+    if rtype in ("date", "timestamp", "timestamptz") and isinstance(value, str):
+        return temporal.from_raw(rtype, temporal.to_raw(rtype, value))  # SQLite's ISO text
     return value
 
 

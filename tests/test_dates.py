@@ -14,6 +14,7 @@ import pytest
 from conftest import ROOT
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from references import business_days_between, hour_of, iso_week, last_day_of_month, week_start
 
 import wasmudf
 from wasmudf import temporal
@@ -21,33 +22,7 @@ from wasmudf import temporal
 DATES = ROOT / "udfs" / "dates" / "dates.wasm"
 UTC = dt.UTC
 
-# -- references, from each function's definition --------------------------------------------
-
-
-def iso_week(d: dt.date) -> int:
-    return d.isocalendar().week
-
-
-def last_day_of_month(d: dt.date) -> dt.date:
-    first_of_next = dt.date(d.year + d.month // 12, d.month % 12 + 1, 1) if d < dt.date(9999, 12, 1) else None
-    return first_of_next - dt.timedelta(days=1) if first_of_next else dt.date(9999, 12, 31)
-
-
-def business_days_between(a: dt.date, b: dt.date) -> int:
-    if b < a:
-        return -business_days_between(b, a)
-    return sum(1 for i in range((b - a).days) if (a + dt.timedelta(days=i)).weekday() < 5)
-
-
-def hour_of(t: dt.datetime) -> int:
-    return t.hour
-
-
-def week_start(t: dt.datetime) -> dt.datetime:
-    day = t.astimezone(UTC).date()
-    monday = day - dt.timedelta(days=day.weekday())
-    return dt.datetime(monday.year, monday.month, monday.day, tzinfo=UTC)
-
+# The references (from each function's definition) are in references.py.
 
 dates = st.dates(min_value=dt.date(1, 1, 1), max_value=dt.date(9999, 12, 31))
 near_dates = st.dates(min_value=dt.date(1960, 1, 1), max_value=dt.date(2040, 12, 31))
