@@ -119,5 +119,8 @@ static inline uint32_t wasmudf_state_size(const void *p) { return p ? (uint32_t)
     }
 #define WASMUDF_WINDOW_AGGREGATE WASMUDF_AGGREGATE
 #define WASMUDF_AGGREGATE_MERGE(NAME)
+/* States never leave the one native call: nothing to serialize. */
+#define WASMUDF_AGGREGATE_FLAT_STATE(NAME)
+#define WASMUDF_AGGREGATE_SERIALIZE(NAME)
 
 #endif
