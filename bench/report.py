@@ -157,7 +157,7 @@ def targets(groups) -> list[str]:
         v = g.get(fold, {}).get(impl)
         if v:
             add(f"SQLite ascii_fold per row on {what}, µs", v["median"] / v["rows"] * 1e6, "(reported)", None)
-    mem = g.get("peak memory (KiB, ru_maxrss) of DuckDB sum(add(a, b)), 10,000,000 rows", {})
+    mem = g.get("peak memory (KiB, VmHWM) of DuckDB sum(add(a, b)), 10,000,000 rows", {})
     if "wasm" in mem and "pyarrow_udf" in mem:
         r = mem["wasm"]["extra"]["peak_kib"] / mem["pyarrow_udf"]["extra"]["peak_kib"]
         add("peak memory, DuckDB 10M query, wasm / pyarrow UDF", r, "≤ 1.2", r <= 1.2)
