@@ -32,8 +32,11 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 PYTHONPATH="$work" .venv/bin/python -c '
 import sys, wasmudf._native as n
 assert n.speedups is not None and n.speedups.__file__.startswith(sys.argv[1]), n.speedups' "$work"
-# --capture=sys: a sanitizer report (written to fd 2 before the abort) reaches the log.
+# --capture=sys: a sanitizer report (written to fd 2 before the abort) reaches the log. The
+# SDK build test is left out: the compilers it runs would inherit LD_PRELOAD, and ASan reports
+# rustc's own allocator mismatches.
 PYTHONPATH="$work" .venv/bin/python -m pytest -q -p no:cacheprovider --capture=sys -m "not slow" \
     tests/test_fast_paths.py tests/test_sqlite_native.py tests/test_sqlite_text.py tests/test_sqlite3_adapter.py \
     tests/test_calls.py tests/test_guest_failures.py \
-    tests/test_aggregates.py tests/test_duckdb_native.py tests/test_tables.py tests/test_dates.py tests/hostile "$@"
+    tests/test_aggregates.py tests/test_duckdb_native.py tests/test_tables.py tests/test_dates.py tests/hostile \
+    --deselect "tests/test_dates.py::test_every_sdk_declares_dates_and_timestamps" "$@"
