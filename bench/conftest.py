@@ -8,6 +8,7 @@ are comparable on a noisy machine; each result records its row count in ``extra_
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import shutil
 import subprocess
@@ -48,6 +49,30 @@ def measure(benchmark, fn, rows: int, iterations: int = 1, **info):
     benchmark.extra_info["rows"] = rows
     benchmark.extra_info.update(info)
     return benchmark.pedantic(fn, rounds=rounds_for(rows), iterations=iterations, warmup_rounds=1)
+
+
+# -- peak memory --------------------------------------------------------------------------------
+
+#: Prepended to a memory benchmark's script: ``peak_kib()``, the process's own peak RSS.
+PEAK_KIB = """
+import json, sys
+
+def peak_kib():
+    # VmHWM: this process's own peak. ru_maxrss is not: Linux carries it over from the
+    # parent through fork and exec, so a child of a big benchmark process reports the parent's.
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+"""
+
+
+def peak_memory(script: str, *args: str) -> dict:
+    """Run ``script`` (which prints one JSON line last, using ``peak_kib()``) in a fresh
+    interpreter; its JSON."""
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK_KIB + script, *args], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 # -- data ------------------------------------------------------------------------------------

@@ -3,8 +3,6 @@ arrow UDF, a Python UDF and DuckDB's built-in weekofyear."""
 
 from __future__ import annotations
 
-import datetime as dt
-
 import duckdb
 import pyarrow.compute as pc
 import pytest
@@ -46,4 +44,3 @@ def test_duckdb_iso_week(benchmark, cons, impl):
     }[impl]
     want = con.execute("SELECT sum(weekofyear(day)) FROM days").fetchall()
     assert measure(benchmark, lambda: con.execute(f"SELECT sum({expr}) FROM days").fetchall(), ROWS) == want
-    assert dt.date(2026, 12, 2).isocalendar().week == 49  # the reference's convention

@@ -3,22 +3,10 @@ its own process (the VmHWM of a fresh interpreter)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
-from conftest import ROOT, module_path
+from conftest import module_path, peak_memory
 
 SCRIPT = """
-import json, sys
-
-def peak_kib():
-    # VmHWM: this process's own peak. ru_maxrss is not: Linux carries it over from the
-    # parent through fork and exec, so a child of a big benchmark process reports the parent's.
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
 import duckdb, pyarrow.compute as pc, wasmudf
 con = duckdb.connect()
 con.execute("SET threads = 1")
@@ -38,11 +26,7 @@ def test_peak_memory_of_the_duckdb_query(benchmark, impl):
     benchmark.group = "peak memory (KiB, VmHWM) of DuckDB sum(add(a, b)), 10,000,000 rows"
 
     def run():
-        out = subprocess.run(
-            [sys.executable, "-c", SCRIPT, impl, str(module_path("numeric"))],
-            capture_output=True, text=True, check=True, cwd=ROOT,
-        )
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        return peak_memory(SCRIPT, impl, str(module_path("numeric")))
 
     result = benchmark.pedantic(run, rounds=1, iterations=1)
     benchmark.extra_info.update(result, rows=10_000_000, memory=True)

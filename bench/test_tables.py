@@ -3,14 +3,10 @@ function in Python on the same engine, and the peak memory of a call at 1M and 1
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import apsw
 import duckdb
 import pytest
-from conftest import ROOT, measure, module_path
+from conftest import measure, module_path, peak_memory
 
 import wasmudf
 
@@ -122,14 +118,6 @@ def test_sqlite_split_rows(benchmark, lite, impl):
 
 
 SCRIPT = """
-import json, sys
-
-def peak_kib():
-    # VmHWM: this process's own peak. ru_maxrss is not: Linux carries it over from the
-    # parent through fork and exec, so a child of a big benchmark process reports the parent's.
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
 import duckdb, wasmudf
 con = duckdb.connect()
 con.execute("SET threads = 1")
@@ -148,11 +136,7 @@ def test_peak_memory_of_a_table_call(benchmark, rows):
     benchmark.group = "peak memory (KiB, VmHWM) of DuckDB SELECT count(*) FROM series(1, N, 1)"
 
     def run():
-        out = subprocess.run(
-            [sys.executable, "-c", SCRIPT, str(rows), str(module_path("tables"))],
-            capture_output=True, text=True, check=True, cwd=ROOT,
-        )
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        return peak_memory(SCRIPT, str(rows), str(module_path("tables")))
 
     result = benchmark.pedantic(run, rounds=1, iterations=1)
     benchmark.extra_info.update(result, rows=rows, memory=True)

@@ -267,9 +267,8 @@ def test_duckdb_native_table_functions_in_sql():
     assert con.execute("SELECT ordinal, part FROM split_rows(?, ',')", [text]).fetchall() == split_rows(text, ",")
     with pytest.raises(duckdb.InvalidInputException, match=r"GuestFailure: `series`.*step must not be 0"):
         con.execute("SELECT * FROM series(1, 2, 0)").fetchall()
-    fn = wasmudf.load(TABLES, limits=wasmudf.Limits(table_rows=10)).functions["series"]
     con2 = duckdb.connect()
-    wasmudf.register(con2, fn.pool and wasmudf.load(TABLES, limits=wasmudf.Limits(table_rows=10)))
+    wasmudf.register(con2, wasmudf.load(TABLES, limits=wasmudf.Limits(table_rows=10)))
     with pytest.raises(duckdb.InvalidInputException, match=r"RowLimitExceeded: `series`.*Limits.table_rows = 10"):
         con2.execute("SELECT * FROM series(1, 11, 1)").fetchall()
     assert con2.execute("SELECT count(*) FROM series(1, 10, 1)").fetchall() == [(10,)]

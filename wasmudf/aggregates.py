@@ -222,14 +222,7 @@ class AggregateFunction(ArrowArguments):
 def _raise_init_failed(fn: AggregateFunction, inst: Instance, part: str = "__init") -> None:
     """An ``__init`` (or ``__deserialize``) returned 0: the instance is suspect, and the error
     says so."""
-    inst.broken = True
-    message = inst.guest_message()
-    raise GuestFailure(
-        f"`{fn.name}` in {inst.label}: {fn.spec.export}{part} returned 0, no state" + (f": {message}" if message else ""),
-        guest_message=message,
-        function=fn.name,
-        module=inst.label,
-    )
+    raise inst.no_state(fn.name, f"{fn.spec.export}{part} returned 0, no state")
 
 
 class AggregateState:

@@ -223,6 +223,18 @@ class Instance:
             module=self.label,
         )
 
+    def no_state(self, what: str, message: str) -> GuestFailure:
+        """The error for an export that gave no state back (an aggregate's ``__init``, a table
+        function's ``__open``): the instance is suspect, and the guest's message says why."""
+        self.broken = True
+        guest = self.guest_message()
+        return GuestFailure(
+            f"`{what}` in {self.label}: {message}" + (f": {guest}" if guest else ""),
+            guest_message=guest,
+            function=what,
+            module=self.label,
+        )
+
     def invalid_output(self, what: str, message: str) -> InvalidGuestOutput:
         """The error for a result that breaks the ABI; marks the instance broken."""
         self.broken = True

@@ -23,7 +23,7 @@ import pyarrow as pa
 from . import temporal
 from .abi import DESCRIPTOR, DESCRIPTOR_SIZE, FIELD_NAMES, AbiType, FunctionSpec
 from .columns import value_kind
-from .errors import ArgumentTypeError, GuestError, GuestFailure, RowLimitExceeded
+from .errors import ArgumentTypeError, GuestError, RowLimitExceeded
 
 if TYPE_CHECKING:
     from .instance import Instance, InstancePool
@@ -245,14 +245,7 @@ class TableCall:
 
 def _raise_open_failed(fn: TableFunction, inst: Instance) -> None:
     """``__open`` returned 0: the call failed (the guest's message says why)."""
-    inst.broken = True
-    message = inst.guest_message()
-    raise GuestFailure(
-        f"`{fn.name}` in {inst.label}: {fn.spec.export}__open failed" + (f": {message}" if message else ""),
-        guest_message=message,
-        function=fn.name,
-        module=inst.label,
-    )
+    raise inst.no_state(fn.name, f"{fn.spec.export}__open failed")
 
 
 # -- the frames ---------------------------------------------------------------------------
