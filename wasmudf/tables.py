@@ -12,7 +12,6 @@ time (SQLite's virtual tables); :meth:`TableFunction.__call__` streams one call 
 from __future__ import annotations
 
 import ctypes
-import struct
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,7 @@ import pyarrow as pa
 
 from . import temporal
 from .abi import DESCRIPTOR, DESCRIPTOR_SIZE, FIELD_NAMES, AbiType, FunctionSpec
-from .columns import value_kind
+from .columns import row_column, value_kind
 from .errors import ArgumentTypeError, GuestError, RowLimitExceeded
 
 if TYPE_CHECKING:
@@ -260,22 +259,14 @@ class _ArgumentFrame:
         self._fields: list[tuple[int, tuple]] = []
 
     def add(self, i: int, t: AbiType, value: Any) -> None:
-        validity = offsets = 0
-        if value is None:
-            validity = self._append(b"\x00")
-            payload = b"" if t.is_varlen else bytes(t.width)
-        elif t.is_varlen:
-            payload = value.encode("utf-8") if isinstance(value, str) else bytes(value)
-        elif t.temporal:
-            payload = struct.pack("<" + t.struct_code, temporal.to_raw(t.temporal, value))
-        elif t.is_bits:
-            payload = b"\x01" if value else b"\x00"
-        else:
-            payload = struct.pack("<" + t.struct_code, float(value) if t.is_float else value)
-        if t.is_varlen:
-            offsets = self._append(struct.pack("<II", 0, len(payload)))
+        # The value's bytes as a one-row scalar call makes them (columns.row_column): a NULL,
+        # a fixed-width value, or a varlen value's offsets and bytes.
+        _, _, nulls, _, first, data = row_column(t, value)
+        validity = self._append(b"\x00") if nulls else 0
+        offsets = self._append(first) if t.is_varlen else 0
+        payload = (data or b"") if t.is_varlen else first
         values = self._append(payload)
-        self._fields.append((i, (t.code, 1, 1 if value is None else 0, validity, offsets, values, len(payload))))
+        self._fields.append((i, (t.code, 1, nulls, validity, offsets, values, len(payload))))
 
     def _append(self, data: bytes) -> int:
         at = _align8(len(self.data))
