@@ -159,6 +159,11 @@ def test_sqlite_calls_them_as_table_valued_functions(lite):
         (3,),
         (1,),
     ]
+    # The hidden columns read back the arguments SQLite passed.
+    assert lite.execute("SELECT part, arg1, arg2 FROM split_rows('x;y', ';')").fetchall() == [
+        ("x", "x;y", ";"),
+        ("y", "x;y", ";"),
+    ]
     assert lite.execute("SELECT count(*), sum(value) FROM series(1, 100000, 1)").fetchall() == [
         (100_000, 100_000 * 100_001 // 2)
     ]

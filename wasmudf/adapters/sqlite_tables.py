@@ -147,7 +147,7 @@ class _Cursor:
             return self.rowid
         if number < len(self.columns):
             return self.columns[number][self.row]
-        return sqlite_value(self.fn.spec.params[number - len(self.fn.spec.columns)], self.arguments[number - len(self.fn.spec.columns)])
+        return self.arguments[number - len(self.columns)]  # a hidden argument column: SQLite's own value
 
     def Next(self) -> None:  # noqa: N802
         self.row += 1
