@@ -252,6 +252,10 @@ def test_duckdb_table_gives_a_relation(path):
     ]
     with pytest.raises(wasmudf.UsageError, match="no table function `nope`"):
         wasmudf.table(con, "nope")
+    reg = wasmudf.register(con, TABLES, replace=True)
+    reg.unregister()
+    with pytest.raises(wasmudf.UsageError, match="no table function `series`"):
+        wasmudf.table(con, "series", 1, 2, 1)
 
 
 def test_duckdb_native_table_functions_in_sql():

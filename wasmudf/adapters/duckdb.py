@@ -391,9 +391,7 @@ class DuckDBAdapter:
         ``<name>_list`` (on both paths, so the same SQL runs on either)."""
         if fn.kind == "aggregate":
             return [fn.name, list_form(fn.name)]
-        if fn.kind == "table" and con is not None and not isinstance(native_database(con), NativeDatabase):
-            return []  # the Python path has no table UDFs: wasmudf.table(con, ...) serves it
-        return [fn.name]
+        return [fn.name]  # a table function's name is taken on the Python path too: wasmudf.table
 
     def register_scalar(self, con: Any, fn: ScalarFunction) -> None:
         if not _register_natively(con, fn, fn.thread_core):
