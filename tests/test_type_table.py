@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from references import ARROW_TYPES
 
-from wasmudf.abi import TYPES, TYPES_BY_CODE
+from wasmudf.abi import DECIMAL_CODE, LIST_CODE, STRUCT_CODE, TYPES, TYPES_BY_CODE
 
 HEADER = Path(__file__).resolve().parent.parent / "wasmudf" / "_speedups.h"
 
@@ -38,15 +38,16 @@ def _c_widths() -> dict[int, int]:
 
 
 def test_the_c_type_codes_are_abi_pys():
-    assert _c_enum() == {name: t.code for name, t in TYPES.items()}
+    families = {"decimal": DECIMAL_CODE, "list": LIST_CODE, "struct": STRUCT_CODE}
+    assert _c_enum() == {name: t.code for name, t in TYPES.items()} | families
 
 
 def test_the_c_widths_are_abi_pys():
-    assert _c_widths() == {t.code: t.width for t in TYPES.values() if t.width}
+    assert _c_widths() == {t.code: t.width for t in TYPES_BY_CODE.values() if t.width}
 
 
 def test_codes_are_unique_and_arrow_types_are_the_documents():
-    assert len(TYPES_BY_CODE) == len(TYPES)
+    assert len(TYPES_BY_CODE) == len(TYPES) + 1  # and decimal's storage
     assert {name: t.arrow for name, t in TYPES.items()} == ARROW_TYPES
 
 

@@ -15,6 +15,8 @@ MODULES = {
     "stats/stats.wasm": ["stats/stats.c"],
     "tables/tables.wasm": ["tables/tables.c"],
     "dates/dates.wasm": ["dates/dates.c"],
+    "money/money.wasm": ["money/money.c"],
+    "nested/nested.wasm": ["nested/nested.c"],
     "strings/strings.wasm": ["strings/strings.c"],
     # fuzzy.c is a plain C library, compiled unchanged beside the glue in similarity.c.
     "similarity/similarity.wasm": ["similarity/similarity.c", "similarity/fuzzy.c"],

@@ -47,14 +47,18 @@ extern WasmtimeApi api;
 #define RESET_SCRATCH_BYTES (1u << 20)
 
 enum { ABI_BOOL = 1, ABI_INT32, ABI_INT64, ABI_FLOAT32, ABI_FLOAT64, ABI_UTF8, ABI_BINARY, ABI_DATE, ABI_TIMESTAMP,
-       ABI_TIMESTAMPTZ };
+       ABI_TIMESTAMPTZ, ABI_DECIMAL, ABI_LIST, ABI_STRUCT };
 
-/* date: int32 days; timestamp and timestamptz: int64 microseconds (abi.py, temporal.py). */
+/* date: int32 days; timestamp and timestamptz: int64 microseconds (abi.py, temporal.py);
+   decimal: a 16-byte integer (its precision is checked where results are read, in Python).
+   A list or a struct has children with descriptors of their own: nested.py lays those out,
+   never a core, so they have no width here and the cores refuse them. */
 static inline int type_width(int code) {
     switch (code) {
     case ABI_BOOL: return 1;
     case ABI_INT32: case ABI_FLOAT32: case ABI_DATE: return 4;
     case ABI_INT64: case ABI_FLOAT64: case ABI_TIMESTAMP: case ABI_TIMESTAMPTZ: return 8;
+    case ABI_DECIMAL: return 16;
     default: return 0;
     }
 }

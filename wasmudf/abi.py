@@ -6,10 +6,13 @@ Nothing here touches wasmtime. ``docs/abi.md`` is the prose version.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
+import functools
 import json
 import re
 import struct
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -49,6 +52,11 @@ class AbiType:
     #: "date", "timestamp" or "timestamptz": an integer in memory that Python sees as a
     #: date or datetime and SQLite as ISO-8601 text (temporal.py); "" for the others.
     temporal: str = ""
+    #: A decimal's precision and scale (0 for the other types).
+    precision: int = 0
+    scale: int = 0
+    #: A list's element as (("item", T),) or a struct's fields as ((name, T), ...).
+    children: tuple[tuple[str, "AbiType"], ...] = ()
 
     @property
     def is_varlen(self) -> bool:
@@ -62,6 +70,33 @@ class AbiType:
     @property
     def is_float(self) -> bool:
         return self.struct_code in ("f", "d")
+
+    @property
+    def is_decimal(self) -> bool:
+        return self.code == DECIMAL_CODE
+
+    @property
+    def is_nested(self) -> bool:
+        """A list or a struct: its children have descriptors of their own (docs/abi.md §3.2),
+        laid out and checked by nested.py rather than by the cores."""
+        return self.code in (LIST_CODE, STRUCT_CODE)
+
+    @property
+    def is_plain(self) -> bool:
+        """One of the v1 types or a date or timestamp: a fixed-width integer or float, a
+        bool, or text or bytes, which every engine path passes as it is."""
+        return not (self.is_decimal or self.is_nested)
+
+    @property
+    def depth(self) -> int:
+        """1 for a flat type, one more per list or struct around it."""
+        return 1 + max((t.depth for _, t in self.children), default=0)
+
+    def walk(self) -> Iterator["AbiType"]:
+        """This type and every type inside it."""
+        yield self
+        for _, t in self.children:
+            yield from t.walk()
 
 
 _BYTES_LIKE = (bytes, bytearray, memoryview)
@@ -82,6 +117,135 @@ TYPES: dict[str, AbiType] = {
     )
 }
 TYPES_BY_CODE = {t.code: t for t in TYPES.values()}
+
+# -- parametric and nested types (docs/abi.md §3.2) ---------------------------------------
+
+DECIMAL_CODE, LIST_CODE, STRUCT_CODE = 11, 12, 13
+#: The most digits a decimal has (Arrow's decimal128, DuckDB's DECIMAL).
+MAX_DECIMAL_PRECISION = 38
+#: The deepest a type may nest: list<list<...>> eight levels down at most.
+MAX_TYPE_DEPTH = 8
+#: The most fields a struct has.
+MAX_STRUCT_FIELDS = 32
+#: What the cores know of a decimal: 16 bytes a row (its precision and scale are the
+#: manifest's; the values are checked against them where results are read).
+DECIMAL_STORAGE = AbiType("decimal", DECIMAL_CODE, 16, pa.decimal128(38, 0), "", ())
+TYPES_BY_CODE[DECIMAL_CODE] = DECIMAL_STORAGE
+
+_DECIMAL_ACCEPTS = (decimal.Decimal, int, np.integer, str, float)
+
+
+def decimal_type(precision: int, scale: int) -> AbiType:
+    """``decimal(p,s)``: 1 ≤ p ≤ 38, 0 ≤ s ≤ p."""
+    if not 1 <= precision <= MAX_DECIMAL_PRECISION or not 0 <= scale <= precision:
+        raise ValueError(f"decimal({precision},{scale}) needs 1 <= p <= {MAX_DECIMAL_PRECISION} and 0 <= s <= p")
+    return _decimal_type(precision, scale)
+
+
+@functools.cache
+def _decimal_type(precision: int, scale: int) -> AbiType:
+    limit = 10**precision - 1
+    return AbiType(
+        f"decimal({precision},{scale})", DECIMAL_CODE, 16, pa.decimal128(precision, scale), "", _DECIMAL_ACCEPTS,
+        (-limit, limit), precision=precision, scale=scale,
+    )
+
+
+def list_type(element: AbiType) -> AbiType:
+    return _nested_type(LIST_CODE, (("item", element),))
+
+
+def struct_type(fields: tuple[tuple[str, AbiType], ...]) -> AbiType:
+    if not fields or len(fields) > MAX_STRUCT_FIELDS:
+        raise ValueError(f"a struct has 1 to {MAX_STRUCT_FIELDS} fields")
+    seen: set[str] = set()
+    for name, _ in fields:
+        if not _NAME_RE.match(name) or len(name) > MAX_NAME_LEN:
+            raise ValueError(f"field name {name!r} must match [A-Za-z_][A-Za-z0-9_]*")
+        if name.lower() in seen:
+            raise ValueError(f"two fields are named {name!r} (names are case-insensitive)")
+        seen.add(name.lower())
+    return _nested_type(STRUCT_CODE, tuple(fields))
+
+
+@functools.cache
+def _nested_type(code: int, children: tuple[tuple[str, AbiType], ...]) -> AbiType:
+    if 1 + max(t.depth for _, t in children) > MAX_TYPE_DEPTH:
+        raise ValueError(f"types nest at most {MAX_TYPE_DEPTH} deep")
+    if code == LIST_CODE:
+        (_, element), = children
+        return AbiType(f"list<{element.name}>", code, 0, pa.list_(element.arrow), "", (list, tuple, str),
+                       children=children)
+    name = "struct<" + ", ".join(f"{n}: {t.name}" for n, t in children) + ">"
+    arrow = pa.struct([pa.field(n, t.arrow) for n, t in children])
+    return AbiType(name, code, 0, arrow, "", (dict, str), children=children)
+
+
+_TOKEN = re.compile(r"\s*(?:([A-Za-z_][A-Za-z0-9_]*)|(\d+)|(.))")
+
+
+def parse_type(text: str) -> AbiType:
+    """A manifest type name as its AbiType: the flat names of TYPES, ``decimal(p,s)``,
+    ``list<T>`` and ``struct<a: T, b: U>``.
+
+    Raises:
+        ValueError: what is wrong with the text.
+    """
+    if text in TYPES:
+        return TYPES[text]
+    tokens = [m.group(m.lastindex) for m in _TOKEN.finditer(text.strip())] if text.strip() else []
+    pos = 0
+
+    def take(expected: str | None = None) -> str:
+        nonlocal pos
+        if pos >= len(tokens):
+            raise ValueError(f"{text!r} ends early" + (f"; expected {expected!r}" if expected else ""))
+        tok = tokens[pos]
+        if expected is not None and tok != expected:
+            raise ValueError(f"{text!r}: expected {expected!r}, found {tok!r}")
+        pos += 1
+        return tok
+
+    def number() -> int:
+        tok = take()
+        if not tok.isdigit():
+            raise ValueError(f"{text!r}: expected a number, found {tok!r}")
+        return int(tok)
+
+    def one() -> AbiType:
+        word = take()
+        if word in TYPES:
+            return TYPES[word]
+        if word == "decimal":
+            take("(")
+            p = number()
+            take(",")
+            s = number()
+            take(")")
+            return decimal_type(p, s)
+        if word == "list":
+            take("<")
+            element = one()
+            take(">")
+            return list_type(element)
+        if word == "struct":
+            take("<")
+            fields = []
+            while True:
+                name = take()
+                take(":")
+                fields.append((name, one()))
+                if take() == ">":
+                    break
+                if tokens[pos - 1] != ",":
+                    raise ValueError(f"{text!r}: expected ',' or '>' after a struct field")
+            return struct_type(tuple(fields))
+        raise ValueError(f"unknown type {word!r}")
+
+    t = one()
+    if pos != len(tokens):
+        raise ValueError(f"{text!r}: unexpected {tokens[pos]!r} after the type")
+    return t
 
 # The 32-byte column descriptor (ABI §3): eight little-endian u32 fields.
 DESCRIPTOR = struct.Struct("<8I")
@@ -252,6 +416,11 @@ def _parse_function(index: int, f: Any) -> FunctionSpec:
             raise ManifestError(f"{where}: a table function has 'columns', not 'returns'")
         columns = _columns(where, f.get("columns"))
         rtype = None
+        for t in (*ptypes, *(t for _, t in columns)):
+            if not t.is_plain:
+                raise ManifestError(
+                    f"{where}: table functions take and return the flat types and dates; {t.name} is not one of them yet"
+                )
     else:
         if "columns" in f:
             raise ManifestError(f"{where}: 'columns' is only allowed on table functions")
@@ -300,9 +469,15 @@ def _columns(where: str, value: Any) -> tuple[tuple[str, AbiType], ...]:
 
 
 def _type(where: str, fieldname: str, value: Any) -> AbiType:
-    if not isinstance(value, str) or value not in TYPES:
-        raise ManifestError(f"{where}: {fieldname} has unknown type {value!r}; known: {', '.join(TYPES)}")
-    return TYPES[value]
+    if not isinstance(value, str):
+        raise ManifestError(f"{where}: {fieldname} has unknown type {value!r}; known: {_KNOWN}")
+    try:
+        return parse_type(value)
+    except ValueError as exc:
+        raise ManifestError(f"{where}: {fieldname} {value!r} is not a type: {exc}; known: {_KNOWN}") from None
+
+
+_KNOWN = ", ".join([*TYPES, "decimal(p,s)", "list<T>", "struct<name: T, ...>"])
 
 
 def _bool(where: str, f: dict[str, Any], key: str, default: bool) -> bool:

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from . import temporal
+from . import nested, pyvalues, temporal
 from .abi import TYPES, FunctionSpec
-from .columns import arrow_columns, plain_array, row_ranges, row_value, valid_rows, value_kind
+from .columns import array_value, arrow_columns, plain_array, row_ranges, row_value, valid_rows, value_kind
 from .errors import ArgumentTypeError, GuestError, GuestFailure, UsageError
 from .functions import BATCH_ROWS, ArrowArguments
 
@@ -59,6 +59,8 @@ class AggregateFunction(ArrowArguments):
         self.movable = self.optional_parts >= {"merge", "serialize", "deserialize"}
         self.return_type = spec.returns.arrow
         self._arrow_params = [t.arrow for t in spec.params]
+        #: A list or struct among its types: calls lay out their frames in nested.py.
+        self.nested = any(t.is_nested for t in (*spec.params, spec.returns))
         limit = pool.spec.limits.output_bytes
         #: Limits.output_bytes for a variable-length result; -1: none.
         self.output_limit = self._output_limit = -1 if limit is None else limit
@@ -169,7 +171,7 @@ class AggregateFunction(ArrowArguments):
         pyarrow objects: the C accelerator, fixed-width types, no NULL values to skip, groups
         within one batch. None when the case does not apply (the general path runs)."""
         spec = self.spec
-        if spec.returns.is_varlen or any(t.is_varlen for t in spec.params):
+        if self.nested or spec.returns.is_varlen or any(t.is_varlen for t in spec.params):
             return None
         values = [plain_array(v) for v in values]
         if any(v.null_count for v in values) or any(t.is_bits for t in spec.params):
@@ -292,6 +294,8 @@ class AggregateState:
         if inverse:
             self._require_window()
         self._check_alive()
+        if self.fn.nested:
+            raise ValueError("fold_columns takes plain types; a list or struct goes through update")
         inst, name = self._inst, self.fn.name
         func = inst.func_addr(f"{self._export}__{'inverse' if inverse else 'update'}")
         self._guest(inst, lambda: inst.core.call_batch(func, name, rows, 0, -1, None, columns, _SHAPE_FOLD, self._handle))
@@ -418,6 +422,10 @@ class AggregateState:
 
     def _call_fold(self, part: str, arrays: list[pa.Array], rows: int) -> None:
         inst, name = self._inst, self.fn.name
+        if self.fn.nested:
+            func = inst.func_addr(f"{self._export}__{part}")
+            nested.call_batch(inst, func, name, rows, None, -1, arrays, self.fn.spec.params, _SHAPE_FOLD, self._handle)
+            return
         columns = arrow_columns(arrays, self.fn.spec.params)
         func = inst.func_addr(f"{self._export}__{part}")
         inst.core.call_batch(func, name, rows, 0, -1, None, columns, _SHAPE_FOLD, self._handle)
@@ -433,6 +441,9 @@ class AggregateState:
         inst, name, fn = self._inst, self.fn.name, self.fn
         func = inst.func_addr(f"{self._export}__{part}")
         rtype = fn.spec.returns
+        if fn.nested:
+            array = nested.call_batch(inst, func, name, 1, rtype, fn._output_limit, (), (), _SHAPE_RESULT, self._handle)
+            return array_value(inst, name, rtype, array)
         result = inst.core.call_batch(func, name, 1, rtype.code, fn._output_limit, None, (), _SHAPE_RESULT, self._handle)
         return row_value(inst, name, rtype, result)
 
@@ -472,6 +483,13 @@ def _check_value_types(fn: AggregateFunction, index: int, values: list[Any]) -> 
 def _values_column(fn: AggregateFunction, index: int, values: list[Any]) -> pa.Array:
     """Python values (already type-checked) as one Arrow column."""
     t = fn.spec.params[index]
+    if not t.is_plain:
+        try:
+            return pyvalues.arrow_array(t, [pyvalues.check(t, v) for v in values])
+        except TypeError as exc:
+            raise fn._type_error(index, str(exc)) from None
+        except (ValueError, OverflowError) as exc:
+            raise ArgumentTypeError(f"`{fn.name}` argument {index + 1} ({t.name}): {exc}") from None
     if t.is_bits:
         values = [None if v is None else bool(v) for v in values]
     elif t.is_float:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from . import temporal
+from . import decimals, temporal
 from .abi import AbiType
 
 #: The most variable-length input bytes handed to the guest in one call.
@@ -42,11 +42,12 @@ def result_array(inst: Any, name: str, t: AbiType, rows: int, result: tuple) -> 
     validity = pa.py_buffer(result[0]) if result[0] is not None else None
     buffers = [b if type(b) is not bytes else pa.py_buffer(b) for b in result[1:]]
     arr = pa.Array.from_buffers(t.arrow, rows, [validity, *buffers])
-    if t.name == "utf8":
+    if t.name == "utf8" or t.is_decimal:
         try:
             arr.validate(full=True)
         except pa.ArrowInvalid as exc:
-            raise inst.invalid_output(name, f"a utf8 result is not valid UTF-8 ({exc})") from None
+            problem = "not valid UTF-8" if t.name == "utf8" else f"out of {t.name}'s precision"
+            raise inst.invalid_output(name, f"a {t.name} result is {problem} ({exc})") from None
     return arr
 
 
@@ -62,6 +63,9 @@ def row_column(t: AbiType, v: Any) -> tuple:
     """
     if v is None:
         return (t.code, 0, 1, b"\0", bytes(t.width) if t.width else b"\0\0\0\0\0\0\0\0", None)
+    if t.is_decimal:  # exactly, or a TypeError, a ValueError (digits past the scale) or an OverflowError
+        unscaled = decimals.to_unscaled(t.precision, t.scale, v)
+        return (t.code, 0, 0, None, unscaled.to_bytes(16, "little", signed=True), None)
     if not isinstance(v, t.accepts):
         raise TypeError(t.name)
     if t.temporal:
@@ -96,6 +100,11 @@ def row_value(inst: Any, name: str, t: AbiType, result: tuple) -> Any:
         return None
     if t.is_bits:
         return bool(result[1][0] & 1)
+    if t.is_decimal:
+        unscaled = int.from_bytes(bytes(result[1][:16]), "little", signed=True)
+        if not t.range[0] <= unscaled <= t.range[1]:
+            raise inst.invalid_output(name, f"a {t.name} result ({unscaled} unscaled) is out of its precision")
+        return decimals.from_unscaled(t.scale, unscaled)
     if not t.is_varlen:
         raw = struct.unpack_from("<" + t.struct_code, result[1])[0]
         if not t.temporal:
@@ -111,6 +120,14 @@ def row_value(inst: Any, name: str, t: AbiType, result: tuple) -> Any:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise inst.invalid_output(name, f"a utf8 result is not valid UTF-8 ({exc})") from None
+
+
+def array_value(inst: Any, name: str, t: AbiType, result: pa.Array) -> Any:
+    """The Python value of a one-row result that came back as an array (a nested type)."""
+    try:
+        return result.to_pylist()[0]
+    except (ValueError, OverflowError) as exc:  # a date past year 9999 inside a list, say
+        raise inst.invalid_output(name, f"a {t.name} result has a value Python cannot hold ({exc})") from None
 
 
 def value_kind(v: Any) -> str:

@@ -16,6 +16,7 @@ from .columns import (
     BATCH_VARLEN_BYTES,
     arrow_column,
     arrow_columns,
+    array_value,
     merge_validity,
     plain_array,
     result_array,
@@ -25,6 +26,7 @@ from .columns import (
     valid_rows,
     value_kind,
 )
+from . import nested, pyvalues
 from .dataframes import from_arrow, is_scalar, nullable_pandas, series_kind, to_arrow
 from .errors import ArgumentTypeError
 
@@ -103,10 +105,14 @@ class ScalarFunction(ArrowArguments):
         self._export = spec.export
         self._rcode = spec.returns.code
         self._strict = spec.strict
-        # A timestamp's class does not pin its unit and zone: those types are compared too.
+        # A timestamp's class does not pin its unit and zone, nor a decimal's its precision
+        # and scale: those types are compared too.
         self._checks = [
-            (cls, t.code, t.is_varlen, t.arrow if t.temporal else None) for cls, t in zip(self._array_classes, spec.params)
+            (cls, t.code, t.is_varlen, t.arrow if t.temporal or t.is_decimal else None)
+            for cls, t in zip(self._array_classes, spec.params)
         ]
+        #: A list or struct among its types: calls lay out their frames in nested.py.
+        self._nested = any(t.is_nested for t in (*spec.params, spec.returns))
         limit = pool.spec.limits.output_bytes
         #: Limits.output_bytes for a variable-length result; -1: none.
         self.output_limit = self._output_limit = -1 if limit is None else limit
@@ -186,7 +192,7 @@ class ScalarFunction(ArrowArguments):
         call takes): their descriptions for the C accelerator, as :func:`arrow_columns`
         makes them (built here in the same pass as the checks: this runs for every vector)."""
         checks = self._checks
-        if not args or len(args) != len(checks) or type(args[0]) is not checks[0][0]:
+        if not args or len(args) != len(checks) or type(args[0]) is not checks[0][0] or self._nested:
             return None
         n = len(args[0])
         if not 0 < n <= BATCH_ROWS:
@@ -222,7 +228,8 @@ class ScalarFunction(ArrowArguments):
         """Plain numeric arrays of the right types, longer than one batch, without NULLs, and
         a fixed-width result that is not bool: the case _call_large serves."""
         classes = self._array_classes
-        if not args or len(args) != len(classes) or self.spec.returns.is_varlen or self.spec.returns.is_bits:
+        returns = self.spec.returns
+        if not args or len(args) != len(classes) or not returns.is_plain or returns.is_varlen or returns.is_bits:
             return False
         if type(args[0]) is not classes[0]:
             return False
@@ -232,6 +239,7 @@ class ScalarFunction(ArrowArguments):
         return all(
             type(a) is cls
             and not t.is_varlen
+            and t.is_plain
             and not t.is_bits
             and len(a) == n
             and not a.null_count
@@ -292,6 +300,12 @@ class ScalarFunction(ArrowArguments):
         """One guest call on plain arrays of the parameter types, NULLs already handled
         (``columns``: their descriptions, when the caller has them)."""
         inst = self._pool.get(self.name)
+        if self._nested:
+            spec = self.spec
+            return nested.call_batch(
+                inst, inst.func_addr(self._export), self.name, rows, spec.returns, self._output_limit,
+                arrays, spec.params, interrupted=interrupted,
+            )
         result = inst.core.call_batch(
             inst.func_addr(self._export),
             self.name,
@@ -328,12 +342,23 @@ class ScalarFunction(ArrowArguments):
         columns = []
         for i, (t, v) in enumerate(zip(spec.params, values)):
             try:
-                columns.append(row_column(t, v))
+                if self._nested:
+                    columns.append(pyvalues.arrow_array(t, [pyvalues.check(t, v)]))
+                else:
+                    columns.append(row_column(t, v))
             except TypeError:
                 raise self._type_error(i, f"{value_kind(v)} {v!r}") from None
             except OverflowError:
                 raise ArgumentTypeError(f"`{self.name}` argument {i + 1} ({t.name}) is out of range: {v}") from None
+            except ValueError as exc:
+                raise ArgumentTypeError(f"`{self.name}` argument {i + 1} ({t.name}): {exc}") from None
         inst = self._pool.get(self.name)
+        if self._nested:
+            array = nested.call_batch(
+                inst, inst.func_addr(self._export), self.name, 1, spec.returns, self._output_limit,
+                columns, spec.params, interrupted=interrupted,
+            )
+            return array_value(inst, self.name, spec.returns, array)
         result = inst.core.call_batch(
             inst.func_addr(self._export), self.name, 1, self._rcode, self._output_limit, None, columns, 0, 0, interrupted
         )

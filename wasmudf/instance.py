@@ -210,9 +210,9 @@ class Instance:
         """Call an export returning a status; a non-zero status raises GuestFailure."""
         status = self.call(export, args, what=what)
         if status:
-            self._raise_status(status, what)
+            self.status_failed(status, what)
 
-    def _raise_status(self, status: int, what: str) -> None:
+    def status_failed(self, status: int, what: str) -> None:
         self.broken = True
         message = self.guest_message()
         detail = f": {message}" if message else ""
@@ -257,7 +257,7 @@ class Instance:
             err, trap = detail
             self._raise_call_failure(err, trap, what)
         elif kind == "status":
-            self._raise_status(detail, what)
+            self.status_failed(detail, what)
         elif kind == "alloc":
             size, align, addr, mem_size = detail
             self._raise_bad_alloc(what, size, align, addr, mem_size)

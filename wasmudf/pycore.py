@@ -256,7 +256,7 @@ class PyCore:
             or (shape == SHAPE_RESULT and (nargs or rows != 1))
         ):
             raise ValueError("bad batch description")
-        pieces = [_column_pieces(c, rows, what) for c in columns]
+        pieces = [column_pieces(c, rows, what) for c in columns]
         pos = DESCRIPTOR_SIZE * (nargs + 1)
         places = []
         for validity, offsets, values in pieces:
@@ -408,7 +408,7 @@ def _output(allocate: Callable[[int], Any] | None, data: bytes) -> Any:
     return buf
 
 
-def _column_pieces(column: tuple, rows: int, what: str) -> tuple[bytes, bytes, bytes]:
+def column_pieces(column: tuple, rows: int, what: str) -> tuple[bytes, bytes, bytes]:
     """One column description as the (validity, offsets, values) bytes of its frame part,
     rebased to row 0; checked to cover ``rows`` rows (as column_from in C)."""
     if type(column) is not tuple or len(column) != 6:
@@ -425,7 +425,7 @@ def _column_pieces(column: tuple, rows: int, what: str) -> tuple[bytes, bytes, b
         if rows == 1:
             bits = bytes([memoryview(validity).cast("B")[off // 8] >> (off % 8) & 1])
         else:
-            bits = _bits(validity, off, rows).tobytes()
+            bits = packed_bits(validity, off, rows).tobytes()
     if t.is_bits:
         if rows and (buf1 is None or len(memoryview(buf1).cast("B")) * 8 < off + rows):
             raise short
@@ -460,7 +460,7 @@ def _bytes(buf: Any) -> np.ndarray:
     return np.frombuffer(buf, np.uint8)
 
 
-def _bits(buf: Any, off: int, n: int) -> np.ndarray:
+def packed_bits(buf: Any, off: int, n: int) -> np.ndarray:
     """``n`` bits of a bitmap from bit ``off``, packed again from bit 0."""
     if off % 8 == 0:
         return _bytes(buf)[off // 8 : off // 8 + (n + 7) // 8]

@@ -332,6 +332,59 @@ WASMUDF__GET_NULLABLE(date)
 WASMUDF__GET_NULLABLE(timestamp)
 WASMUDF__GET_NULLABLE(timestamptz)
 
+/* ------------------------------------------------------------ decimals and lists ------ */
+/* decimal(p,s) and list(T) are type tokens like int64: WASMUDF_SCALAR(round_cents,
+ * decimal(38,2), "...", decimal(38,6)). They work because `decimal` and `list` are pasted
+ * onto a prefix (wasmudf__name_##T) and the result is a function-like macro below; so never
+ * #define `decimal` or `list` yourself. T in list(T) is a flat type (not a list). */
+
+/* A decimal is its unscaled value, value × 10^s (docs/abi.md §3.2): 12.50 in decimal(18,2)
+ * is 1250. The host checks a result against p. */
+typedef __int128 wasmudf_decimal;
+WASMUDF__NULLABLE(decimal_, wasmudf_decimal)
+#define wasmudf__name_decimal(p, s) "decimal(" #p "," #s ")"
+#define wasmudf__ctype_decimal(p, s) wasmudf_decimal
+#define wasmudf__get_decimal(p, s) wasmudf__get_decimal_
+#define wasmudf__getn_decimal(p, s) wasmudf__getn_decimal_
+#define wasmudf__set_decimal(p, s) wasmudf__set_decimal_
+#define wasmudf__varlen_decimal(p, s) 0
+#define wasmudf__pack_decimal(p, s) wasmudf__pack_none
+static inline wasmudf_decimal wasmudf__get_decimal_(const wasmudf_column *c, uint32_t i) {
+    wasmudf_decimal v;
+    __builtin_memcpy(&v, WASMUDF__PTR(const uint8_t, c->values) + (size_t)i * 16, 16);
+    return v;
+}
+WASMUDF__GET_NULLABLE(decimal_)
+
+/* A list argument is a view of its elements in the child column; read them with
+ * wasmudf_list_get(T, l, i) and wasmudf_list_valid(l, i). A list result is made with
+ * wasmudf_list_of(items, n): n values of the element's C type (wasmudf_str for utf8), copied
+ * out when the batch ends (so arena memory from wasmudf_alloc is fine; a result's elements
+ * are never NULL). */
+typedef struct {
+    const wasmudf_column *child; /* arguments: the elements' column, from `start` */
+    uint32_t start, len;
+    const void *items; /* results: the elements */
+} wasmudf_list;
+WASMUDF__NULLABLE(list_, wasmudf_list)
+static inline wasmudf_list wasmudf_list_of(const void *items, uint32_t len) {
+    return (wasmudf_list){0, 0, len, items};
+}
+static inline bool wasmudf_list_valid(wasmudf_list l, uint32_t i) { return wasmudf__valid(l.child, l.start + i); }
+#define wasmudf_list_get(T, l, i) wasmudf__get_##T((l).child, (l).start + (i))
+#define wasmudf__name_list(T) "list<" wasmudf__name_##T ">" /* not WASMUDF__TYPENAME: no macro expands inside itself */
+#define wasmudf__ctype_list(T) wasmudf_list
+#define wasmudf__get_list(T) wasmudf__get_list_
+#define wasmudf__getn_list(T) wasmudf__getn_list_
+#define wasmudf__set_list(T) wasmudf__set_list_
+#define wasmudf__varlen_list(T) 1
+#define wasmudf__pack_list(T) wasmudf__pack_list_##T
+static inline wasmudf_list wasmudf__get_list_(const wasmudf_column *c, uint32_t r) {
+    const uint32_t *o = WASMUDF__PTR(const uint32_t, c->offsets);
+    return (wasmudf_list){WASMUDF__PTR(const wasmudf_column, c->values), o[r], o[r + 1] - o[r], 0};
+}
+WASMUDF__GET_NULLABLE(list_)
+
 /* ------------------------------------------------------------ calendar dates ----------- */
 /* Days since 1970-01-01 and proleptic Gregorian (year, month 1-12, day 1-31), both ways, for
  * any int32 day (Howard Hinnant's days_from_civil / civil_from_days). */
@@ -438,6 +491,91 @@ WASMUDF_WEAK int32_t wasmudf__pack_n(wasmudf_column *o, wasmudf__span *s, uint32
 }
 
 static inline int32_t wasmudf__pack(wasmudf_column *o, wasmudf__span *s) { return wasmudf__pack_n(o, s, o->length); }
+static inline int32_t wasmudf__pack_none(wasmudf_column *o, wasmudf__span *s) { (void)o; (void)s; return 0; }
+#define wasmudf__pack_bool wasmudf__pack_none
+#define wasmudf__pack__Bool wasmudf__pack_none
+#define wasmudf__pack_int32 wasmudf__pack_none
+#define wasmudf__pack_int64 wasmudf__pack_none
+#define wasmudf__pack_float32 wasmudf__pack_none
+#define wasmudf__pack_float64 wasmudf__pack_none
+#define wasmudf__pack_date wasmudf__pack_none
+#define wasmudf__pack_timestamp wasmudf__pack_none
+#define wasmudf__pack_timestamptz wasmudf__pack_none
+#define wasmudf__pack_utf8 wasmudf__pack
+#define wasmudf__pack_binary wasmudf__pack
+/* What a batch does with its gathered results at the end: nothing for fixed widths, one
+ * values block for utf8 and binary, a child column for a list. */
+#define WASMUDF__PACK(T) wasmudf__pack_##T
+
+static inline void wasmudf__set_decimal_(wasmudf_column *o, wasmudf__span *s, uint32_t i, wasmudf_decimal v) {
+    (void)s;
+    __builtin_memcpy(WASMUDF__PTR(uint8_t, o->values) + (size_t)i * 16, &v, 16);
+}
+static inline void wasmudf__set_list_(wasmudf_column *o, wasmudf__span *s, uint32_t i, wasmudf_list v) {
+    (void)o;
+    s[i] = (wasmudf__span){v.items, v.len};
+}
+
+/* The element count of n gathered list rows, into the offsets the host prepared; 1 when it
+ * overflows. */
+WASMUDF_WEAK int32_t wasmudf__list_offsets(wasmudf_column *o, const wasmudf__span *s, uint32_t *total) {
+    uint32_t *off = WASMUDF__PTR(uint32_t, o->offsets), t = 0;
+    off[0] = 0;
+    for (uint32_t i = 0; i < o->length; i++) {
+        if (s[i].len > 0x7FFFFFFFu - t) { wasmudf__set_message("list result over 2^31 elements"); return 1; }
+        t += s[i].len;
+        off[i + 1] = t;
+    }
+    *total = t;
+    return 0;
+}
+
+/* A list result whose elements have a fixed width: one values block for the child column. */
+#define WASMUDF__LIST_PACKER(T, WIDTH)                                                        \
+    WASMUDF_WEAK int32_t wasmudf__pack_list_##T(wasmudf_column *o, wasmudf__span *s) {       \
+        uint32_t total;                                                                       \
+        if (wasmudf__list_offsets(o, s, &total)) return 1;                                    \
+        if (total > 0xFFFFFFF0u / (WIDTH)) { wasmudf__set_message("list result over 4 GiB"); return 1; } \
+        uint8_t *dst = WASMUDF__PTR(uint8_t, wasmudf_alloc(total * (WIDTH), 16));              \
+        if (!dst) return 1;                                                                   \
+        for (uint32_t i = 0, at = 0; i < o->length; at += s[i].len * (WIDTH), i++)            \
+            if (s[i].len) __builtin_memcpy(dst + at, s[i].ptr, s[i].len * (WIDTH));           \
+        wasmudf_column *c = WASMUDF__PTR(wasmudf_column, o->values);                          \
+        c->length = total;                                                                    \
+        c->null_count = 0;                                                                    \
+        c->validity = 0;                                                                      \
+        c->values = (uint32_t)(uintptr_t)dst;                                                 \
+        c->values_len = total * (WIDTH);                                                      \
+        return 0;                                                                             \
+    }
+WASMUDF__LIST_PACKER(bool, 1)
+WASMUDF__LIST_PACKER(int32, 4)
+WASMUDF__LIST_PACKER(int64, 8)
+WASMUDF__LIST_PACKER(float32, 4)
+WASMUDF__LIST_PACKER(float64, 8)
+WASMUDF__LIST_PACKER(date, 4)
+WASMUDF__LIST_PACKER(timestamp, 8)
+WASMUDF__LIST_PACKER(timestamptz, 8)
+
+/* A list<utf8> or list<binary> result: the child column gets offsets and one values block. */
+WASMUDF_WEAK int32_t wasmudf__pack_list_strings(wasmudf_column *o, wasmudf__span *s) {
+    uint32_t total;
+    if (wasmudf__list_offsets(o, s, &total)) return 1;
+    wasmudf_column *c = WASMUDF__PTR(wasmudf_column, o->values);
+    wasmudf__span *items = WASMUDF__PTR(wasmudf__span, wasmudf_alloc(total * sizeof(wasmudf__span), 4));
+    if (total && !items) return 1;
+    for (uint32_t i = 0, at = 0; i < o->length; at += s[i].len, i++)
+        if (s[i].len) __builtin_memcpy(items + at, s[i].ptr, s[i].len * sizeof(wasmudf__span));
+    uint32_t *off = WASMUDF__PTR(uint32_t, wasmudf_alloc((total + 1) * 4, 4));
+    if (!off) return 1;
+    c->length = total;
+    c->null_count = 0;
+    c->validity = 0;
+    c->offsets = (uint32_t)(uintptr_t)off;
+    return wasmudf__pack_n(c, items, total);
+}
+#define wasmudf__pack_list_utf8 wasmudf__pack_list_strings
+#define wasmudf__pack_list_binary wasmudf__pack_list_strings
 
 /* ------------------------------------------------------------ the declarations --------- */
 
@@ -495,7 +633,7 @@ static inline int32_t wasmudf__pack(wasmudf_column *o, wasmudf__span *s) { retur
             if (wasmudf__row_null) wasmudf__set_null_at(o, spans, r);                         \
             else wasmudf__set_##RET(o, spans, r, v);                                          \
         }                                                                                     \
-        return WASMUDF__VARLEN(RET) ? wasmudf__pack(o, spans) : 0;                            \
+        return WASMUDF__PACK(RET)(o, spans);                                                  \
     }
 
 #define WASMUDF_SCALAR(NAME, RET, DOC, ...)                                                   \
@@ -611,6 +749,32 @@ WASMUDF_WEAK _Noreturn void __assert_fail(const char *expr, const char *file, in
     __builtin_trap(); /* the host reports the trap with this message */
 }
 
+/* ------------------------------------------------------------ whole batches ----------- */
+/* For the shapes the type tokens do not reach (a struct, a list of structs): NAME is
+ * `int32_t NAME(const wasmudf_column *args, uint32_t nargs, wasmudf_column *out)` over the
+ * whole batch, RET and PARAMS the manifest's type names as strings, as in
+ * WASMUDF_SCALAR_BATCH(bbox, "struct<...>", "doc", "\"list<float64>\""). A struct column's
+ * fields are wasmudf_field(c, i); a result struct's fields are prepared by the host like
+ * any result column (validity all set, values ready for `length` rows). */
+#define WASMUDF_SCALAR_BATCH(NAME, RET, DOC, PARAMS)                                          \
+    WASMUDF__FRAGMENT(NAME, "{\"name\":\"" #NAME "\",\"kind\":\"scalar\",\"params\":["     \
+                            PARAMS "],\"returns\":\"" RET "\",\"doc\":\"" DOC "\"}")          \
+    WASMUDF_EXPORT(#NAME) int32_t wasmudf__scalar_##NAME(uint32_t args, uint32_t nargs,      \
+                                                          uint32_t out) {                     \
+        wasmudf__failed = false;                                                              \
+        int32_t status = NAME(WASMUDF__PTR(const wasmudf_column, args), nargs,                \
+                              WASMUDF__PTR(wasmudf_column, out));                             \
+        return status ? status : wasmudf__failed ? 1 : 0;                                     \
+    }
+
+static inline wasmudf_column *wasmudf_field(const wasmudf_column *c, uint32_t i) {
+    return WASMUDF__PTR(wasmudf_column, c->values) + i;
+}
+static inline bool wasmudf_valid(const wasmudf_column *c, uint32_t r) { return wasmudf__valid(c, r); }
+static inline void wasmudf_set_null_at(wasmudf_column *o, uint32_t r) { wasmudf__set_null_at(o, 0, r); }
+#define wasmudf_get(T, c, r) wasmudf__get_##T((c), (r))
+#define wasmudf_set(T, c, r, v) wasmudf__set_##T((c), 0, (r), (v))
+
 /* ------------------------------------------------------------ aggregates --------------- */
 
 #define WASMUDF__ARG_VALID(i, T) wasmudf__valid(&a[i], r)
@@ -652,7 +816,7 @@ WASMUDF_WEAK _Noreturn void __assert_fail(const char *expr, const char *file, in
             if (wasmudf__row_null) wasmudf__set_null_at(o, span, 0);                          \
             else wasmudf__set_##RET(o, span, 0, v);                                           \
             /* Pack before the state goes: a result may point into it. */                     \
-            if (WASMUDF__VARLEN(RET)) status = wasmudf__pack(o, span);                        \
+            status = WASMUDF__PACK(RET)(o, span);                                             \
         }                                                                                     \
         if (RELEASE) wasmudf__release_##NAME(s);                                              \
         return status;                                                                        \
