@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 
 from .. import errors
+from ..abi import LIST_CODE, STRUCT_CODE, AbiType
 from ..aggregates import AggregateFunction
 from ..columns import plain_array
 from ..errors import ArgumentTypeError, GuestError, RegistrationError, UsageError, WasmUdfError
@@ -44,13 +45,28 @@ SQL_TYPES = {
 }
 
 
+def sql_type(t: AbiType) -> str:
+    """DuckDB's name for an ABI type: DECIMAL(p,s), T[] and STRUCT(...) for the parametric
+    and nested ones."""
+    if t.is_decimal:
+        return f"DECIMAL({t.precision},{t.scale})"
+    if t.code == LIST_CODE:
+        return f"{sql_type(t.children[0][1])}[]"
+    if t.code == STRUCT_CODE:
+        return "STRUCT(" + ", ".join(f'"{name}" {sql_type(ft)}' for name, ft in t.children) + ")"
+    return SQL_TYPES[t.name]
+
+
 @functools.cache
-def _duck_type(name: str) -> Any:
+def _duck_type(t: AbiType) -> Any:
     """The DuckDBPyType of an ABI type: create_function parses a type given as a string
     every time, which is half the cost of registering a function."""
+    import duckdb
     from duckdb import sqltypes
 
-    return getattr(sqltypes, SQL_TYPES[name])
+    if t.name in SQL_TYPES:
+        return getattr(sqltypes, SQL_TYPES[t.name])
+    return duckdb.sqltype(sql_type(t))
 
 
 class _Session:
@@ -190,8 +206,8 @@ def _register_natively(con: Any, fn: Any, bind: Any) -> bool:
     """Register ``fn`` through DuckDB's C API when ``con``'s database has the extension;
     False when it takes the Python path."""
     db = native_database(con)
-    if not isinstance(db, NativeDatabase):
-        return False
+    if not isinstance(db, NativeDatabase) or not all(t.is_plain for t in (*fn.spec.params, fn.spec.returns)):
+        return False  # decimals, lists and structs take DuckDB's Arrow bridge (docs/duckdb.md)
     aggregate = fn.kind == "aggregate"
     db.register(fn.spec, bind, fn.output_limit, aggregate=aggregate, movable=aggregate and fn.movable)
     duckdb_native.track(con, db)
@@ -227,8 +243,8 @@ def _register_scalar(con: Any, fn: ScalarFunction) -> None:
         lambda: con.create_function(
             spec.name,
             udf,
-            [_duck_type(t.name) for t in spec.params],
-            _duck_type(spec.returns.name),
+            [_duck_type(t) for t in spec.params],
+            _duck_type(spec.returns),
             type="arrow",
             # "special" even for strict functions: a strict function may still return NULL
             # (DuckDB rejects NULL results under "default"), and ScalarFunction skips NULL
@@ -292,12 +308,12 @@ def _register_aggregate(con: Any, fn: AggregateFunction) -> None:
         [inspect.Parameter("lists", inspect.Parameter.POSITIONAL_ONLY)]
     )
     if len(spec.params) == 1:
-        list_types = [duckdb.list_type(_duck_type(spec.params[0].name))]
+        list_types = [duckdb.list_type(_duck_type(spec.params[0]))]
         lists = "list(a0)"
     else:
         # One list() of structs: a window macro may hold only one aggregate, and one list
         # keeps each row's arguments together.
-        fields = {f"a{i}": _duck_type(t.name) for i, t in enumerate(spec.params)}
+        fields = {f"a{i}": _duck_type(t) for i, t in enumerate(spec.params)}
         list_types = [duckdb.list_type(duckdb.struct_type(fields))]
         lists = "list({" + ", ".join(f"'a{i}': a{i}" for i in range(len(spec.params))) + "})"
     _created(
@@ -307,7 +323,7 @@ def _register_aggregate(con: Any, fn: AggregateFunction) -> None:
             impl,
             udf,
             list_types,
-            _duck_type(spec.returns.name),
+            _duck_type(spec.returns),
             type="arrow",
             null_handling="special",  # a NULL list is an empty group: the guest decides its result
             side_effects=not spec.deterministic,

@@ -15,7 +15,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from .. import temporal
+from .. import decimals, pyvalues, temporal
 from ..abi import AbiType
 from ..aggregates import AggregateFunction, AggregateState
 from ..errors import RegistrationError
@@ -35,15 +35,25 @@ BUILTIN_TABLE_FUNCTIONS = frozenset(
 
 
 def sqlite_value(t: AbiType, value: Any) -> Any:
-    """A result as SQLite stores it: dates and timestamps as ISO-8601 text (temporal.py)."""
-    return temporal.iso_text(value) if t.temporal and value is not None else value
+    """A result as SQLite stores it: dates and timestamps as ISO-8601 text (temporal.py),
+    decimals as exact text (decimals.py), lists and structs as JSON text (pyvalues.py)."""
+    if value is None:
+        return None
+    if t.temporal:
+        return temporal.iso_text(value)
+    if t.is_decimal:
+        return decimals.exact_text(value)
+    if t.is_nested:
+        return pyvalues.json_text(t, value)
+    return value
 
 
 def needs_python_rows(fn: Any) -> bool:
-    """Whether SQLite must reach ``fn`` through Python: a date or timestamp is text there,
-    parsed and formatted in Python (the C row path knows the plain types only)."""
+    """Whether SQLite must reach ``fn`` through Python: a date, a timestamp or a decimal is
+    text there, a list or struct JSON text, parsed and formatted in Python (the C row path
+    knows the plain types only)."""
     spec = fn.spec
-    return any(t.temporal for t in (*spec.params, *([spec.returns] if spec.returns else [])))
+    return any(t.temporal or not t.is_plain for t in (*spec.params, *([spec.returns] if spec.returns else [])))
 
 
 class SqliteAdapterBase:
