@@ -12,7 +12,7 @@ os.environ.setdefault("WASMUDF_CACHE_DIR", tempfile.mkdtemp(prefix="wasmudf-test
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = {name: ROOT / "udfs" / name / f"{name}.wasm" for name in ("numeric", "text", "binary", "stats", "strings", "rust", "assemblyscript", "similarity", "tables", "dates")}
+EXAMPLES = {name: ROOT / "udfs" / name / f"{name}.wasm" for name in ("numeric", "text", "binary", "stats", "strings", "rust", "assemblyscript", "similarity", "tables", "dates", "money", "nested")}
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,8 @@ these traits rather than the engine's name."""
 from __future__ import annotations
 
 import datetime
+import decimal
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,14 +113,16 @@ def query(con: Any, sql: str, params: tuple = ()) -> list[tuple]:
 
 def load_table(con: Any, name: str, table: pa.Table, sql_types: list[str]) -> None:
     """Create table ``name`` (id plus the columns of ``table``) on either engine."""
+    rows = [(i, *r.values()) for i, r in enumerate(table.to_pylist())]
+    if not is_duckdb(con):
+        # SQLite keeps dates and timestamps as ISO-8601 text, decimals as exact text, lists
+        # and structs as JSON text, in TEXT columns (a DECIMAL column's affinity would make
+        # numbers of them).
+        sql_types = ["TEXT" if t.startswith("DECIMAL") or t.endswith("]") or t.startswith("STRUCT") else t for t in sql_types]
+        rows = [tuple(_sqlite_text(v) for v in r) for r in rows]
     cols = ", ".join(f"{c} {t}" for c, t in zip(table.column_names, sql_types))
     query(con, f"DROP TABLE IF EXISTS {name}")
     query(con, f"CREATE TABLE {name} (id INTEGER, {cols})")
-    rows = [(i, *r.values()) for i, r in enumerate(table.to_pylist())]
-    if not is_duckdb(con):  # SQLite keeps dates and timestamps as ISO-8601 text
-        from wasmudf import temporal
-
-        rows = [tuple(temporal.iso_text(v) if isinstance(v, datetime.date) else v for v in r) for r in rows]
     marks = ", ".join("?" for _ in range(len(table.column_names) + 1))
     if not rows:
         return
@@ -127,6 +131,19 @@ def load_table(con: Any, name: str, table: pa.Table, sql_types: list[str]) -> No
     else:
         with con:
             con.executemany(f"INSERT INTO {name} VALUES ({marks})", rows)
+
+
+def _sqlite_text(v: Any) -> Any:
+    """A value as the SQLite tests store it (see load_table)."""
+    from wasmudf import temporal
+
+    if isinstance(v, datetime.date):
+        return temporal.iso_text(v)
+    if isinstance(v, decimal.Decimal):
+        return format(v, "f")
+    if isinstance(v, (list, dict)):
+        return json.dumps(v)
+    return v
 
 
 def call_over_rows(con: Any, fn: str, table: pa.Table, sql_types: list[str]) -> list[Any]:

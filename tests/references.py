@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime
+import decimal
 import math
+import re
 import string
 import sys
 import zlib
@@ -31,6 +33,22 @@ ARROW_TYPES = {
     "date": pa.date32(),
     "timestamp": pa.timestamp("us"),
     "timestamptz": pa.timestamp("us", tz="UTC"),
+}
+
+#: The Arrow types of the parametric and nested types the examples use, as the table of
+#: docs/abi.md gives them (decimal(p,s) is decimal128(p, s); list<T> is list<T>; a struct is
+#: a struct of its fields).
+POINT = pa.struct([("lat", pa.float64()), ("lon", pa.float64())])
+BOUNDS = pa.struct([(f, pa.float64()) for f in ("min_lat", "min_lon", "max_lat", "max_lon")])
+NESTED_ARROW_TYPES = {
+    "decimal(38,6)": pa.decimal128(38, 6),
+    "decimal(38,2)": pa.decimal128(38, 2),
+    "decimal(18,2)": pa.decimal128(18, 2),
+    "list<float64>": pa.list_(pa.float64()),
+    "list<int64>": pa.list_(pa.int64()),
+    "list<utf8>": pa.list_(pa.string()),
+    "list<struct<lat: float64, lon: float64>>": pa.list_(POINT),
+    "struct<min_lat: float64, min_lon: float64, max_lat: float64, max_lon: float64>": BOUNDS,
 }
 
 
@@ -272,7 +290,62 @@ def week_start(t: datetime.datetime) -> datetime.datetime:
     monday = day - datetime.timedelta(days=day.weekday())
     return datetime.datetime(monday.year, monday.month, monday.day, tzinfo=datetime.UTC)
 
+
+# -- udfs/money ------------------------------------------------------------------------------
+
+_EXACT = decimal.Context(prec=100)
+CENT = decimal.Decimal("0.01")
+
+
+def round_cents(x: decimal.Decimal) -> decimal.Decimal:
+    return x.quantize(CENT, rounding=decimal.ROUND_HALF_EVEN, context=_EXACT)
+
+
+def add_tax(amount: decimal.Decimal, basis_points: int) -> decimal.Decimal:
+    exact = _EXACT.divide(_EXACT.multiply(amount, 10000 + basis_points), 10000)
+    return exact.quantize(CENT, rounding=decimal.ROUND_HALF_EVEN, context=_EXACT)
+
+
+# -- udfs/nested -----------------------------------------------------------------------------
+
+
+def median_of(xs):
+    if xs is None:
+        return None
+    values = sorted((x for x in xs if x is not None), key=lambda v: (math.isnan(v), v))  # NaN last
+    if not values:
+        return None
+    n = len(values)
+    return values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
+
+
+def top_k(xs, k):
+    return sorted((x for x in xs if x is not None), reverse=True)[: max(k, 0)]
+
+
+def split_words(s):
+    return [w for w in re.split(r"[ \t\n\x0b\x0c\r]+", s) if w]
+
+
+def bbox(points):
+    seen = [(p["lat"], p["lon"]) for p in points if p is not None and p["lat"] is not None and p["lon"] is not None]
+    if not seen:
+        return None
+    lats, lons = [p[0] for p in seen], [p[1] for p in seen]
+    return {"min_lat": min(lats), "min_lon": min(lons), "max_lat": max(lats), "max_lon": max(lons)}
+
+
+def distinct_sorted(values):
+    return sorted({v for v in values if v is not None})
+
+
 REFERENCES = {
+    "round_cents": round_cents,
+    "add_tax": add_tax,
+    "median_of": median_of,
+    "top_k": top_k,
+    "split_words": split_words,
+    "bbox": bbox,
     "iso_week": iso_week,
     "last_day_of_month": last_day_of_month,
     "business_days_between": business_days_between,

@@ -7,6 +7,8 @@ NaN and infinities) go through all three paths.
 from __future__ import annotations
 
 import datetime
+import decimal
+import json
 import math
 from typing import Any
 
@@ -16,7 +18,7 @@ from conftest import EXAMPLES, connect
 from engines import ENGINE_TRAITS, call_over_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from references import ARROW_TYPES, REFERENCES
+from references import ARROW_TYPES, NESTED_ARROW_TYPES, REFERENCES
 
 import wasmudf
 from wasmudf import temporal
@@ -36,6 +38,17 @@ NEAR_DATES = st.dates(datetime.date(1900, 1, 1), datetime.date(2100, 12, 31))
 # From the second week of year 1: week_start of an earlier instant is before year 1.
 TIMESTAMPS = st.datetimes(datetime.datetime(1, 1, 8)) | st.sampled_from([datetime.datetime(1969, 12, 31, 23, 59, 59, 999999)])
 
+def scaled(digits: int, scale: int) -> st.SearchStrategy[decimal.Decimal]:
+    """decimal(digits, scale) values, the largest ones among them."""
+    top = 10**digits - 1
+    unscaled = st.integers(-top, top) | st.sampled_from([top, -top, 0, 5, -5, 50, 150, 250])
+    exact = decimal.Context(prec=100)  # the default context would round 38 digits to 28
+    return unscaled.map(lambda u: decimal.Decimal(u).scaleb(-scale, context=exact))
+
+
+POINT = st.none() | st.fixed_dictionaries({"lat": st.none() | LAT, "lon": st.none() | LON})
+WORDS = st.text(alphabet=" \t\n\x0b\x0c\r\x1c\u3000\u00a0ab\u00e9\U0001f600", max_size=24)
+
 SQL = {
     "int64": "BIGINT",
     "int32": "INTEGER",
@@ -47,6 +60,11 @@ SQL = {
     "date": "DATE",
     "timestamp": "TIMESTAMP",
     "timestamptz": "TIMESTAMPTZ",
+    "decimal(38,6)": "DECIMAL(38,6)",
+    "decimal(18,2)": "DECIMAL(18,2)",
+    "list<float64>": "DOUBLE[]",
+    "list<int64>": "BIGINT[]",
+    "list<struct<lat: float64, lon: float64>>": "STRUCT(lat DOUBLE, lon DOUBLE)[]",
 }
 
 #: name → (module, strategies per argument)
@@ -81,6 +99,14 @@ CASES: dict[str, tuple[str, list[Any]]] = {
     "business_days_between": ("dates", [NEAR_DATES, NEAR_DATES]),
     "hour_of": ("dates", [TIMESTAMPS]),
     "week_start": ("dates", [TIMESTAMPS.map(lambda t: t.replace(tzinfo=datetime.UTC))]),
+    "round_cents": ("money", [scaled(38, 6)]),
+    # basis points down to -20000 keep |result| <= |amount|: every amount fits (an overflow is
+    # tested on its own, with positive basis points, in test_nested.py)
+    "add_tax": ("money", [scaled(18, 2), st.integers(-20000, 0) | st.sampled_from([0, -1, -825, -10000])]),
+    "median_of": ("nested", [st.lists(st.none() | F64, max_size=8)]),
+    "top_k": ("nested", [st.lists(st.none() | I64, max_size=8), st.integers(-2, 10) | I32]),
+    "split_words": ("nested", [WORDS | TEXT]),
+    "bbox": ("nested", [st.lists(POINT, max_size=6)]),
     "soundex_code": ("similarity", [LATIN | st.sampled_from(["Robert", "Rupert", "Tymczak", "Pfister", "Ashcraft"])]),
 }
 
@@ -114,7 +140,15 @@ def normalize(value: Any, rtype: str) -> Any:
         return bool(value)  # SQLite has no booleans: 0/1
     if rtype in ("date", "timestamp", "timestamptz") and isinstance(value, str):
         return temporal.from_raw(rtype, temporal.to_raw(rtype, value))  # SQLite's ISO text
+    if rtype.startswith("decimal") and isinstance(value, str):
+        return decimal.Decimal(value)  # SQLite's exact text
+    if rtype.startswith(("list", "struct")) and isinstance(value, str):
+        return json.loads(value)  # SQLite's JSON text
     return value
+
+
+def arrow_type(name: str) -> pa.DataType:
+    return ARROW_TYPES[name] if name in ARROW_TYPES else NESTED_ARROW_TYPES[name]
 
 
 def test_every_example_function_has_a_case(example_modules):
@@ -145,7 +179,7 @@ def test_calls_match_reference(name, conformance_engine, example_modules):
             # SQLite stores NaN as NULL: the function sees what the database holds.
             rows = [tuple(None if isinstance(v, float) and math.isnan(v) else v for v in r) for r in rows]
         table = pa.table(
-            {f"c{i}": pa.array([r[i] for r in rows], type=ARROW_TYPES[t]) for i, t in enumerate(types)}
+            {f"c{i}": pa.array([r[i] for r in rows], type=arrow_type(t)) for i, t in enumerate(types)}
         )
         if con is None:
             got = fn(*table.columns).to_pylist()

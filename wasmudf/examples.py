@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-NAMES = ("numeric", "text", "binary", "stats", "strings", "rust", "assemblyscript", "similarity", "tables", "dates")
+NAMES = ("numeric", "text", "binary", "stats", "strings", "rust", "assemblyscript", "similarity", "tables", "dates", "money", "nested")
 PACKAGED_DIR = Path(__file__).resolve().parent / "example_modules"
 SOURCE_DIR = Path(__file__).resolve().parent.parent / "udfs"
 

@@ -213,6 +213,7 @@ class Instance:
             self.status_failed(status, what)
 
     def status_failed(self, status: int, what: str) -> None:
+        """Raise the GuestFailure for a call that returned a non-zero status."""
         self.broken = True
         message = self.guest_message()
         detail = f": {message}" if message else ""

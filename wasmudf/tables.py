@@ -205,7 +205,7 @@ class TableCall:
         got = inst.call(f"{self._export}__next", (self._state, block, len(columns)), what=fn.name)
         rows = got - (1 << 32) if got >= 1 << 31 else got
         if rows < 0:
-            inst._raise_status(rows, fn.name)
+            inst.status_failed(rows, fn.name)
         if rows == 0:
             return None
         if rows > capacity:
