@@ -78,6 +78,7 @@ REFERENCES = {
     "char_total": char_total,
     "spread": "test_rust_spread_as_aggregate_and_window",
     "sum_squares": "test_assemblyscript_sum_squares",
+    "distinct_sorted": "test_nested.py: test_distinct_sorted_in_group_by_on_every_engine and the state merge test",
 }
 
 

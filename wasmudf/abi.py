@@ -233,6 +233,8 @@ def parse_type(text: str) -> AbiType:
             fields = []
             while True:
                 name = take()
+                if not _NAME_RE.match(name):
+                    raise ValueError(f"{text!r}: expected a field name, found {name!r}")
                 take(":")
                 fields.append((name, one()))
                 if take() == ">":

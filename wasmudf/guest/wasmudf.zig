@@ -14,7 +14,10 @@
 //!
 //! Build with `wasmudf build add.zig -o add.wasm`. Types: bool, i32 (int32), i64 (int64),
 //! f32 (float32), f64 (float64), []const u8 (utf8), udf.Bytes (binary), udf.Date (date: days
-//! since 1970-01-01), udf.Timestamp and udf.TimestampTz (timestamp, timestamptz: microseconds).
+//! since 1970-01-01), udf.Timestamp and udf.TimestampTz (timestamp, timestamptz: microseconds),
+//! udf.Decimal(p, s) (decimal(p,s): the unscaled value), udf.List(T) (list<T> of a flat T) and
+//! any other struct of those (struct<...>; a `?T` field may be NULL; as a result, fixed-width
+//! fields only).
 //! - A `?T` result may return null (a NULL row).
 //! - `?T` parameters (all of them) make the function see NULLs (`nulls: "called"`);
 //!   otherwise a NULL argument gives NULL without calling it.
@@ -72,6 +75,44 @@ pub const Date = extern struct { days: i32 };
 pub const Timestamp = extern struct { micros: i64 };
 /// A `timestamptz`: microseconds since the epoch, UTC.
 pub const TimestampTz = extern struct { micros: i64 };
+
+/// A `decimal(precision, scale)`: the unscaled value, value × 10^scale (12.50 in
+/// decimal(18,2) is 1250), in two halves so it needs 8-byte alignment only.
+pub fn Decimal(comptime precision: u8, comptime scale: u8) type {
+    if (precision < 1 or precision > 38 or scale > precision) @compileError("decimal(p,s) needs 1 <= p <= 38, s <= p");
+    return extern struct {
+        lo: u64,
+        hi: i64,
+        pub const decimal_precision = precision;
+        pub const decimal_scale = scale;
+        pub fn of(value: i128) @This() {
+            return .{ .lo = @truncate(@as(u128, @bitCast(value))), .hi = @truncate(value >> 64) };
+        }
+        pub fn unscaled(self: @This()) i128 {
+            return (@as(i128, self.hi) << 64) | self.lo;
+        }
+    };
+}
+
+/// A `list<T>` of a flat T. As a parameter it views the elements (`at(i)` is null for a
+/// NULL element); as a result it is `List(T).of(items)`, items copied out when the batch
+/// ends (arena memory is fine).
+pub fn List(comptime T: type) type {
+    return struct {
+        child: ?*const Column = null,
+        start: u32 = 0,
+        len: u32 = 0,
+        items: []const T = &.{},
+        pub const list_element = T;
+        pub fn of(items: []const T) @This() {
+            return .{ .len = @intCast(items.len), .items = items };
+        }
+        pub fn at(self: @This(), i: u32) ?T {
+            const c = self.child.?;
+            return if (valid(c, self.start + i)) get(T, c, self.start + i) else null;
+        }
+    };
+}
 
 /// A column descriptor (ABI §3).
 pub const Column = extern struct {
@@ -220,9 +261,36 @@ fn sqlType(comptime T: type) []const u8 {
         Date => "date",
         Timestamp => "timestamp",
         TimestampTz => "timestamptz",
-        else => @compileError("wasmudf: unsupported type " ++ @typeName(T) ++
-            "; use bool, i32, i64, f32, f64, []const u8 or udf.Bytes"),
+        else => if (@hasDecl(T, "decimal_precision"))
+            std.fmt.comptimePrint("decimal({d},{d})", .{ T.decimal_precision, T.decimal_scale })
+        else if (@hasDecl(T, "list_element"))
+            "list<" ++ sqlType(T.list_element) ++ ">"
+        else if (@typeInfo(T) == .@"struct")
+            structType(T)
+        else
+            @compileError("wasmudf: unsupported type " ++ @typeName(T) ++
+                "; use bool, i32, i64, f32, f64, []const u8, udf.Bytes, udf.Date, udf.Timestamp, " ++
+                "udf.TimestampTz, udf.Decimal(p, s), udf.List(T) or a struct of those"),
     };
+}
+
+/// A struct of SQL-typed fields (`?T` for one that may be NULL) is a `struct<...>`.
+fn structType(comptime T: type) []const u8 {
+    comptime var out: []const u8 = "struct<";
+    const info = @typeInfo(T).@"struct";
+    inline for (info.field_names, info.field_types, 0..) |fname, ftype, i| {
+        out = out ++ (if (i > 0) ", " else "") ++ fname ++ ": " ++ sqlType(Base(ftype));
+    }
+    return out ++ ">";
+}
+
+fn isList(comptime T: type) bool {
+    return @typeInfo(T) == .@"struct" and @hasDecl(T, "list_element");
+}
+
+fn isStruct(comptime T: type) bool {
+    return @typeInfo(T) == .@"struct" and !isList(T) and !@hasDecl(T, "decimal_precision") and
+        T != Bytes and T != Date and T != Timestamp and T != TimestampTz;
 }
 
 fn isVarlen(comptime T: type) bool {
@@ -269,8 +337,96 @@ fn get(comptime T: type, c: *const Column, i: u32) T {
             break :blk ptr(u8, c.values)[o[i]..o[i + 1]];
         },
         Bytes => .{ .data = get([]const u8, c, i) },
-        else => unreachable,
+        else => if (@hasDecl(T, "decimal_precision"))
+            ptr(T, c.values)[i]
+        else if (comptime isList(T)) blk: {
+            const o = ptr(u32, c.offsets);
+            break :blk .{ .child = &ptr(Column, c.values)[0], .start = o[i], .len = o[i + 1] - o[i] };
+        } else blk: {
+            var v: T = undefined;
+            const info = @typeInfo(T).@"struct";
+            inline for (info.field_names, info.field_types, 0..) |fname, ftype, k| {
+                const field = &ptr(Column, c.values)[k];
+                if (@typeInfo(ftype) == .optional) {
+                    @field(v, fname) = if (valid(field, i)) get(Base(ftype), field, i) else null;
+                } else {
+                    @field(v, fname) = get(ftype, field, i);
+                }
+            }
+            break :blk v;
+        },
     };
+}
+
+/// Write one non-NULL fixed-width value (or a struct of them) at row `r` of a result column
+/// whose buffers the host prepared.
+fn put(comptime T: type, o: *Column, r: u32, x: T) void {
+    if (T == bool) {
+        ptr(u8, o.values)[r] = @intFromBool(x);
+    } else if (comptime isStruct(T)) {
+        const info = @typeInfo(T).@"struct";
+        inline for (info.field_names, info.field_types, 0..) |fname, ftype, k| {
+            const field = &ptr(Column, o.values)[k];
+            const value: ?Base(ftype) = @field(x, fname);
+            if (value) |fv| put(Base(ftype), field, r, fv) else setNull(field, r);
+        }
+    } else {
+        if (comptime isVarlen(T) or isList(T)) @compileError("wasmudf: a struct result's fields are fixed-width types");
+        ptr(T, o.values)[r] = x;
+    }
+}
+
+fn setNull(o: *Column, r: u32) void {
+    ptr(u8, o.validity)[r >> 3] &= ~(@as(u8, 1) << @intCast(r & 7));
+    o.null_count += 1;
+}
+
+/// A list result's rows, gathered as element slices, become the offsets the host prepared
+/// and a child column of the guest's own (docs/abi.md §3.2).
+fn packList(comptime E: type, o: *Column, rows: []const []const E) i32 {
+    var total: u64 = 0;
+    const off = ptr(u32, o.offsets);
+    off[0] = 0;
+    for (rows, 0..) |items, i| {
+        total += items.len;
+        if (total > 0x7FFF_FFFF) {
+            setMessage("list result over 2^31 elements");
+            return 1;
+        }
+        off[i + 1] = @intCast(total);
+    }
+    const child = &ptr(Column, o.values)[0];
+    const n: u32 = @intCast(total);
+    child.length = n;
+    child.null_count = 0;
+    child.validity = 0;
+    if (comptime isVarlen(E)) {
+        const spans = allocator.alloc([]const u8, n) catch return 1;
+        var k: usize = 0;
+        for (rows) |items| for (items) |item| {
+            spans[k] = bytesOf(E, item);
+            k += 1;
+        };
+        child.offsets = alloc((n + 1) * 4, 4);
+        if (child.offsets == 0) return 1;
+        return pack(child, spans);
+    }
+    if (comptime isList(E) or isStruct(E)) @compileError("wasmudf: a list result's elements are flat types");
+    const width: u32 = if (E == bool) 1 else @sizeOf(E);
+    if (total * width > 0xFFFF_0000) {
+        setMessage("list result over 4 GiB");
+        return 1;
+    }
+    const dst = alloc(n * width, 8);
+    if (dst == 0) return 1;
+    var k: u32 = 0;
+    for (rows) |items| for (items) |item| {
+        if (E == bool) ptr(u8, dst)[k] = @intFromBool(item) else ptr(E, dst)[k] = item;
+        k += 1;
+    };
+    child.values = dst;
+    child.values_len = n * width;
+    return 0;
 }
 
 fn bytesOf(comptime T: type, v: T) []const u8 {
@@ -340,6 +496,11 @@ pub fn scalar(comptime name: []const u8, comptime f: anytype, comptime opts: Opt
             if (comptime isVarlen(Ret)) {
                 spans = allocator.alloc([]const u8, n) catch return 1;
             }
+            const Items = if (comptime isList(Ret)) []const Ret.list_element else void;
+            var lists: []Items = &.{};
+            if (comptime isList(Ret)) {
+                lists = allocator.alloc(Items, n) catch return 1;
+            }
             var r: u32 = 0;
             while (r < n) : (r += 1) {
                 var args: std.meta.ArgsTuple(@TypeOf(f)) = undefined;
@@ -360,18 +521,19 @@ pub fn scalar(comptime name: []const u8, comptime f: anytype, comptime opts: Opt
                 if (v) |x| {
                     if (comptime isVarlen(Ret)) {
                         spans[r] = bytesOf(Ret, x);
-                    } else if (Ret == bool) {
-                        ptr(u8, o.values)[r] = @intFromBool(x);
+                    } else if (comptime isList(Ret)) {
+                        lists[r] = x.items;
                     } else {
-                        ptr(Ret, o.values)[r] = x;
+                        put(Ret, o, r, x);
                     }
                 } else {
-                    ptr(u8, o.validity)[r >> 3] &= ~(@as(u8, 1) << @intCast(r & 7));
-                    o.null_count += 1;
+                    setNull(o, r);
                     if (comptime isVarlen(Ret)) spans[r] = "";
+                    if (comptime isList(Ret)) lists[r] = &.{};
                 }
             }
             if (comptime isVarlen(Ret)) return pack(o, spans);
+            if (comptime isList(Ret)) return packList(Ret.list_element, o, lists);
             return 0;
         }
     };
@@ -389,15 +551,16 @@ fn writeOne(comptime Ret: type, o: *Column, value: ?Ret) i32 {
         if (comptime isVarlen(Ret)) {
             const spans = [_][]const u8{bytesOf(Ret, x)};
             return pack(o, &spans);
-        } else if (Ret == bool) {
-            ptr(u8, o.values)[0] = @intFromBool(x);
+        } else if (comptime isList(Ret)) {
+            const rows = [_][]const Ret.list_element{x.items};
+            return packList(Ret.list_element, o, &rows);
         } else {
-            ptr(Ret, o.values)[0] = x;
+            put(Ret, o, 0, x);
         }
     } else {
-        ptr(u8, o.validity)[0] &= 0xFE;
-        o.null_count = 1;
+        setNull(o, 0);
         if (comptime isVarlen(Ret)) return pack(o, &[_][]const u8{""});
+        if (comptime isList(Ret)) return packList(Ret.list_element, o, &[_][]const Ret.list_element{&.{}});
     }
     return 0;
 }
