@@ -490,6 +490,7 @@ MOVING = {
     "char_total": (st.tuples(st.sampled_from(["", "straße", "né", "über"])), int.__eq__),
     "spread": (st.tuples(st.floats(-1e6, 1e6)), close),
     "sum_squares": (st.tuples(st.floats(-1e3, 1e3)), close),
+    "distinct_sorted": (st.tuples(st.integers(-5, 5) | st.integers(-(2**63), 2**63 - 1)), list.__eq__),
 }
 
 

@@ -157,6 +157,179 @@ pub struct Timestamp(pub i64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct TimestampTz(pub i64);
 
+/// A `decimal(p,s)`: its unscaled value, value × 10^s (12.50 in decimal(18,2) is 1250).
+/// Name the type with `sql_type!(cents = "decimal(18,2)" as wasmudf::Decimal)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Decimal(pub i128);
+
+impl Arg for Decimal {
+    unsafe fn get(c: &Column, i: u32) -> Self {
+        Decimal(std::ptr::read_unaligned((c.values as usize + i as usize * 16) as *const i128))
+    }
+}
+
+impl Output for Decimal {
+    const VARLEN: bool = false;
+    const CODE: u32 = 11;
+    unsafe fn write(self, o: &mut Column, _: &mut Vec<Vec<u8>>, i: u32) {
+        std::ptr::write_unaligned((o.values as usize + i as usize * 16) as *mut i128, self.0);
+    }
+}
+
+/// A `list<T>`. As a parameter it views the elements (`get(i)` is None for a NULL one); as a
+/// result it is `List::of(items)`, elements of a flat type (`String` for utf8). Name the
+/// type with `sql_type!(floats = "list<float64>" as wasmudf::List<f64>)`.
+pub struct List<T> {
+    child: *const Column,
+    start: u32,
+    len: u32,
+    items: Vec<T>,
+}
+
+impl<T> List<T> {
+    pub fn of(items: Vec<T>) -> List<T> {
+        List { child: std::ptr::null(), start: 0, len: items.len() as u32, items }
+    }
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl<T: Arg> List<T> {
+    pub fn get(&self, i: u32) -> Option<T> {
+        assert!(i < self.len && !self.child.is_null(), "wasmudf: list index out of range");
+        unsafe {
+            let c = &*self.child;
+            if valid(c, self.start + i) { Some(T::get(c, self.start + i)) } else { None }
+        }
+    }
+    /// The non-NULL elements, in order.
+    pub fn values(&self) -> Vec<T> {
+        (0..self.len).filter_map(|i| self.get(i)).collect()
+    }
+}
+
+impl<T> Arg for List<T> {
+    unsafe fn get(c: &Column, i: u32) -> Self {
+        let offsets = c.offsets as *const u32;
+        let start = *offsets.add(i as usize);
+        let end = *offsets.add(i as usize + 1);
+        List { child: c.values as *const Column, start, len: end - start, items: Vec::new() }
+    }
+}
+
+/// A list result's element: its bytes in the child column (WIDTH 0: variable-length).
+pub trait Element {
+    const WIDTH: u32;
+    fn encode(&self, out: &mut Vec<u8>);
+}
+
+macro_rules! fixed_element {
+    ($($t:ty),*) => {$(
+        impl Element for $t {
+            const WIDTH: u32 = std::mem::size_of::<$t>() as u32;
+            fn encode(&self, out: &mut Vec<u8>) {
+                let bytes = unsafe { std::slice::from_raw_parts(self as *const $t as *const u8, Self::WIDTH as usize) };
+                out.extend_from_slice(bytes);
+            }
+        }
+    )*};
+}
+fixed_element!(i32, i64, f32, f64, Date, Timestamp, TimestampTz);
+
+impl Element for bool {
+    const WIDTH: u32 = 1;
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(*self as u8);
+    }
+}
+
+impl Element for Decimal {
+    const WIDTH: u32 = 16;
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.0.to_le_bytes());
+    }
+}
+
+impl Element for String {
+    const WIDTH: u32 = 0;
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.len() as u32).to_le_bytes());
+        out.extend_from_slice(self.as_bytes());
+    }
+}
+
+impl<T: Element> Output for List<T> {
+    const VARLEN: bool = true;
+    const CODE: u32 = 12;
+    /// A row is gathered as its element count and the elements' bytes.
+    unsafe fn write(self, _: &mut Column, spans: &mut Vec<Vec<u8>>, _: u32) {
+        let mut row = (self.items.len() as u32).to_le_bytes().to_vec();
+        for item in &self.items {
+            item.encode(&mut row);
+        }
+        spans.push(row);
+    }
+    unsafe fn finish(o: &mut Column, spans: &[Vec<u8>]) -> i32 {
+        pack_list(o, spans, T::WIDTH)
+    }
+}
+
+fn count_of(row: &[u8]) -> u32 {
+    if row.len() < 4 { 0 } else { u32::from_le_bytes([row[0], row[1], row[2], row[3]]) }
+}
+
+/// The offsets the host prepared, and a child column in the arena (docs/abi.md §3.2).
+unsafe fn pack_list(o: &mut Column, rows: &[Vec<u8>], width: u32) -> i32 {
+    let offsets = o.offsets as *mut u32;
+    let mut total = 0u64;
+    *offsets = 0;
+    for (i, row) in rows.iter().enumerate() {
+        total += count_of(row) as u64;
+        if total > 0x7FFF_FFFF {
+            set_message("list result over 2^31 elements");
+            return 1;
+        }
+        *offsets.add(i + 1) = total as u32;
+    }
+    let child = &mut *(o.values as *mut Column);
+    child.length = total as u32;
+    child.null_count = 0;
+    child.validity = 0;
+    if width > 0 {
+        let bytes: Vec<u8> = rows.iter().flat_map(|row| row.iter().skip(4).copied()).collect();
+        if bytes.len() > u32::MAX as usize - 16 {
+            set_message("list result over 4 GiB");
+            return 1;
+        }
+        let dst = wasmudf_alloc(bytes.len() as u32, 8);
+        if dst == 0 {
+            return 1;
+        }
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst as *mut u8, bytes.len());
+        child.values = dst;
+        child.values_len = bytes.len() as u32;
+        return 0;
+    }
+    let mut strings: Vec<Vec<u8>> = Vec::with_capacity(total as usize);
+    for row in rows {
+        let mut at = 4usize;
+        for _ in 0..count_of(row) {
+            let len = count_of(&row[at..]) as usize;
+            strings.push(row[at + 4..at + 4 + len].to_vec());
+            at += 4 + len;
+        }
+    }
+    child.offsets = wasmudf_alloc((total as u32 + 1) * 4, 4);
+    if child.offsets == 0 {
+        return 1;
+    }
+    pack(child, &strings)
+}
+
 impl Arg for bool {
     unsafe fn get(c: &Column, i: u32) -> Self {
         *((c.values + i) as *const u8) != 0
@@ -192,6 +365,16 @@ pub trait Output {
     /// The ABI type code of the column it goes into.
     const CODE: u32;
     unsafe fn write(self, o: &mut Column, spans: &mut Vec<Vec<u8>>, i: u32);
+    /// Turn the gathered rows of a variable-length result into the column (one values
+    /// block for text and bytes, a child column for a list).
+    unsafe fn finish(o: &mut Column, spans: &[Vec<u8>]) -> i32 {
+        pack(o, spans)
+    }
+}
+
+/// The `finish` of a value's type (the declaration macros cannot name the type).
+pub fn finisher<T: Output>(_: &T) -> unsafe fn(&mut Column, &[Vec<u8>]) -> i32 {
+    T::finish
 }
 
 macro_rules! fixed_output {
@@ -234,6 +417,9 @@ impl Output for String {
 impl<T: Output> Output for Option<T> {
     const VARLEN: bool = T::VARLEN;
     const CODE: u32 = T::CODE;
+    unsafe fn finish(o: &mut Column, spans: &[Vec<u8>]) -> i32 {
+        T::finish(o, spans)
+    }
     unsafe fn write(self, o: &mut Column, spans: &mut Vec<Vec<u8>>, i: u32) {
         match self {
             Some(v) => v.write(o, spans, i),
@@ -312,6 +498,89 @@ macro_rules! ctype {
     (date) => { $crate::Date };
     (timestamp) => { $crate::Timestamp };
     (timestamptz) => { $crate::TimestampTz };
+    // A type declared with sql_type! or sql_struct!: its macro names the Rust type.
+    ($other:ident) => { $other!(ty) };
+}
+
+/// The manifest name of a type: the built-in names as they are, others from their macro.
+#[macro_export]
+macro_rules! __sql_name {
+    (bool) => { "bool" };
+    (int32) => { "int32" };
+    (int64) => { "int64" };
+    (float32) => { "float32" };
+    (float64) => { "float64" };
+    (utf8) => { "utf8" };
+    (binary) => { "binary" };
+    (date) => { "date" };
+    (timestamp) => { "timestamp" };
+    (timestamptz) => { "timestamptz" };
+    ($other:ident) => { $other!(name) };
+}
+
+/// `sql_type!(cents = "decimal(38,2)" as wasmudf::Decimal);` names a parametric or nested
+/// type for the declaration macros: `cents` is then a type like `int64`. The Rust type is
+/// `Decimal` for a decimal, `List<T>` for a list.
+#[macro_export]
+macro_rules! sql_type {
+    ($name:ident = $sql:literal as $rust:ty) => {
+        #[allow(unused_macros)]
+        macro_rules! $name {
+            (name) => { $sql };
+            (ty) => { $rust };
+        }
+    };
+}
+
+/// `sql_struct!(Point { lat: float64, lon: float64 });` declares a Rust struct whose fields
+/// are `Option`s of the fields' Rust types, usable as a `struct<...>` type (and inside
+/// `sql_type!` names, as `list<struct<lat: float64, lon: float64>>`). As a result its fields
+/// are fixed-width types.
+#[macro_export]
+macro_rules! sql_struct {
+    ($name:ident { $($field:ident : $t:ident),+ $(,)? }) => {
+        #[derive(Clone, Copy, Debug, Default, PartialEq)]
+        pub struct $name { $(pub $field: Option<$crate::ctype!($t)>),+ }
+        #[allow(unused_macros)]
+        macro_rules! $name {
+            (name) => { concat!("struct<", $crate::__struct_fields!($($field: $t),+), ">") };
+            (ty) => { $name };
+        }
+        impl $crate::Arg for $name {
+            unsafe fn get(c: &$crate::Column, i: u32) -> Self {
+                let fields = c.values as *const $crate::Column;
+                let mut k = 0usize;
+                #[allow(unused_assignments)]
+                let v = $name { $($field: {
+                    let f = &*fields.add(k);
+                    k += 1;
+                    if $crate::valid(f, i) { Some(<$crate::ctype!($t) as $crate::Arg>::get(f, i)) } else { None }
+                }),+ };
+                v
+            }
+        }
+        impl $crate::Output for $name {
+            const VARLEN: bool = false;
+            const CODE: u32 = 13;
+            unsafe fn write(self, o: &mut $crate::Column, spans: &mut Vec<Vec<u8>>, i: u32) {
+                let fields = o.values as *mut $crate::Column;
+                let mut k = 0usize;
+                $(
+                    $crate::Output::write(self.$field, &mut *fields.add(k), spans, i);
+                    k += 1;
+                )+
+                let _ = k;
+            }
+        }
+    };
+}
+
+#[macro_export]
+macro_rules! __struct_fields {
+    ($f:ident : $t:ident) => { concat!(stringify!($f), ": ", $crate::__sql_name!($t)) };
+    ($f:ident : $t:ident, $($rest:tt)+) => {
+        concat!(stringify!($f), ": ", $crate::__sql_name!($t), ", ", $crate::__struct_fields!($($rest)+))
+    };
 }
 
 #[macro_export]
@@ -328,7 +597,7 @@ macro_rules! scalar {
         const _: () = {
             static FRAGMENT: &str = $crate::__fragment!($name, concat!(
                 "{\"name\":\"", stringify!($name), "\",\"kind\":\"scalar\",\"params\":[",
-                $crate::__json_types!($($t),*), "],\"returns\":\"", stringify!($r),
+                $crate::__json_types!($($t),*), "],\"returns\":\"", $crate::__sql_name!($r),
                 "\",\"nulls\":\"strict\",\"doc\":\"", $doc, "\"}"));
 
             #[export_name = stringify!($name)]
@@ -344,6 +613,7 @@ macro_rules! scalar {
                 let o = &mut *(out as *mut $crate::Column);
                 o.null_count = 0;
                 let mut spans: Vec<Vec<u8>> = Vec::new();
+                let mut finish = None;
                 for r in 0..o.length {
                     let mut k = 0usize;
                     #[allow(unused_assignments)]
@@ -353,7 +623,10 @@ macro_rules! scalar {
                         v
                     }),*);
                     match $crate::Returned::into_result(value) {
-                        Ok(v) => $crate::Output::write(v, o, &mut spans, r),
+                        Ok(v) => {
+                            finish = Some($crate::finisher(&v));
+                            $crate::Output::write(v, o, &mut spans, r)
+                        }
                         Err(message) => {
                             $crate::set_message(&message);
                             return 1;
@@ -361,10 +634,11 @@ macro_rules! scalar {
                     }
                 }
                 let _ = a;
-                if !spans.is_empty() || $crate::__is_varlen!($r) {
-                    return $crate::pack(o, &spans);
+                match finish {
+                    Some(finish) if !spans.is_empty() => finish(o, &spans),
+                    _ if $crate::__is_varlen!($r) => $crate::pack(o, &spans),
+                    _ => 0,
                 }
-                0
             }
         };
     };
@@ -380,8 +654,8 @@ macro_rules! __is_varlen {
 #[macro_export]
 macro_rules! __json_types {
     () => { "" };
-    ($t:ident) => { concat!("\"", stringify!($t), "\"") };
-    ($t:ident, $($rest:ident),+) => { concat!("\"", stringify!($t), "\",", $crate::__json_types!($($rest),+)) };
+    ($t:ident) => { concat!("\"", $crate::__sql_name!($t), "\"") };
+    ($t:ident, $($rest:ident),+) => { concat!("\"", $crate::__sql_name!($t), "\",", $crate::__json_types!($($rest),+)) };
 }
 
 /// `aggregate!(name(types...) -> type, "doc", State)`: an aggregate over a `Default` state
@@ -467,8 +741,9 @@ macro_rules! __result {
         let mut spans: Vec<Vec<u8>> = Vec::new();
         match $crate::Returned::into_result($s.finish()) {
             Ok(v) => {
+                let finish = $crate::finisher(&v);
                 $crate::Output::write(v, o, &mut spans, 0);
-                if spans.is_empty() { 0 } else { $crate::pack(o, &spans) }
+                if spans.is_empty() { 0 } else { finish(o, &spans) }
             }
             Err(message) => {
                 $crate::set_message(&message);
@@ -484,7 +759,7 @@ macro_rules! __aggregate {
         const _: () = {
             static FRAGMENT: &str = $crate::__fragment!($name, concat!(
                 "{\"name\":\"", stringify!($name), "\",\"kind\":\"aggregate\",\"params\":[",
-                $crate::__json_types!($($t),*), "],\"returns\":\"", stringify!($r),
+                $crate::__json_types!($($t),*), "],\"returns\":\"", $crate::__sql_name!($r),
                 "\",\"window\":", $window, ",\"doc\":\"", $doc, "\"}"));
 
             #[export_name = concat!(stringify!($name), "__init")]
