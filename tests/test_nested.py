@@ -199,3 +199,148 @@ def test_pandas_and_polars_in_and_out(nested, money):
     assert isinstance(got, pl.Series) and got.to_list() == [2.0, None, None]
     got = median_fn(pd.Series([[4.0, 1.0], None]))
     assert isinstance(got, pd.Series) and got.iloc[0] == 2.5 and pd.isna(got.iloc[1])
+
+
+# -- every SDK ------------------------------------------------------------------------------
+
+SDK_SOURCES = {
+    "c": r"""#include "wasmudf.h"
+static double median_of(wasmudf_list xs) {
+    double *v = (double *)(uintptr_t)wasmudf_alloc(xs.len * 8 + 8, 8);
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < xs.len; i++)
+        if (wasmudf_list_valid(xs, i)) {
+            double x = wasmudf_list_get(float64, xs, i);
+            uint32_t j = n++;
+            for (; j > 0 && v[j - 1] > x; j--) v[j] = v[j - 1];
+            v[j] = x;
+        }
+    if (n == 0) { wasmudf_set_null(); return 0; }
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+WASMUDF_SCALAR(median_of, float64, "median", list(float64))
+static wasmudf_list split_words(wasmudf_str s) {
+    wasmudf_str *w = (wasmudf_str *)(uintptr_t)wasmudf_alloc((s.len / 2 + 1) * sizeof(wasmudf_str), 4);
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < s.len;) {
+        while (i < s.len && (s.ptr[i] == ' ' || (s.ptr[i] >= '\t' && s.ptr[i] <= '\r'))) i++;
+        uint32_t start = i;
+        while (i < s.len && !(s.ptr[i] == ' ' || (s.ptr[i] >= '\t' && s.ptr[i] <= '\r'))) i++;
+        if (i > start) w[n++] = wasmudf_str_of(s.ptr + start, i - start);
+    }
+    return wasmudf_list_of(w, n);
+}
+WASMUDF_SCALAR(split_words, list(utf8), "words", utf8)
+static wasmudf_decimal cents(wasmudf_decimal x) { return x / 10000; }
+WASMUDF_SCALAR(cents, decimal(38,2), "truncated to cents", decimal(38,6))
+""",
+    "zig": r"""const std = @import("std");
+const udf = @import("wasmudf");
+const Cents = udf.Decimal(38, 2);
+fn median_of(xs: udf.List(f64)) ?f64 {
+    const v = udf.allocator.alloc(f64, xs.len) catch return null;
+    var n: usize = 0;
+    var i: u32 = 0;
+    while (i < xs.len) : (i += 1) if (xs.at(i)) |x| { v[n] = x; n += 1; };
+    if (n == 0) return null;
+    std.mem.sort(f64, v[0..n], {}, std.sort.asc(f64));
+    return if (n % 2 == 1) v[n / 2] else (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+fn split_words(s: []const u8) !udf.List([]const u8) {
+    var words = try udf.allocator.alloc([]const u8, s.len / 2 + 1);
+    var n: usize = 0;
+    var it = std.mem.tokenizeAny(u8, s, " \t\n\x0b\x0c\r");
+    while (it.next()) |w| { words[n] = w; n += 1; }
+    return udf.List([]const u8).of(words[0..n]);
+}
+fn cents(x: udf.Decimal(38, 6)) Cents { return Cents.of(@divTrunc(x.unscaled(), 10000)); }
+const Point = struct { lat: ?f64, lon: ?f64 };
+const Bounds = struct { min_lat: f64, min_lon: f64, max_lat: f64, max_lon: f64 };
+fn bbox(points: udf.List(Point)) ?Bounds {
+    var b: ?Bounds = null;
+    var i: u32 = 0;
+    while (i < points.len) : (i += 1) {
+        const p = points.at(i) orelse continue;
+        const y = p.lat orelse continue;
+        const x = p.lon orelse continue;
+        if (b) |*c| {
+            c.min_lat = @min(c.min_lat, y); c.min_lon = @min(c.min_lon, x);
+            c.max_lat = @max(c.max_lat, y); c.max_lon = @max(c.max_lon, x);
+        } else b = .{ .min_lat = y, .min_lon = x, .max_lat = y, .max_lon = x };
+    }
+    return b;
+}
+comptime {
+    udf.module(.{
+        udf.scalar("median_of", median_of, .{}),
+        udf.scalar("split_words", split_words, .{}),
+        udf.scalar("cents", cents, .{}),
+        udf.scalar("bbox", bbox, .{}),
+    });
+}
+""",
+    "rs": r"""use wasmudf::{scalar, sql_struct, sql_type, Decimal, List};
+sql_type!(floats = "list<float64>" as List<f64>);
+sql_type!(words = "list<utf8>" as List<String>);
+sql_type!(micros = "decimal(38,6)" as Decimal);
+sql_type!(cents = "decimal(38,2)" as Decimal);
+sql_struct!(Point { lat: float64, lon: float64 });
+sql_struct!(Bounds { min_lat: float64, min_lon: float64, max_lat: float64, max_lon: float64 });
+sql_type!(points = "list<struct<lat: float64, lon: float64>>" as List<Point>);
+fn median_of(xs: List<f64>) -> Option<f64> {
+    let mut v = xs.values();
+    if v.is_empty() { return None; }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+}
+scalar!(median_of(floats) -> float64, "median");
+fn split_words(s: &str) -> List<String> {
+    List::of(s.split(|c: char| c.is_ascii_whitespace() || c == '\x0b').filter(|w| !w.is_empty()).map(String::from).collect())
+}
+scalar!(split_words(utf8) -> words, "words");
+fn cents_of(x: Decimal) -> Decimal { Decimal(x.0 / 10000) }
+scalar!(cents_of(micros) -> cents, "truncated to cents");
+fn bbox(ps: List<Point>) -> Option<Bounds> {
+    let pts: Vec<(f64, f64)> = ps.values().into_iter().filter_map(|p| Some((p.lat?, p.lon?))).collect();
+    let first = *pts.first()?;
+    let mut b = Bounds { min_lat: Some(first.0), min_lon: Some(first.1), max_lat: Some(first.0), max_lon: Some(first.1) };
+    for (y, x) in pts {
+        b.min_lat = Some(b.min_lat.unwrap().min(y)); b.min_lon = Some(b.min_lon.unwrap().min(x));
+        b.max_lat = Some(b.max_lat.unwrap().max(y)); b.max_lon = Some(b.max_lon.unwrap().max(x));
+    }
+    Some(b)
+}
+scalar!(bbox(points) -> Bounds, "bounds");
+""",
+    "ts": r"""// @wasmudf scalar cents(decimal(18,6)) -> decimal(18,2) "truncated to cents"
+export function cents(x: i64): i64 { return x / 10000; }
+""",
+}
+
+
+@pytest.mark.parametrize("suffix", list(SDK_SOURCES))
+def test_every_sdk_declares_decimals_lists_and_structs(suffix, tmp_path):
+    from references import bbox, median_of, split_words
+    from wasmudf.build import build
+
+    source = tmp_path / f"n.{suffix}"
+    source.write_text(SDK_SOURCES[suffix])
+    build([source], tmp_path / "n.wasm")
+    fns = wasmudf.load(tmp_path / "n.wasm").functions
+    cents = fns.get("cents") or fns["cents_of"]
+    for x in ("1.239999", "-1.239999", "0.000001", "99999999999.999999"):
+        assert cents.call_row(D(x)) == D(x).quantize(D("0.01"), rounding=decimal.ROUND_DOWN)
+    if suffix == "ts":
+        assert cents.spec.signature() == "cents(decimal(18,6)) -> decimal(18,2)"
+        return
+    lists = [[1.0, None, 3.0, 2.0], [], None, [4.0, 1.0], [None]]
+    assert fns["median_of"](pa.array(lists, pa.list_(pa.float64()))).to_pylist() == [
+        None if xs is None else median_of(xs) for xs in lists
+    ]
+    texts = ["  hello   wide\tworld ", "", None, "x", "é\u3000ü\x0bv"]
+    assert fns["split_words"](pa.array(texts)).to_pylist() == [None if t is None else split_words(t) for t in texts]
+    if "bbox" in fns:
+        points = [[{"lat": 1.0, "lon": 2.0}, {"lat": -1.0, "lon": 5.0}, None], [], None, [{"lat": None, "lon": 1.0}]]
+        got = fns["bbox"](pa.array(points, fns["bbox"].spec.params[0].arrow)).to_pylist()
+        assert got == [None if p is None else bbox(p) for p in points]

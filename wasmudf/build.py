@@ -165,8 +165,11 @@ def _rust(source: Path, output: Path, sdk: Path) -> None:
 #    the ABI exports around the author's functions itself.
 
 _AS_DECLARATION = re.compile(
-    r'^\s*//\s*@wasmudf\s+(scalar|aggregate)\s+(\w+)\s*\(([^)]*)\)\s*->\s*(\w+)((?:\s+(?:window|merge|serialize))*)\s+"([^"\\]*)"\s*$'
+    r'^\s*//\s*@wasmudf\s+(scalar|aggregate)\s+(\w+)\s*\(((?:[^()]|\([^()]*\))*)\)\s*->\s*(\w+(?:\(\s*\d+\s*,\s*\d+\s*\))?)'
+    r'((?:\s+(?:window|merge|serialize))*)\s+"([^"\\]*)"\s*$'
 )
+#: decimal(p,s) with p <= 18: the unscaled value as an i64 (scalars only).
+_AS_DECIMAL = re.compile(r"decimal\(\s*(\d+)\s*,\s*(\d+)\s*\)")
 _AS_TYPES = {
     "bool": "bool", "int32": "i32", "int64": "i64", "float32": "f32", "float64": "f64", "utf8": "string",
     # days since 1970-01-01, and microseconds (timestamptz: UTC), as plain integers
@@ -185,10 +188,16 @@ def _as_declarations(source: str) -> list[dict[str, Any]]:
                 raise BuildError(f"line {i + 1}: cannot read this declaration: {line.strip()}")
             continue
         kind, name, params, returns, flags, doc = m.groups()
-        types = [t.strip() for t in params.split(",") if t.strip()]
+        types = [re.sub(r"\s+", "", t) for t in re.split(r",(?![^()]*\))", params) if t.strip()]
+        returns = re.sub(r"\s+", "", returns)
         for t in [*types, returns]:
-            if t not in _AS_TYPES:
-                raise BuildError(f"line {i + 1}: AssemblyScript UDFs take {', '.join(_AS_TYPES)}, not {t!r}")
+            decimal = _AS_DECIMAL.fullmatch(t)
+            if decimal and (kind != "scalar" or not 1 <= int(decimal.group(1)) <= 18):
+                raise BuildError(f"line {i + 1}: AssemblyScript takes decimal(p,s) with p <= 18 (an i64), in scalars")
+            if t not in _AS_TYPES and not decimal:
+                raise BuildError(
+                    f"line {i + 1}: AssemblyScript UDFs take {', '.join(_AS_TYPES)}, decimal(p,s) (p <= 18), not {t!r}"
+                )
         item = next((_AS_ITEM.match(x) for x in lines[i + 1 :] if x.strip() and not x.strip().startswith("//")), None)
         want = "function" if kind == "scalar" else "class"
         if item is None or item.group(1) != want:
@@ -212,13 +221,15 @@ def _as_entry(decls: list[dict[str, Any]]) -> str:
     ]
     for d in decls:
         name, user = d["name"], f"user_{d['item']}"
-        ts = [_AS_TYPES[t] for t in d["params"]]
-        ret = _AS_TYPES[d["returns"]]
+        ts = [_AS_TYPES.get(t, "i64") for t in d["params"]]  # a decimal is its i64 unscaled value
+        ret = _AS_TYPES.get(d["returns"], "i64")
         n = len(ts)
         if d["kind"] == "scalar":
+            wide = sum(1 << i for i, t in enumerate(d["params"]) if _AS_DECIMAL.fullmatch(t))
+            wide |= 256 if _AS_DECIMAL.fullmatch(d["returns"]) else 0
             out.append(
                 f"export function {name}(args: u32, nargs: u32, out: u32): i32 {{ "
-                f"return udf.scalar{n}<{', '.join(ts)}, {ret}>(args, nargs, out, {user}); }}"
+                f"return udf.scalar{n}<{', '.join(ts)}, {ret}>(args, nargs, out, {user}, {wide}); }}"
             )
             continue
         params = ", ".join(f"a{i}: {t}" for i, t in enumerate(ts))

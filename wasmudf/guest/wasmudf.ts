@@ -21,6 +21,7 @@
 // reads the declarations and generates the ABI exports around your functions with the
 // helpers below. Types: bool → bool, int32 → i32, int64 → i64, float32 → f32, float64 → f64,
 // utf8 → string, date → i32 (days since 1970-01-01), timestamp and timestamptz → i64
+// (microseconds), decimal(p,s) with p <= 18 → i64 (the unscaled value, value × 10^s; scalars)
 // (microseconds; timestamptz in UTC). Inside a function: udf.setNull() makes this row's result NULL;
 // udf.fail("message") fails the whole call.
 //
@@ -78,8 +79,12 @@ function valid(c: usize, r: u32): bool {
   return v == 0 || ((load<u8>(<usize>v + (r >> 3)) >> (r & 7)) & 1) != 0;
 }
 
-function get<T>(c: usize, r: u32): T {
+// `wide`: a decimal, 16 bytes a row, whose low 8 are the i64 this SDK works with (p <= 18).
+function get<T>(c: usize, r: u32, wide: bool = false): T {
   const values = <usize>load<u32>(c, 20);
+  if (isInteger<T>()) {
+    if (wide) return load<T>(values + <usize>r * 16);
+  }
   if (isString<T>()) {
     const offsets = <usize>load<u32>(c, 16);
     const start = load<u32>(offsets + <usize>r * 4);
@@ -92,7 +97,7 @@ function get<T>(c: usize, r: u32): T {
 
 class Output<R> {
   spans: Array<ArrayBuffer> = [];
-  constructor(public out: usize) {
+  constructor(public out: usize, public wide: bool = false) {
     store<u32>(out, 0, 8); // null_count
   }
   put(r: u32, v: R): void {
@@ -108,6 +113,9 @@ class Output<R> {
       this.spans.push(String.UTF8.encode(changetype<string>(v)));
     } else if (isBoolean<R>()) {
       store<u8>(values + r, v ? 1 : 0);
+    } else if (isInteger<R>() && sizeof<R>() == 8 && this.wide) {
+      store<i64>(values + <usize>r * 16, <i64>v); // a decimal: sign-extended to 16 bytes
+      store<i64>(values + <usize>r * 16 + 8, (<i64>v) >> 63);
     } else {
       store<R>(values + <usize>r * sizeof<R>(), v);
     }
@@ -144,39 +152,44 @@ function begin(nargs: u32, expected: u32): bool {
 
 // ------------------------------------------------------------------------ scalars
 
-export function scalar1<A, R>(args: u32, nargs: u32, out: u32, fn: (a: A) => R): i32 {
+// `wide`: bit i set for a decimal parameter i, bit 8 for a decimal result.
+export function scalar1<A, R>(args: u32, nargs: u32, out: u32, fn: (a: A) => R, wide: u32 = 0): i32 {
   if (!begin(nargs, 1)) return 1;
-  const o = new Output<R>(out);
+  const o = new Output<R>(out, (wide & 256) != 0);
   const n = load<u32>(out, 4);
   for (let r: u32 = 0; r < n; r++) {
     rowNull = false;
-    const v = fn(get<A>(column(args, 0), r));
+    const v = fn(get<A>(column(args, 0), r, (wide & 1) != 0));
     if (failed) return 1;
     o.put(r, v);
   }
   return o.finish();
 }
 
-export function scalar2<A, B, R>(args: u32, nargs: u32, out: u32, fn: (a: A, b: B) => R): i32 {
+export function scalar2<A, B, R>(args: u32, nargs: u32, out: u32, fn: (a: A, b: B) => R, wide: u32 = 0): i32 {
   if (!begin(nargs, 2)) return 1;
-  const o = new Output<R>(out);
+  const o = new Output<R>(out, (wide & 256) != 0);
   const n = load<u32>(out, 4);
   for (let r: u32 = 0; r < n; r++) {
     rowNull = false;
-    const v = fn(get<A>(column(args, 0), r), get<B>(column(args, 1), r));
+    const v = fn(get<A>(column(args, 0), r, (wide & 1) != 0), get<B>(column(args, 1), r, (wide & 2) != 0));
     if (failed) return 1;
     o.put(r, v);
   }
   return o.finish();
 }
 
-export function scalar3<A, B, C, R>(args: u32, nargs: u32, out: u32, fn: (a: A, b: B, c: C) => R): i32 {
+export function scalar3<A, B, C, R>(args: u32, nargs: u32, out: u32, fn: (a: A, b: B, c: C) => R, wide: u32 = 0): i32 {
   if (!begin(nargs, 3)) return 1;
-  const o = new Output<R>(out);
+  const o = new Output<R>(out, (wide & 256) != 0);
   const n = load<u32>(out, 4);
   for (let r: u32 = 0; r < n; r++) {
     rowNull = false;
-    const v = fn(get<A>(column(args, 0), r), get<B>(column(args, 1), r), get<C>(column(args, 2), r));
+    const v = fn(
+      get<A>(column(args, 0), r, (wide & 1) != 0),
+      get<B>(column(args, 1), r, (wide & 2) != 0),
+      get<C>(column(args, 2), r, (wide & 4) != 0),
+    );
     if (failed) return 1;
     o.put(r, v);
   }
