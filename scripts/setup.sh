@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Create .venv and install wasmudf with its pinned test and build dependencies, the Rust guest
-# toolchain from Debian's packages (rustc 1.63 with the wasm32 standard library), SQLite's
-# extension header (the C accelerator registers SQLite functions directly) and the
-# AssemblyScript compiler from npm.
+# Create .venv and install wasmudf with its pinned test and build dependencies (PySpark among
+# them, with Debian's Java 17), the Rust guest toolchain from Debian's packages (rustc 1.63
+# with the wasm32 standard library), SQLite's extension header (the C accelerator registers
+# SQLite functions directly) and the AssemblyScript compiler from npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +16,16 @@ if ! dpkg -s libstd-rust-dev-wasm32 libsqlite3-dev >/dev/null 2>&1 || [ ! -x /us
     step "installing Debian packages (rustc, wasm32 std, lld, sqlite3 headers)"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${DEBIAN_PACKAGES[@]}" >/dev/null
+fi
+
+# A Java 17 runtime for PySpark (the `spark` extra): Debian's, pinned, unless one is there.
+JAVA_PACKAGE=openjdk-17-jre-headless=17.0.19+10-1~deb12u2
+if ! java -version 2>&1 | grep -q 'version "17'; then
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    step "installing Java 17 for Spark ($JAVA_PACKAGE)"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$JAVA_PACKAGE" >/dev/null
 fi
 
 # Everything below is skipped when what it installs is there and its inputs have not changed

@@ -322,6 +322,7 @@ export function cents(x: i64): i64 { return x / 10000; }
 @pytest.mark.parametrize("suffix", list(SDK_SOURCES))
 def test_every_sdk_declares_decimals_lists_and_structs(suffix, tmp_path):
     from references import bbox, median_of, split_words
+
     from wasmudf.build import build
 
     source = tmp_path / f"n.{suffix}"

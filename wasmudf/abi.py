@@ -11,8 +11,8 @@ import functools
 import json
 import re
 import struct
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -56,7 +56,7 @@ class AbiType:
     precision: int = 0
     scale: int = 0
     #: A list's element as (("item", T),) or a struct's fields as ((name, T), ...).
-    children: tuple[tuple[str, "AbiType"], ...] = ()
+    children: tuple[tuple[str, AbiType], ...] = ()
 
     @property
     def is_varlen(self) -> bool:
@@ -92,7 +92,7 @@ class AbiType:
         """1 for a flat type, one more per list or struct around it."""
         return 1 + max((t.depth for _, t in self.children), default=0)
 
-    def walk(self) -> Iterator["AbiType"]:
+    def walk(self) -> Iterator[AbiType]:
         """This type and every type inside it."""
         yield self
         for _, t in self.children:

@@ -138,6 +138,25 @@ class AggregateFunction(ArrowArguments):
         with self.pool.get(self.name).interruptible(interrupted):
             return self._groups(offsets, values, present, groups, interrupted)
 
+    def lists_per_parameter(self, lists: Sequence[Any]) -> list[pa.Array]:
+        """List arguments as one list array per parameter, for :meth:`aggregate_lists`: an
+        aggregate of several parameters is given one list of structs (DuckDB's
+        ``list({'a0': x, 'a1': w})``, Spark's ``collect_list(struct(x, w))``, which keeps each
+        row's values together where separate lists would drop NULLs apart), split here."""
+        columns = [plain_array(c) for c in lists]
+        nparams = len(self.spec.params)
+        if len(columns) != 1 or nparams == 1:
+            return columns
+        lists_of_structs = columns[0]
+        if not pa.types.is_list(lists_of_structs.type) or not pa.types.is_struct(lists_of_structs.type.value_type):
+            raise ArgumentTypeError(f"`{self.name}` takes a list of structs of {nparams} fields")
+        struct_values = lists_of_structs.values
+        if struct_values.type.num_fields != nparams:
+            raise ArgumentTypeError(f"`{self.name}` takes structs of {nparams} fields")
+        fields = struct_values.flatten()  # parent NULLs become NULL fields
+        # A NULL list (an empty group) stays NULL in every per-parameter list.
+        return [pa.ListArray.from_arrays(lists_of_structs.offsets, f, mask=lists_of_structs.is_null()) for f in fields]
+
     def _groups(
         self,
         offsets: list[np.ndarray],

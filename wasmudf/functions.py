@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from . import nested, pyvalues
 from .abi import AbiType, FunctionSpec
 from .columns import (
     BATCH_VARLEN_BYTES,
+    array_value,
     arrow_column,
     arrow_columns,
-    array_value,
     merge_validity,
     plain_array,
     result_array,
@@ -26,7 +27,6 @@ from .columns import (
     valid_rows,
     value_kind,
 )
-from . import nested, pyvalues
 from .dataframes import from_arrow, is_scalar, nullable_pandas, series_kind, to_arrow
 from .errors import ArgumentTypeError
 

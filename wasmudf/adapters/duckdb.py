@@ -302,7 +302,7 @@ def _register_aggregate(con: Any, fn: AggregateFunction) -> None:
 
     def udf(*lists: pa.ChunkedArray | pa.Array) -> pa.Array:
         # One row per group (or per window frame), each a list of the group's values.
-        return fn.aggregate_lists(*_per_parameter(fn, lists), interrupted=check_for_call())
+        return fn.aggregate_lists(*fn.lists_per_parameter(lists), interrupted=check_for_call())
 
     udf.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inspect.Parameter("lists", inspect.Parameter.POSITIONAL_ONLY)]
@@ -336,24 +336,6 @@ def _register_aggregate(con: Any, fn: AggregateFunction) -> None:
     except BaseException:
         _unregister(con, impl)
         raise
-
-
-def _per_parameter(fn: AggregateFunction, lists: tuple[Any, ...]) -> list[pa.Array]:
-    """The list arguments as one list array per parameter: an aggregate of several
-    parameters gets one list of structs (``list({'a0': x, 'a1': w})``), split here."""
-    columns = [plain_array(c) for c in lists]
-    nparams = len(fn.spec.params)
-    if len(columns) != 1 or nparams == 1:
-        return columns
-    lists_of_structs = columns[0]
-    if not pa.types.is_list(lists_of_structs.type) or not pa.types.is_struct(lists_of_structs.type.value_type):
-        raise ArgumentTypeError(f"`{fn.name}` takes a list of structs of {nparams} fields")
-    struct_values = lists_of_structs.values
-    if struct_values.type.num_fields != nparams:
-        raise ArgumentTypeError(f"`{fn.name}` takes structs of {nparams} fields")
-    fields = struct_values.flatten()  # parent NULLs become NULL fields
-    # A NULL list (an empty group) stays NULL in every per-parameter list.
-    return [pa.ListArray.from_arrays(lists_of_structs.offsets, f, mask=lists_of_structs.is_null()) for f in fields]
 
 
 class DuckDBAdapter:
