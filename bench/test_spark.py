@@ -13,9 +13,7 @@ import pyarrow.compute as pc
 import pytest
 from conftest import module_path
 
-pyspark = pytest.importorskip("pyspark")
-
-import wasmudf.spark  # noqa: E402
+import wasmudf.spark
 
 ROWS = 2_000_000
 ADD_GROUP = "Spark sum(add_i64(a, b)), 2,000,000 rows"

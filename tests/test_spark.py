@@ -19,16 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyspark
 import pytest
 import wat
 from conftest import EXAMPLES
 
 import wasmudf
+import wasmudf.spark
 
-pyspark = pytest.importorskip("pyspark")  # the `spark` extra, which the set-up installs
 pytestmark = pytest.mark.spark
-
-import wasmudf.spark  # noqa: E402  (needs pyspark)
 
 TESTS = Path(__file__).resolve().parent
 #: Modules with a function named as one of Spark's own, registered with prefix="wasm_".

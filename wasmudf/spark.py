@@ -128,23 +128,7 @@ def register(
         ModuleError, ManifestError, ExportError, PolicyError, SignatureError: from the load
             on the driver; nothing is registered then.
     """
-    if secrets is not None and not isinstance(secrets, str):
-        raise UsageError(
-            "secrets cannot travel to Spark executors inside tasks: pass secrets='package.module:name', "
-            "a factory each executor imports and calls for its secret store (docs/spark.md)"
-        )
-    store = _secret_store(secrets) if secrets is not None else None
-    module = load(source, secrets=store, **load_options)
-    payload = Payload(
-        wasm=module.wasm,
-        sha256=module.sha256,
-        label=module.label,
-        limits=module.limits,
-        grant=tuple(load_options.get("grant", ())),
-        config=load_options.get("config"),
-        tenant=load_options.get("tenant"),
-        secrets=secrets,
-    )
+    module, payload = _load(source, secrets, load_options)
     made: list[tuple[str, str, Any]] = []  # (kind, SQL name, UDF), all made before any is registered
     for fn in module.functions.values():
         spec, name = fn.spec, prefix + fn.spec.name
@@ -158,6 +142,27 @@ def register(
     for kind, name, udf in made:
         (spark.udf if kind == "udf" else spark.udtf).register(name, udf)
     return [name for _, name, _ in made]
+
+
+def _load(source: Source, secrets: str | None, load_options: dict[str, Any]) -> tuple[Module, Payload]:
+    """Load and check the module on the driver, and the Payload its UDFs carry."""
+    if secrets is not None and not isinstance(secrets, str):
+        raise UsageError(
+            "secrets cannot travel to Spark executors inside tasks: pass secrets='package.module:name', "
+            "a factory each executor imports and calls for its secret store (docs/spark.md)"
+        )
+    module = load(source, secrets=_secret_store(secrets) if secrets is not None else None, **load_options)
+    payload = Payload(
+        wasm=module.wasm,
+        sha256=module.sha256,
+        label=module.label,
+        limits=module.limits,
+        grant=tuple(load_options.get("grant", ())),
+        config=load_options.get("config"),
+        tenant=load_options.get("tenant"),
+        secrets=secrets,
+    )
+    return module, payload
 
 
 def _check_names(spark: Any, names: list[str], replace: bool) -> None:
@@ -279,24 +284,31 @@ def _marked(udf: Any, spec: FunctionSpec) -> Any:
 # -- partial aggregation ------------------------------------------------------------------
 
 
-def aggregate(df: Any, source: Source, function: str, by: Sequence[str], columns: Sequence[str], **load_options: Any) -> Any:
+def aggregate(
+    df: Any,
+    source: Source,
+    function: str,
+    by: Sequence[str],
+    columns: Sequence[str],
+    *,
+    secrets: str | None = None,
+    **load_options: Any,
+) -> Any:
     """``SELECT by..., function(columns...) FROM df GROUP BY by...`` in two phases, for an
     aggregate whose states move (``__serialize``/``__deserialize``, ABI §5): each partition
     folds its rows into one state per group and sends the state's bytes, and the shuffle
     carries those states rather than the rows; a grouped-aggregate UDF then restores and
     merges them. Returns a DataFrame of the ``by`` columns and ``function``.
 
+    ``secrets`` and ``load_options`` are as for :func:`register`.
+
     Raises:
         UsageError: the function is not an aggregate whose states move.
     """
-    module = load(source, **load_options)
+    module, payload = _load(source, secrets, load_options)
     fn = module.functions.get(function)
     if fn is None or fn.kind != "aggregate" or not fn.movable:
         raise UsageError(f"`{function}` is not an aggregate whose states move (__merge, __serialize, __deserialize)")
-    payload = Payload(
-        wasm=module.wasm, sha256=module.sha256, label=module.label, limits=module.limits,
-        grant=tuple(load_options.get("grant", ())), config=load_options.get("config"), tenant=load_options.get("tenant"),
-    )
     from pyspark.sql.functions import arrow_udf
     from pyspark.sql.pandas.types import to_arrow_type
     from pyspark.sql.types import BinaryType, StructField, StructType
