@@ -345,3 +345,19 @@ def test_every_sdk_declares_decimals_lists_and_structs(suffix, tmp_path):
         points = [[{"lat": 1.0, "lon": 2.0}, {"lat": -1.0, "lon": 5.0}, None], [], None, [{"lat": None, "lon": 1.0}]]
         got = fns["bbox"](pa.array(points, fns["bbox"].spec.params[0].arrow)).to_pylist()
         assert got == [None if p is None else bbox(p) for p in points]
+
+
+def test_lists_larger_than_one_call_are_split_across_calls(nested):
+    import numpy as np
+
+    from wasmudf.columns import BATCH_VARLEN_BYTES, row_ranges
+
+    rows = [list(np.linspace(-i, i, 1500 + i % 7)) for i in range(3000)]  # about 36 MB of elements
+    lists = pa.array(rows, pa.list_(pa.float64()))
+    ranges = list(row_ranges([lists], len(lists)))
+    assert len(ranges) > 1 and ranges[0][0] == 0 and ranges[-1][1] == len(lists)
+    assert all(lists.slice(a, b - a).nbytes <= 1.1 * BATCH_VARLEN_BYTES for a, b in ranges)
+    # One call over the whole column would need its 36 MB in the frame and as much again for
+    # the guest's sorted copies: over 48 MiB of memory, which split calls stay under.
+    fn = wasmudf.load(EXAMPLES["nested"], limits=wasmudf.Limits(memory_bytes=48 * 2**20)).functions["median_of"]
+    assert fn(lists).to_pylist() == [float(np.median(r)) for r in rows]

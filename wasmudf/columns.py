@@ -165,15 +165,19 @@ def valid_rows(arrays: Sequence[pa.Array], n: int) -> np.ndarray:
 
 
 def row_ranges(arrays: list[pa.Array], n: int) -> Iterator[tuple[int, int]]:
-    """Split [0, n) so no call carries more than BATCH_VARLEN_BYTES of variable-length input."""
+    """Split [0, n) so no call carries more than BATCH_VARLEN_BYTES of variable-length input
+    (text and bytes, and the elements of lists)."""
     varlen = [a for a in arrays if pa.types.is_string(a.type) or pa.types.is_binary(a.type)]
-    if n == 0 or sum(_data_bytes(a) for a in varlen) <= BATCH_VARLEN_BYTES:
+    nested = [a for a in arrays if pa.types.is_list(a.type) or pa.types.is_struct(a.type)]
+    if n == 0 or sum(_data_bytes(a) for a in varlen) + sum(a.nbytes for a in nested) <= BATCH_VARLEN_BYTES:
         yield 0, n
         return
     sizes = np.zeros(n + 1, dtype=np.int64)
     for a in varlen:
         offs = np.frombuffer(a.buffers()[1], np.int32, count=n + 1, offset=a.offset * 4)
         sizes += offs.astype(np.int64) - int(offs[0])
+    for a in nested:
+        sizes[1:] += np.cumsum(_nested_row_bytes(a))
     start = 0
     while start < n:
         limit = sizes[start] + BATCH_VARLEN_BYTES
@@ -191,6 +195,24 @@ def merge_validity(n: int, parts: list[tuple[int, int, bytes]]) -> pa.Buffer:
             np.frombuffer(bitmap, np.uint8), bitorder="little", count=rows
         )
     return pa.py_buffer(np.packbits(bits, bitorder="little"))
+
+
+def _nested_row_bytes(a: pa.Array) -> np.ndarray:
+    """About how many bytes each row of a list or struct array takes in a frame: a list's
+    elements at its child's average size, a struct's fields added up."""
+    if pa.types.is_struct(a.type):
+        total = np.zeros(len(a), dtype=np.int64)
+        for i in range(a.type.num_fields):
+            total += _nested_row_bytes(a.field(i))
+        return total
+    if pa.types.is_list(a.type):
+        offsets = a.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
+        counts = np.diff(offsets)
+        child = a.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+        if len(child) == 0:
+            return np.full(len(a), 4, dtype=np.int64)
+        return 4 + counts * max(1, -(-child.nbytes // len(child)))
+    return np.full(len(a), max(1, -(-a.nbytes // max(len(a), 1))), dtype=np.int64)
 
 
 def _data_bytes(a: pa.Array) -> int:
