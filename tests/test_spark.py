@@ -350,3 +350,12 @@ def test_two_executors_give_the_same_results_for_1_2_and_4_partitions(tmp_path):
     loads = [line.split() for line in load_log.read_text().splitlines()]
     executors = {parent for _, parent, _ in loads}  # each executor's Python workers share a parent daemon
     assert len(executors) >= 2, loads
+
+
+def test_non_deterministic_functions_are_marked_so(spark):
+    body = '(func (export "roll") (param i32 i32 i32) (result i32) (i32.const 0))'
+    functions = [wat.scalar("roll", ["int64"], "int64", deterministic=False), wat.scalar("same", ["int64"], "int64")]
+    module = wasmudf.load(wat.module(body + body.replace('"roll"', '"same"'), functions))
+    payload = wasmudf.spark.Payload(wasm=module.wasm, sha256=module.sha256, label="roll", limits=module.limits)
+    roll, same = (wasmudf.spark._scalar_udf(payload, module.functions[n].spec) for n in ("roll", "same"))
+    assert (roll.deterministic, same.deterministic) == (False, True)
