@@ -11,7 +11,8 @@ import sys
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from conftest import module_path
+from conftest import ROOT, module_path
+from references import edit_distance
 
 import wasmudf.spark
 
@@ -20,22 +21,12 @@ ADD_GROUP = "Spark sum(add_i64(a, b)), 2,000,000 rows"
 EDIT_GROUP = "Spark sum(edit_distance(s, t)), 2,000,000 rows"
 
 
-def levenshtein(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
 def arrow_add(a: pa.Array, b: pa.Array) -> pa.Array:
     return pc.add(a, b)  # wraps on overflow, as add_i64 does
 
 
 def arrow_edit(s: pa.Array, t: pa.Array) -> pa.Array:
-    return pa.array([levenshtein(x, y) for x, y in zip(s.to_pylist(), t.to_pylist())], pa.int64())
+    return pa.array([edit_distance(x, y) for x, y in zip(s.to_pylist(), t.to_pylist())], pa.int64())
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +35,11 @@ def spark():
     from pyspark.sql.functions import arrow_udf, udf
 
     os.environ["PYSPARK_PYTHON"] = sys.executable
-    # The workers unpickle the UDFs below by reference to this module: they import it too.
+    # The workers unpickle the UDFs below by reference to this module and to the tests'
+    # references: they import both.
     here = os.path.dirname(os.path.abspath(__file__))
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
+    paths = [here, str(ROOT / "tests"), os.environ.get("PYTHONPATH")]
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
     session = (
         SparkSession.builder.master("local[2]")
         .config("spark.ui.enabled", "false")
@@ -59,7 +52,7 @@ def spark():
     session.udf.register("pa_add", arrow_udf(arrow_add, "bigint"))
     session.udf.register("pa_edit", arrow_udf(arrow_edit, "bigint"))
     session.udf.register("py_add", udf(lambda a, b: a + b, "bigint"))
-    session.udf.register("py_edit", udf(lambda a, b: levenshtein(a, b), "bigint"))  # untyped: a plain UDF
+    session.udf.register("py_edit", udf(lambda a, b: edit_distance(a, b), "bigint"))  # untyped: a plain UDF
     session.range(0, ROWS, 1, 2).selectExpr(
         "id AS a", "id * 7 % 1000 AS b", "CAST(id % 9973 AS STRING) AS s", "CAST(id * 31 % 9973 AS STRING) AS t"
     ).cache().createOrReplaceTempView("rows")

@@ -68,3 +68,15 @@ def conn(engine):
     con = connect(engine)
     yield con
     con.close()
+
+
+def build_functions(tmp_path: Path, filename: str, source: str) -> dict:
+    """Write ``source`` to ``filename`` (its suffix picks the SDK), build it with ``wasmudf
+    build`` and load it: the module's functions."""
+    import wasmudf
+    from wasmudf.build import build
+
+    path = tmp_path / filename
+    path.write_text(source)
+    build([path], tmp_path / "built.wasm")
+    return wasmudf.load(tmp_path / "built.wasm").functions

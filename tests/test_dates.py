@@ -11,7 +11,7 @@ import apsw
 import duckdb
 import pyarrow as pa
 import pytest
-from conftest import ROOT
+from conftest import ROOT, build_functions
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from references import business_days_between, hour_of, iso_week, last_day_of_month, week_start
@@ -176,12 +176,7 @@ export function noon_of(d: i32): i64 { return <i64>d * 86400000000 + 43200000000
 
 @pytest.mark.parametrize("suffix", list(SDK_SOURCES))
 def test_every_sdk_declares_dates_and_timestamps(suffix, tmp_path):
-    from wasmudf.build import build
-
-    source = tmp_path / f"d.{suffix}"
-    source.write_text(SDK_SOURCES[suffix])
-    build([source], tmp_path / "d.wasm")
-    fns = wasmudf.load(tmp_path / "d.wasm").functions
+    fns = build_functions(tmp_path, f"d.{suffix}", SDK_SOURCES[suffix])
     assert fns["days_after"].spec.signature() == "days_after(date, int32) -> date"
     for day in (dt.date(1, 1, 1), dt.date(1969, 12, 31), dt.date(2026, 12, 2), dt.date(9999, 11, 30)):
         assert fns["days_after"].call_row(day, 30) == day + dt.timedelta(days=30)

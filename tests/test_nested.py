@@ -10,7 +10,7 @@ import json
 import apsw
 import pyarrow as pa
 import pytest
-from conftest import EXAMPLES, connect
+from conftest import EXAMPLES, build_functions, connect
 from engines import ENGINE_TRAITS, query
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -323,12 +323,7 @@ export function cents(x: i64): i64 { return x / 10000; }
 def test_every_sdk_declares_decimals_lists_and_structs(suffix, tmp_path):
     from references import bbox, median_of, split_words
 
-    from wasmudf.build import build
-
-    source = tmp_path / f"n.{suffix}"
-    source.write_text(SDK_SOURCES[suffix])
-    build([source], tmp_path / "n.wasm")
-    fns = wasmudf.load(tmp_path / "n.wasm").functions
+    fns = build_functions(tmp_path, f"n.{suffix}", SDK_SOURCES[suffix])
     cents = fns.get("cents") or fns["cents_of"]
     for x in ("1.239999", "-1.239999", "0.000001", "99999999999.999999"):
         assert cents.call_row(D(x)) == D(x).quantize(D("0.01"), rounding=decimal.ROUND_DOWN)

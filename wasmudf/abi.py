@@ -92,6 +92,18 @@ class AbiType:
         """1 for a flat type, one more per list or struct around it."""
         return 1 + max((t.depth for _, t in self.children), default=0)
 
+    def spelled(self, syntax: TypeSyntax) -> str:
+        """This type's name in an engine's SQL, from the engine's table of flat names and its
+        forms for the parametric and nested types (each engine has one TypeSyntax)."""
+        if self.is_decimal:
+            return syntax.decimal.format(p=self.precision, s=self.scale)
+        if self.code == LIST_CODE:
+            return syntax.list.format(self.children[0][1].spelled(syntax))
+        if self.code == STRUCT_CODE:
+            fields = ", ".join(syntax.field.format(name=n, type=t.spelled(syntax)) for n, t in self.children)
+            return syntax.struct.format(fields)
+        return syntax.flat[self.name]
+
     def walk(self) -> Iterator[AbiType]:
         """This type and every type inside it."""
         yield self
@@ -249,10 +261,30 @@ def parse_type(text: str) -> AbiType:
         raise ValueError(f"{text!r}: unexpected {tokens[pos]!r} after the type")
     return t
 
+@dataclass(frozen=True)
+class TypeSyntax:
+    """How an engine's SQL spells the ABI types (see :meth:`AbiType.spelled`)."""
+
+    #: The flat types' names, by ABI name.
+    flat: dict[str, str]
+    #: ``str.format`` patterns: ``decimal`` takes ``p`` and ``s``; ``list`` the element and
+    #: ``struct`` the joined fields, positionally; ``field`` takes ``name`` and ``type``.
+    decimal: str
+    list: str
+    struct: str
+    field: str
+
+
 # The 32-byte column descriptor (ABI §3): eight little-endian u32 fields.
 DESCRIPTOR = struct.Struct("<8I")
 DESCRIPTOR_SIZE = DESCRIPTOR.size
 DESCRIPTOR_ALIGN = 8
+
+
+def align8(n: int) -> int:
+    """``n`` rounded up to a multiple of 8: where each piece of a frame starts."""
+    return (n + 7) & ~7
+
 F_TYPE, F_LENGTH, F_NULL_COUNT, F_VALIDITY, F_OFFSETS, F_VALUES, F_VALUES_LEN, F_RESERVED = range(8)
 #: The descriptor fields by index, as error messages name them.
 FIELD_NAMES = ("type", "length", "null_count", "validity", "offsets", "values", "values_len", "reserved")

@@ -22,11 +22,12 @@ from .abi import TYPES, FunctionSpec
 from .columns import array_value, arrow_columns, plain_array, row_ranges, row_value, valid_rows, value_kind
 from .errors import ArgumentTypeError, GuestError, GuestFailure, UsageError
 from .functions import BATCH_ROWS, ArrowArguments
+from .pycore import SHAPE_FOLD as _SHAPE_FOLD
+from .pycore import SHAPE_RESULT as _SHAPE_RESULT
 
 if TYPE_CHECKING:
     from .instance import Instance, InstancePool
 
-_SHAPE_FOLD, _SHAPE_RESULT = 1, 2
 BINARY = TYPES["binary"]
 
 
@@ -441,12 +442,11 @@ class AggregateState:
 
     def _call_fold(self, part: str, arrays: list[pa.Array], rows: int) -> None:
         inst, name = self._inst, self.fn.name
+        func = inst.func_addr(f"{self._export}__{part}")
         if self.fn.nested:
-            func = inst.func_addr(f"{self._export}__{part}")
             nested.call_batch(inst, func, name, rows, None, -1, arrays, self.fn.spec.params, _SHAPE_FOLD, self._handle)
             return
         columns = arrow_columns(arrays, self.fn.spec.params)
-        func = inst.func_addr(f"{self._export}__{part}")
         inst.core.call_batch(func, name, rows, 0, -1, None, columns, _SHAPE_FOLD, self._handle)
 
     def _result(self, part: str) -> Any:

@@ -25,18 +25,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .abi import DESCRIPTOR, DESCRIPTOR_SIZE, FIELD_NAMES, LIST_CODE, STRUCT_CODE, AbiType
+from .abi import DESCRIPTOR, DESCRIPTOR_SIZE, FIELD_NAMES, LIST_CODE, STRUCT_CODE, AbiType, align8
 from .columns import arrow_column
-from .pycore import column_pieces, packed_bits
+from .pycore import SHAPE_FOLD, SHAPE_SCALAR, column_pieces, offsets_problem, packed_bits
 
-SHAPE_SCALAR, SHAPE_FOLD, SHAPE_RESULT = 0, 1, 2
 _U32 = struct.Struct("<I")
 #: The longest column a guest may describe (Arrow's int32 offsets).
 MAX_LENGTH = 0x7FFFFFFF
 
-
-def _align8(n: int) -> int:
-    return (n + 7) & ~7
 
 
 class _Frame:
@@ -48,7 +44,7 @@ class _Frame:
         self.links: list[int] = []
 
     def reserve(self, size: int) -> int:
-        pos = _align8(len(self.buf))
+        pos = align8(len(self.buf))
         self.buf.extend(bytes(pos + size - len(self.buf)))
         return pos
 
@@ -183,14 +179,13 @@ class _Reader:
                 raise self.inst.output_limit_exceeded(self.what, self.spent, self.limit)
         return ctypes.string_at(self.base + addr, size)
 
-    def offsets(self, addr: int, length: int, path: str, guest_buffer: bool) -> np.ndarray:
-        raw = np.frombuffer(self.take(addr, (length + 1) * 4, path, "offsets", guest_buffer), np.uint32)
-        if raw[0] != 0:
-            raise self.invalid(f"{path}: offsets[0] is {raw[0]}, not 0")
-        steps = np.diff(raw.astype(np.int64))
-        if length and bool(np.any(steps < 0)):
-            i = int(np.argmax(steps < 0))
-            raise self.invalid(f"{path}: offsets decrease at row {i} ({raw[i]} then {raw[i + 1]})")
+    def offsets(self, addr: int, length: int, path: str, guest_buffer: bool, end: int | None = None) -> np.ndarray:
+        """A list's or a text's offsets, checked (ending at ``end``, a text's values_len)."""
+        data = self.take(addr, (length + 1) * 4, path, "offsets", guest_buffer)
+        problem = offsets_problem(data, length, end)
+        if problem:
+            raise self.invalid(f"{path}: {problem}")
+        raw = np.frombuffer(data, np.uint32)
         if raw[length] > MAX_LENGTH:
             raise self.invalid(f"{path}: offsets[{length}] is {raw[length]}, over 2 GiB")
         return raw
@@ -222,9 +217,7 @@ class _Reader:
             children = [self.read(c, length) for c in node.children]
             return pa.Array.from_buffers(t.arrow, length, [validity], children=children)
         if t.is_varlen:
-            offsets = self.offsets(got[4], length, path, not node.known)
-            if int(offsets[length]) != got[6]:
-                raise self.invalid(f"{path}: offsets[{length}] is {offsets[length]} but values_len is {got[6]}")
+            offsets = self.offsets(got[4], length, path, not node.known, end=got[6])
             data = self.take(got[5], got[6], path, "values", True)
             return pa.Array.from_buffers(t.arrow, length, [validity, pa.py_buffer(offsets.tobytes()), pa.py_buffer(data)])
         size = length * (1 if t.is_bits else t.width)

@@ -18,7 +18,17 @@ from typing import Any
 import numpy as np
 
 from . import _native
-from .abi import DESCRIPTOR, DESCRIPTOR_SIZE, F_LENGTH, F_OFFSETS, F_RESERVED, F_TYPE, F_VALIDITY, FIELD_NAMES
+from .abi import (
+    DESCRIPTOR,
+    DESCRIPTOR_SIZE,
+    F_LENGTH,
+    F_OFFSETS,
+    F_RESERVED,
+    F_TYPE,
+    F_VALIDITY,
+    FIELD_NAMES,
+    align8,
+)
 from .abi import TYPES_BY_CODE as _TYPES
 
 #: Reuse the frame block for this many calls before resetting the arena (as RESET_EVERY in C),
@@ -57,9 +67,6 @@ def arm_deadline(ctx: int, ticks: int) -> None:
     (instantiation runs the start function under the time limit)."""
     _set_deadline(ctx, NO_DEADLINE if ticks < 0 else ticks)
 
-
-def _align8(n: int) -> int:
-    return (n + 7) & ~7
 
 
 class PyCore:
@@ -261,18 +268,18 @@ class PyCore:
         places = []
         for validity, offsets, values in pieces:
             places.append(pos)
-            pos = _align8(pos + len(validity))
+            pos = align8(pos + len(validity))
             places.append(pos)
-            pos = _align8(pos + len(offsets))
+            pos = align8(pos + len(offsets))
             places.append(pos)
-            pos = _align8(pos + len(values))
+            pos = align8(pos + len(values))
         out_validity = out_values = pos
         out_size = 0
         if has_output:
-            pos = _align8(pos + (rows + 7) // 8)
+            pos = align8(pos + (rows + 7) // 8)
             out_values = pos
             out_size = (rows + 1) * 4 if rtype.is_varlen else rows * rtype.width
-            pos = _align8(pos + out_size)
+            pos = align8(pos + out_size)
 
         block = self.frame_block(max(pos, 8), what, False)
         self._scratch_bytes += sum(len(piece[2]) for c, piece in zip(columns, pieces) if _TYPES[c[0]].is_varlen)
@@ -374,26 +381,32 @@ class PyCore:
         )
 
     def _check_offsets(self, what: str, raw: bytes, rows: int, values_len: int) -> None:
-        """A result's offsets start at 0, never decrease and end at values_len (vectorised
-        only when there is more than one row: a one-row call is SQLite's common case)."""
-        if rows == 1:
-            first, last = struct.unpack("<II", raw)
-            offsets: Any = (first, last)
-            decrease = 0 if last < first else None
-        else:
-            offsets = np.frombuffer(raw, np.uint32)
-            steps = np.diff(offsets.astype(np.int64))
-            decrease = int(np.argmax(steps < 0)) if rows and bool(np.any(steps < 0)) else None
-        if offsets[0] != 0:
-            self._invalid(what, f"offsets[0] is {offsets[0]}, not 0")
-        if decrease is not None:
-            i = decrease
-            self._invalid(what, f"offsets decrease at row {i} ({offsets[i]} then {offsets[i + 1]})")
-        if offsets[rows] != values_len:
-            self._invalid(what, f"offsets[{rows}] is {offsets[rows]} but values_len is {values_len}")
+        problem = offsets_problem(raw, rows, values_len)
+        if problem:
+            self._invalid(what, problem)
 
     def _invalid(self, what: str, message: str) -> None:
         self._fail("invalid", what, message)
+
+
+def offsets_problem(raw: bytes, rows: int, end: int | None = None) -> str | None:
+    """What is wrong with ``rows + 1`` u32 offsets a guest wrote, or None: they start at 0,
+    never decrease and, when ``end`` is given, end at it (a values_len). One row, SQLite's
+    common case, is checked without numpy."""
+    if rows == 1:
+        offsets: Any = struct.unpack("<II", raw)
+        decrease = 0 if offsets[1] < offsets[0] else None
+    else:
+        offsets = np.frombuffer(raw, np.uint32)
+        steps = np.diff(offsets.astype(np.int64))
+        decrease = int(np.argmax(steps < 0)) if rows and bool(np.any(steps < 0)) else None
+    if offsets[0] != 0:
+        return f"offsets[0] is {offsets[0]}, not 0"
+    if decrease is not None:
+        return f"offsets decrease at row {decrease} ({offsets[decrease]} then {offsets[decrease + 1]})"
+    if end is not None and offsets[rows] != end:
+        return f"offsets[{rows}] is {offsets[rows]} but values_len is {end}"
+    return None
 
 
 def _output(allocate: Callable[[int], Any] | None, data: bytes) -> Any:

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import decimals, temporal
-from .abi import AbiType
+from .abi import LIST_CODE, STRUCT_CODE, AbiType
 
 
 def check(t: AbiType, value: Any) -> Any:
@@ -39,7 +39,7 @@ def check(t: AbiType, value: Any) -> Any:
                 value = json.loads(value)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"JSON text that does not parse ({exc})") from None
-        if t.code == 12:  # list
+        if t.code == LIST_CODE:
             if not isinstance(value, (list, tuple)):
                 raise TypeError(f"{type(value).__name__} where a list belongs")
             (_, element), = t.children
@@ -83,10 +83,10 @@ def json_text(t: AbiType, value: Any) -> str:
 def _json(t: AbiType, v: Any) -> str:
     if v is None:
         return "null"
-    if t.code == 12:
+    if t.code == LIST_CODE:
         (_, element), = t.children
         return "[" + ",".join(_json(element, x) for x in v) + "]"
-    if t.code == 13:
+    if t.code == STRUCT_CODE:
         return "{" + ",".join(f"{json.dumps(name)}:{_json(ft, v.get(name))}" for name, ft in t.children) + "}"
     if t.is_decimal:
         return decimals.exact_text(v)

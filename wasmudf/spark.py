@@ -39,7 +39,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .abi import LIST_CODE, STRUCT_CODE, AbiType, FunctionSpec
+from .abi import AbiType, FunctionSpec, TypeSyntax
 from .errors import RegistrationError, UsageError
 from .limits import Limits
 from .module import Module, Source, load
@@ -63,15 +63,12 @@ _SPARK_TYPES = {
 }
 
 
+_SPARK_SYNTAX = TypeSyntax(_SPARK_TYPES, decimal="decimal({p},{s})", list="array<{}>", struct="struct<{}>", field="`{name}`: {type}")
+
+
 def spark_type(t: AbiType) -> str:
     """Spark's DDL name for an ABI type."""
-    if t.is_decimal:
-        return f"decimal({t.precision},{t.scale})"
-    if t.code == LIST_CODE:
-        return f"array<{spark_type(t.children[0][1])}>"
-    if t.code == STRUCT_CODE:
-        return "struct<" + ", ".join(f"`{n}`: {spark_type(ft)}" for n, ft in t.children) + ">"
-    return _SPARK_TYPES[t.name]
+    return t.spelled(_SPARK_SYNTAX)
 
 
 @dataclass(frozen=True)

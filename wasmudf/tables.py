@@ -20,9 +20,10 @@ import numpy as np
 import pyarrow as pa
 
 from . import temporal
-from .abi import DESCRIPTOR, DESCRIPTOR_SIZE, FIELD_NAMES, AbiType, FunctionSpec
+from .abi import DESCRIPTOR, DESCRIPTOR_SIZE, FIELD_NAMES, AbiType, FunctionSpec, align8
 from .columns import row_column, value_kind
 from .errors import ArgumentTypeError, GuestError, RowLimitExceeded
+from .pycore import offsets_problem
 
 if TYPE_CHECKING:
     from .instance import Instance, InstancePool
@@ -32,9 +33,6 @@ DEFAULT_BATCH_ROWS = 65_536
 #: The most rows of one ``__next`` call: its output buffers stay under 0.5 GiB.
 MAX_BATCH_ROWS = 1 << 20
 
-
-def _align8(n: int) -> int:
-    return (n + 7) & ~7
 
 
 class TableFunction:
@@ -269,7 +267,7 @@ class _ArgumentFrame:
         self._fields.append((i, (t.code, 1, nulls, validity, offsets, values, len(payload))))
 
     def _append(self, data: bytes) -> int:
-        at = _align8(len(self.data))
+        at = align8(len(self.data))
         self.data.extend(bytes(at - len(self.data)))
         self.data.extend(data)
         return at
@@ -309,9 +307,9 @@ class _OutputLayout:
         self.places = []
         for t in types:
             validity = pos
-            pos = _align8(pos + (capacity + 7) // 8)
+            pos = align8(pos + (capacity + 7) // 8)
             buffer = pos
-            pos = _align8(pos + ((capacity + 1) * 4 if t.is_varlen else capacity * t.width))
+            pos = align8(pos + ((capacity + 1) * 4 if t.is_varlen else capacity * t.width))
             self.places.append((validity, buffer))
         self.size = pos
 
@@ -390,14 +388,11 @@ class _OutputReader:
             values_at, values_len = got[5], got[6]
             if values_len > 0x7FFFFFFF:
                 raise self.invalid(name, f"values_len {values_len} is over 2 GiB")
-            offsets = np.frombuffer(ctypes.string_at(base + want[4], (rows + 1) * 4), np.uint32)
-            if offsets[0] != 0:
-                raise self.invalid(name, f"offsets[0] is {offsets[0]}, not 0")
-            if rows > 1 and not np.all(offsets[1:] >= offsets[:-1]):
-                i = int(np.argmax(offsets[1:] < offsets[:-1]))
-                raise self.invalid(name, f"offsets decrease at row {i} ({offsets[i]} then {offsets[i + 1]})")
-            if offsets[rows] != values_len:
-                raise self.invalid(name, f"offsets[{rows}] is {offsets[rows]} but values_len is {values_len}")
+            raw_offsets = ctypes.string_at(base + want[4], (rows + 1) * 4)
+            problem = offsets_problem(raw_offsets, rows, values_len)
+            if problem:
+                raise self.invalid(name, problem)
+            offsets = np.frombuffer(raw_offsets, np.uint32)
             if values_len and (values_at == 0 or values_at + values_len > mem_size):
                 raise self.invalid(
                     name, f"values [0x{values_at:x}, +{values_len}) is outside the {mem_size}-byte linear memory"

@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 
 from .. import errors
-from ..abi import LIST_CODE, STRUCT_CODE, AbiType
+from ..abi import AbiType, TypeSyntax
 from ..aggregates import AggregateFunction
 from ..columns import plain_array
 from ..errors import ArgumentTypeError, GuestError, RegistrationError, UsageError, WasmUdfError
@@ -45,16 +45,13 @@ SQL_TYPES = {
 }
 
 
+SYNTAX = TypeSyntax(SQL_TYPES, decimal="DECIMAL({p},{s})", list="{}[]", struct="STRUCT({})", field='"{name}" {type}')
+
+
 def sql_type(t: AbiType) -> str:
     """DuckDB's name for an ABI type: DECIMAL(p,s), T[] and STRUCT(...) for the parametric
     and nested ones."""
-    if t.is_decimal:
-        return f"DECIMAL({t.precision},{t.scale})"
-    if t.code == LIST_CODE:
-        return f"{sql_type(t.children[0][1])}[]"
-    if t.code == STRUCT_CODE:
-        return "STRUCT(" + ", ".join(f'"{name}" {sql_type(ft)}' for name, ft in t.children) + ")"
-    return SQL_TYPES[t.name]
+    return t.spelled(SYNTAX)
 
 
 @functools.cache
